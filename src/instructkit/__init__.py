@@ -1,0 +1,3 @@
+"""instructkit: open instruction data to better language models, end to end."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,36 @@
+"""The ``instructkit`` command: ``instructkit --help``. Parsing only; the work lives in the library."""
+
+from __future__ import annotations
+
+import typer
+
+from instructkit import __version__
+from instructkit.cli import chat, data, models
+
+app = typer.Typer(
+    name="instructkit",
+    help="Open instruction data to better language models: read, convert and inspect data, prepare models.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+app.command("chat")(chat.chat)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"instructkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """instructkit: open instruction data to better language models, end to end."""
+
+
+def main() -> None:
+    app()

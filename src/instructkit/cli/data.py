@@ -1,0 +1,184 @@
+"""``instructkit data``: convert between formats, show a file, inspect loss masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from instructkit.cli._common import console, err_console, user_errors
+from instructkit.formats import RecordReader, dump_records, format_names, get_format
+from instructkit.formats.io import write_rows, write_text
+from instructkit.records import Record, RecordError
+
+app = typer.Typer(help="Read, convert, summarize and inspect instruction data.", no_args_is_help=True)
+
+FORMAT_HELP = f"Input format; detected from the content when not given. One of: {', '.join(format_names())}."
+ON_ERROR_HELP = "What a bad record does: 'raise' stops with file, line and field; 'skip' writes it to the rejects file with its reason."
+
+
+def _check_choice(value: str | None, choices: list[str], flag: str) -> None:
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of: {', '.join(choices)}", param_hint=flag)
+
+
+def _read_all(paths: list[Path], fmt: str | None, on_error: str) -> tuple[list[Record], list[dict], int]:
+    records: list[Record] = []
+    rejects: list[dict] = []
+    n_read = 0
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
+    ) as bar:
+        task = bar.add_task("reading", total=len(paths))
+        for p in paths:
+            bar.update(task, description=f"reading {p.name}")
+            reader = RecordReader(p, fmt=fmt, on_error=on_error)
+            records.extend(reader)
+            rejects.extend(reader.rejects)
+            n_read += reader.n_read
+            bar.advance(task)
+    return records, rejects, n_read
+
+
+def _default_rejects_path(out: Path) -> Path:
+    name = out.name
+    for suffix in reversed(out.suffixes):
+        name = name[: -len(suffix)]
+    return out.with_name(f"{name}.rejects.jsonl")
+
+
+@app.command()
+def convert(
+    inputs: list[Path] = typer.Argument(..., help="One or more input files (JSON, JSONL, Parquet, CoNLL; .gz too).", exists=True, dir_okay=False),
+    to: str = typer.Option(..., "--to", "-t", help=f"Output format, one of: {', '.join(format_names())}."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output file; .jsonl, .json, .parquet or .conll, optionally .gz."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
+    on_error: str = typer.Option("raise", "--on-error", help=ON_ERROR_HELP),
+    rejects: Path | None = typer.Option(None, "--rejects", help="Where rejects go with --on-error skip (default: OUTPUT's stem + .rejects.jsonl)."),
+) -> None:
+    """Convert files to one output format. Prints records read = written + rejected."""
+    _check_choice(to, format_names(), "--to")
+    _check_choice(fmt, format_names(), "--format")
+    _check_choice(on_error, ["raise", "skip"], "--on-error")
+    with user_errors(RecordError, FileNotFoundError):
+        records, read_rejects, n_read = _read_all(inputs, fmt, on_error)
+        rows, write_rejects = dump_records(records, to, on_error)
+        if get_format(to).container == "text":
+            write_text("\n".join(rows), output)
+        else:
+            write_rows(rows, output)
+    all_rejects = read_rejects + write_rejects
+    rejects_path = rejects or _default_rejects_path(output)
+    if all_rejects:
+        write_rows(all_rejects, rejects_path)
+    elif rejects_path.exists():
+        rejects_path.unlink()  # a stale rejects file from an earlier run would misstate this one
+    written = len(records) - len(write_rejects)
+    assert n_read == written + len(all_rejects), "record accounting broke"  # guarded by tests
+    console.print(
+        f"read [bold]{n_read}[/] records: written [green]{written}[/] to {escape(str(output))} ({to}), "
+        f"rejected [{'red' if all_rejects else 'green'}]{len(all_rejects)}[/]"
+        + (f" → {escape(str(rejects_path))}" if all_rejects else "")
+    )
+    if all_rejects:
+        reasons: dict[str, int] = {}
+        for r in all_rejects:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        console.print("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+
+
+def _record_panel(rec: Record, i: int) -> Panel:
+    body = Text()
+    if rec.messages is not None:
+        for m in rec.messages:
+            style = {"system": "magenta", "user": "bold", "assistant": "cyan"}[m.role]
+            body.append(f"{m.role}: ", style=style)
+            body.append(m.content + "\n")
+    elif rec.tokens is not None:
+        for tok, tag in zip(rec.tokens, rec.tags or [], strict=True):
+            body.append(tok, style="bold green" if tag != "O" else "")
+            body.append(f"/{tag} " if tag != "O" else " ", style="dim")
+    else:
+        body.append(f"{rec.text}\n")
+        body.append(f"label: {rec.label}", style="cyan")
+    meta = {k: v for k, v in rec.meta.items() if k != "source"}
+    return Panel(body, title=f"#{i} {rec.id}", subtitle=json.dumps(meta, ensure_ascii=False) if meta else None)
+
+
+@app.command()
+def show(
+    path: Path = typer.Argument(..., help="The file to show.", exists=True, dir_okay=False),
+    fmt: str | None = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
+    n: int = typer.Option(3, "--n", "-n", min=0, help="How many records to print."),
+    on_error: str = typer.Option("raise", "--on-error", help=ON_ERROR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON instead of tables."),
+) -> None:
+    """Print a sample of records and counts: records, kinds, turns, roles, length percentiles."""
+    from instructkit.data.summary import summarize
+
+    _check_choice(fmt, format_names(), "--format")
+    _check_choice(on_error, ["raise", "skip"], "--on-error")
+    with user_errors(RecordError, FileNotFoundError):
+        reader = RecordReader(path, fmt=fmt, on_error=on_error)
+        records = list(reader)
+    summary = summarize(records)
+    summary["format"] = reader.fmt
+    summary["read"] = reader.n_read
+    summary["rejected"] = len(reader.rejects)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    for i, rec in enumerate(records[:n]):
+        console.print(_record_panel(rec, i))
+    table = Table(title=f"{path.name} ({reader.fmt})", show_header=False)
+    for key in ("read", "rejected", "records", "kinds", "tasks", "roles", "multi_turn", "exchanges_per_conversation", "words_per_record", "labels", "entity_tokens"):
+        value = summary[key]
+        if value in ({}, None):
+            continue
+        table.add_row(key.replace("_", " "), escape(json.dumps(value, ensure_ascii=False)))
+    console.print(table)
+    for r in reader.rejects[:5]:
+        console.print(f"[red]rejected[/] {escape(RecordError(r['reason'], r['message'], field=r['field'], file=r['file'], line=r['line'], index=r['index']).where())}: {escape(r['message'])} [{r['reason']}]")
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="A file of conversations.", exists=True, dir_okay=False),
+    model: str = typer.Option(..., "--model", "-m", help="Model whose tokenizer and chat template to use (alias, folder, hub id)."),
+    n: int = typer.Option(3, "--n", "-n", min=0, help="How many samples to print."),
+    max_length: int | None = typer.Option(None, "--max-length", min=8, help="Truncate to this many tokens (whole turns kept where possible)."),
+    chat_template: Path | None = typer.Option(None, "--chat-template", exists=True, dir_okay=False, help="A Jinja chat template to use instead of the tokenizer's."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
+) -> None:
+    """Show what training sees: trained tokens highlighted, masked tokens dimmed, and a summary."""
+    from instructkit.models import ModelNotFoundError, load_tokenizer
+    from instructkit.templates import ChatTemplate, TemplateError
+
+    _check_choice(fmt, format_names(), "--format")
+    with user_errors(RecordError, FileNotFoundError, ModelNotFoundError, TemplateError):
+        records = list(RecordReader(path, fmt=fmt))
+        tok = load_tokenizer(model)
+        template = ChatTemplate(tok, chat_template.read_text() if chat_template else None, name=model)
+        samples, stats, dropped = template.encode_all(records, max_length)
+    for i, s in enumerate(samples[:n]):
+        text = Text()
+        for tid, label in zip(s.input_ids, s.labels, strict=True):
+            piece = tok.decode([tid])
+            text.append(piece, style="bold black on green" if label != -100 else "dim")
+        trunc = " (truncated)" if s.truncated else ""
+        console.print(Panel(text, title=f"sample {i}: {len(s.input_ids)} tokens, {s.n_trained} trained{trunc}"))
+    table = Table(title=f"loss masks: {path.name} with {model}", show_header=False)
+    table.add_row("samples", str(stats.samples))
+    table.add_row("kept", str(stats.kept))
+    table.add_row("dropped", ", ".join(f"{k}: {v}" for k, v in stats.dropped.items()) or "0")
+    table.add_row("truncated", str(stats.truncated))
+    table.add_row("tokens", str(stats.tokens))
+    table.add_row("trained tokens", f"{stats.trained_tokens} ({stats.trained_share:.1%})")
+    console.print(table)
+    console.print("[bold black on green]trained[/] tokens are learned; [dim]dimmed[/] tokens are context only (label -100).")

@@ -1,0 +1,31 @@
+"""Model registry: bundled CPU models, local folders and hub ids, with a dequantized-weights cache."""
+
+from instructkit.models.registry import (
+    BUNDLED,
+    ModelNotFoundError,
+    ModelNotInstalledError,
+    ResolvedModel,
+    cache_path,
+    cache_root,
+    describe,
+    is_cached,
+    load_model,
+    load_tokenizer,
+    prepare,
+    resolve,
+)
+
+__all__ = [
+    "BUNDLED",
+    "ModelNotFoundError",
+    "ModelNotInstalledError",
+    "ResolvedModel",
+    "cache_path",
+    "cache_root",
+    "describe",
+    "is_cached",
+    "load_model",
+    "load_tokenizer",
+    "prepare",
+    "resolve",
+]

