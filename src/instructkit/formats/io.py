@@ -215,6 +215,8 @@ def iter_text_blocks(data: bytes, truncated: bool) -> Iterator[Row | RecordError
                     "undecodable_bytes", f"bytes at column {e.start + 1} are not valid UTF-8", line=n, index=index
                 )
             continue
+        if line.startswith("-DOCSTART-"):  # CoNLL document separator: not a sentence
+            continue
         block.append((n, line))
     if bad_line is not None:
         yield bad_line
@@ -255,8 +257,11 @@ def encode_rows(rows: Iterable[dict[str, Any]], path: Path) -> bytes:
 
         # meta holds free-form keys; as a JSON string it round-trips exactly instead of becoming a
         # struct padded with nulls.
+        # from_pylist takes its columns from the first row only; give every row every key (None where
+        # absent, which the reader drops again).
+        keys = list(dict.fromkeys(k for r in rows for k in r))
         table = pa.Table.from_pylist(
-            [{k: (json.dumps(v, ensure_ascii=False) if k == "meta" else v) for k, v in r.items()} for r in rows]
+            [{k: (json.dumps(r[k], ensure_ascii=False) if k == "meta" else r.get(k)) if k in r else None for k in keys} for r in rows]
         )
         buf = io.BytesIO()
         pq.write_table(table, buf)

@@ -58,31 +58,54 @@ class SelfInstruct(Format):
 
     @classmethod
     def dump(cls, records: list[Record]) -> list[Any]:
-        rows: list[dict[str, Any]] = []
+        # Consecutive instances of one task (same meta.group, ids group#0, group#1, ...) go back into
+        # one task object; the instruction is the longest shared prefix that ends at a blank line.
+        groups: list[list[Record]] = []
         for rec in records:
             messages = require_chat(rec, cls.name)
             if len(messages) != 2:
                 raise RecordError("unsupported", "self-instruct holds one instruction and one output per instance")
             group = rec.meta.get("group")
-            instance = {"input": "", "output": messages[1].content}
-            last = rows[-1] if rows else None
+            last = groups[-1] if groups else None
             if (
                 group is not None
                 and last is not None
-                and last.get("id") == group
-                and last["instruction"] == messages[0].content
-                and last["is_classification"] == bool(rec.meta.get("is_classification", False))
-                and rec.meta.get("id") == f"{group}#{len(last['instances'])}"
+                and last[0].meta.get("group") == group
+                and bool(last[0].meta.get("is_classification")) == bool(rec.meta.get("is_classification"))
+                and rec.meta.get("id") == f"{group}#{len(last)}"
+                and _shared_instruction([r.messages[0].content for r in [*last, rec]]) is not None
             ):
-                last["instances"].append(instance)
-                continue
+                last.append(rec)
+            else:
+                groups.append([rec])
+        rows = []
+        for members in groups:
+            first = members[0]
+            prompts = [r.messages[0].content for r in members]
+            instruction = _shared_instruction(prompts) or prompts[0]
             row: dict[str, Any] = {}
-            if group is not None:
-                row["id"] = group
-            if rec.meta.get("task"):
-                row["name"] = rec.meta["task"]
-            row["instruction"] = messages[0].content
-            row["instances"] = [instance]
-            row["is_classification"] = bool(rec.meta.get("is_classification", False))
+            if first.meta.get("group") is not None and first.meta.get("id") == f"{first.meta['group']}#0":
+                row["id"] = first.meta["group"]
+            if first.meta.get("task"):
+                row["name"] = first.meta["task"]
+            row["instruction"] = instruction
+            row["instances"] = [
+                {"input": p[len(instruction) + 2 :] if p != instruction else "", "output": r.messages[1].content}
+                for p, r in zip(prompts, members, strict=True)
+            ]
+            row["is_classification"] = bool(first.meta.get("is_classification", False))
             rows.append(row)
         return rows
+
+
+def _shared_instruction(prompts: list[str]) -> str | None:
+    """The longest P with every prompt == P or starting with P + blank line; None when there is none."""
+    if len(prompts) == 1:
+        return prompts[0]
+    first = prompts[0]
+    cuts = [len(first)] + [i for i in range(len(first) - 1, -1, -1) if first.startswith("\n\n", i)]
+    for cut in cuts:
+        p = first[:cut]
+        if p.strip() and all(q == p or q.startswith(p + "\n\n") for q in prompts):
+            return p
+    return None
