@@ -180,7 +180,9 @@ def tagged_records(draw) -> Record:
 
 @st.composite
 def labelled_records(draw) -> Record:
-    return Record(text=draw(text), label=draw(st.sampled_from(["pos", "neg", "neutral"])), meta={"id": draw(ident)})
+    return Record(
+        text=draw(text), label=draw(st.sampled_from(["pos", "neg", "neutral"])), meta={"id": draw(ident)}
+    )
 
 
 # What each format can hold, as record strategies.
@@ -209,7 +211,10 @@ def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, fmt: str)
     containers = [".conll", ".conll.gz"] if fmt == "conll" else CONTAINERS
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(records=st.lists(FORMAT_STRATEGIES[fmt], min_size=1, max_size=5), container=st.sampled_from(containers))
+    @given(
+        records=st.lists(FORMAT_STRATEGIES[fmt], min_size=1, max_size=5),
+        container=st.sampled_from(containers),
+    )
     def check(records: list[Record], container: str) -> None:
         a, b = folder / f"a{container}", folder / f"b{container}"
         assert write_records(records, a, fmt) == []

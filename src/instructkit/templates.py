@@ -103,7 +103,9 @@ class ChatTemplate:
             raise TemplateError(f"{self.name}: loss masks need a fast tokenizer (character offsets)")
 
     # ------------------------------------------------------------------ rendering
-    def render(self, messages: list[Message] | list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    def render(
+        self, messages: list[Message] | list[dict[str, str]], add_generation_prompt: bool = False
+    ) -> str:
         return self.tokenizer.apply_chat_template(
             _as_dicts(messages),
             chat_template=self.template,
@@ -111,7 +113,9 @@ class ChatTemplate:
             add_generation_prompt=add_generation_prompt,
         )
 
-    def trained_spans(self, messages: list[Message] | list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    def trained_spans(
+        self, messages: list[Message] | list[dict[str, str]]
+    ) -> tuple[str, list[tuple[int, int]]]:
         """Render ``messages`` and return the text and the character spans to train."""
         msgs = _as_dicts(messages)
         full = self.render(msgs)
@@ -137,7 +141,9 @@ class ChatTemplate:
                 )
             reply = upto[len(prompt) :]
             if m["content"].strip() and m["content"].strip() not in reply:
-                raise TemplateError(f"the template changes the text of assistant message {i}; cannot locate it")
+                raise TemplateError(
+                    f"the template changes the text of assistant message {i}; cannot locate it"
+                )
             end = len(prompt) + len(reply.rstrip())
             spans.append((len(prompt), end))
         return full, spans
@@ -157,7 +163,9 @@ class ChatTemplate:
         self._check_token_parity(messages, ids, offsets)
         return LabelledSample(ids, labels, text, offsets, spans)
 
-    def _check_token_parity(self, messages: list[dict[str, str]], ids: list[int], offsets: list[tuple[int, int]]) -> None:
+    def _check_token_parity(
+        self, messages: list[dict[str, str]], ids: list[int], offsets: list[tuple[int, int]]
+    ) -> None:
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
                 continue
@@ -170,7 +178,9 @@ class ChatTemplate:
                     "the same text inside the full conversation (a token merges across the reply boundary)"
                 )
 
-    def encode(self, record: Record | list[Message], max_length: int | None = None) -> LabelledSample | Dropped:
+    def encode(
+        self, record: Record | list[Message], max_length: int | None = None
+    ) -> LabelledSample | Dropped:
         """Render one conversation into ``input_ids`` + ``labels``; ``Dropped`` when nothing is left to train."""
         messages = _as_dicts(record.messages if isinstance(record, Record) else record)
         sample = self._encode_messages(messages)
@@ -189,7 +199,12 @@ class ChatTemplate:
         # The first exchange alone is too long: cut its reply, if any of it still fits.
         first = self._encode_messages(messages[: ends[0]])
         cut = LabelledSample(
-            first.input_ids[:max_length], first.labels[:max_length], first.text, first.offsets[:max_length], first.spans, True
+            first.input_ids[:max_length],
+            first.labels[:max_length],
+            first.text,
+            first.offsets[:max_length],
+            first.spans,
+            True,
         )
         if cut.n_trained == 0:
             return Dropped(
@@ -198,14 +213,18 @@ class ChatTemplate:
             )
         return cut
 
-    def encode_all(self, records: list[Record], max_length: int | None = None) -> tuple[list[LabelledSample], MaskStats, list[tuple[Record, Dropped]]]:
+    def encode_all(
+        self, records: list[Record], max_length: int | None = None
+    ) -> tuple[list[LabelledSample], MaskStats, list[tuple[Record, Dropped]]]:
         stats = MaskStats()
         kept: list[LabelledSample] = []
         dropped: list[tuple[Record, Dropped]] = []
         for rec in records:
             stats.samples += 1
             if rec.messages is None:
-                out: LabelledSample | Dropped = Dropped("not_a_conversation", f"a {rec.kind} record has no chat turns")
+                out: LabelledSample | Dropped = Dropped(
+                    "not_a_conversation", f"a {rec.kind} record has no chat turns"
+                )
             else:
                 out = self.encode(rec, max_length)
             if isinstance(out, Dropped):
@@ -227,6 +246,8 @@ def _first_difference(a: str, b: str) -> int:
     return min(len(a), len(b))
 
 
-def render_with_labels(tokenizer: Any, record: Record, max_length: int | None = None, chat_template: str | None = None) -> LabelledSample | Dropped:
+def render_with_labels(
+    tokenizer: Any, record: Record, max_length: int | None = None, chat_template: str | None = None
+) -> LabelledSample | Dropped:
     """One-call form of :meth:`ChatTemplate.encode`."""
     return ChatTemplate(tokenizer, chat_template).encode(record, max_length)

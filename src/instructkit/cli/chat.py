@@ -10,7 +10,9 @@ from instructkit.models import ModelNotFoundError
 
 def chat(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The instruction to answer."),
-    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Alias, local folder or hub id."),
+    model: str = typer.Option(
+        "smollm2-135m-instruct", "--model", "-m", help="Alias, local folder or hub id."
+    ),
     system: str | None = typer.Option(None, "--system", help="Optional system message."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Longest reply, in tokens."),
 ) -> None:

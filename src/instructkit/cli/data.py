@@ -33,7 +33,12 @@ def _read_all(paths: list[Path], fmt: str | None, on_error: str) -> tuple[list[R
     rejects: list[dict] = []
     n_read = 0
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
     ) as bar:
         task = bar.add_task("reading", total=len(paths))
         for p in paths:
@@ -55,12 +60,23 @@ def _default_rejects_path(out: Path) -> Path:
 
 @app.command()
 def convert(
-    inputs: list[Path] = typer.Argument(..., help="One or more input files (JSON, JSONL, Parquet, CoNLL; .gz too).", exists=True, dir_okay=False),
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="One or more input files (JSON, JSONL, Parquet, CoNLL; .gz too).",
+        exists=True,
+        dir_okay=False,
+    ),
     to: str = typer.Option(..., "--to", "-t", help=f"Output format, one of: {', '.join(format_names())}."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output file; .jsonl, .json, .parquet or .conll, optionally .gz."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Output file; .jsonl, .json, .parquet or .conll, optionally .gz."
+    ),
     fmt: str | None = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
     on_error: str = typer.Option("raise", "--on-error", help=ON_ERROR_HELP),
-    rejects: Path | None = typer.Option(None, "--rejects", help="Where rejects go with --on-error skip (default: OUTPUT's stem + .rejects.jsonl)."),
+    rejects: Path | None = typer.Option(
+        None,
+        "--rejects",
+        help="Where rejects go with --on-error skip (default: OUTPUT's stem + .rejects.jsonl).",
+    ),
 ) -> None:
     """Convert files to one output format. Prints records read = written + rejected."""
     _check_choice(to, format_names(), "--to")
@@ -108,7 +124,9 @@ def _record_panel(rec: Record, i: int) -> Panel:
         body.append(f"{rec.text}\n")
         body.append(f"label: {rec.label}", style="cyan")
     meta = {k: v for k, v in rec.meta.items() if k != "source"}
-    return Panel(body, title=f"#{i} {rec.id}", subtitle=json.dumps(meta, ensure_ascii=False) if meta else None)
+    return Panel(
+        body, title=f"#{i} {rec.id}", subtitle=json.dumps(meta, ensure_ascii=False) if meta else None
+    )
 
 
 @app.command()
@@ -137,23 +155,47 @@ def show(
     for i, rec in enumerate(records[:n]):
         console.print(_record_panel(rec, i))
     table = Table(title=f"{path.name} ({reader.fmt})", show_header=False)
-    for key in ("read", "rejected", "records", "kinds", "tasks", "roles", "multi_turn", "exchanges_per_conversation", "words_per_record", "labels", "entity_tokens"):
+    for key in (
+        "read",
+        "rejected",
+        "records",
+        "kinds",
+        "tasks",
+        "roles",
+        "multi_turn",
+        "exchanges_per_conversation",
+        "words_per_record",
+        "labels",
+        "entity_tokens",
+    ):
         value = summary[key]
         if value in ({}, None):
             continue
         table.add_row(key.replace("_", " "), escape(json.dumps(value, ensure_ascii=False)))
     console.print(table)
     for r in reader.rejects[:5]:
-        console.print(f"[red]rejected[/] {escape(RecordError(r['reason'], r['message'], field=r['field'], file=r['file'], line=r['line'], index=r['index']).where())}: {escape(r['message'])} [{r['reason']}]")
+        console.print(
+            f"[red]rejected[/] {escape(RecordError(r['reason'], r['message'], field=r['field'], file=r['file'], line=r['line'], index=r['index']).where())}: {escape(r['message'])} [{r['reason']}]"
+        )
 
 
 @app.command()
 def inspect(
     path: Path = typer.Argument(..., help="A file of conversations.", exists=True, dir_okay=False),
-    model: str = typer.Option(..., "--model", "-m", help="Model whose tokenizer and chat template to use (alias, folder, hub id)."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Model whose tokenizer and chat template to use (alias, folder, hub id)."
+    ),
     n: int = typer.Option(3, "--n", "-n", min=0, help="How many samples to print."),
-    max_length: int | None = typer.Option(None, "--max-length", min=8, help="Truncate to this many tokens (whole turns kept where possible)."),
-    chat_template: Path | None = typer.Option(None, "--chat-template", exists=True, dir_okay=False, help="A Jinja chat template to use instead of the tokenizer's."),
+    max_length: int | None = typer.Option(
+        None, "--max-length", min=8, help="Truncate to this many tokens (whole turns kept where possible)."
+    ),
+    chat_template: Path | None = typer.Option(
+        None,
+        "--chat-template",
+        exists=True,
+        dir_okay=False,
+        help="A Jinja chat template to use instead of the tokenizer's.",
+    ),
     fmt: str | None = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
 ) -> None:
     """Show what training sees: trained tokens highlighted, masked tokens dimmed, and a summary."""
@@ -172,7 +214,9 @@ def inspect(
             piece = tok.decode([tid])
             text.append(piece, style="bold black on green" if label != -100 else "dim")
         trunc = " (truncated)" if s.truncated else ""
-        console.print(Panel(text, title=f"sample {i}: {len(s.input_ids)} tokens, {s.n_trained} trained{trunc}"))
+        console.print(
+            Panel(text, title=f"sample {i}: {len(s.input_ids)} tokens, {s.n_trained} trained{trunc}")
+        )
     table = Table(title=f"loss masks: {path.name} with {model}", show_header=False)
     table.add_row("samples", str(stats.samples))
     table.add_row("kept", str(stats.kept))
@@ -181,4 +225,6 @@ def inspect(
     table.add_row("tokens", str(stats.tokens))
     table.add_row("trained tokens", f"{stats.trained_tokens} ({stats.trained_share:.1%})")
     console.print(table)
-    console.print("[bold black on green]trained[/] tokens are learned; [dim]dimmed[/] tokens are context only (label -100).")
+    console.print(
+        "[bold black on green]trained[/] tokens are learned; [dim]dimmed[/] tokens are context only (label -100)."
+    )

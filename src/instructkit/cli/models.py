@@ -9,7 +9,9 @@ from rich.table import Table
 from instructkit.cli._common import console, user_errors
 from instructkit.models import BUNDLED, ModelNotFoundError, cache_root, describe, prepare
 
-app = typer.Typer(help="List and prepare models (bundled aliases, local folders, hub ids).", no_args_is_help=True)
+app = typer.Typer(
+    help="List and prepare models (bundled aliases, local folders, hub ids).", no_args_is_help=True
+)
 
 
 def _size(n: int | None) -> str:
@@ -49,7 +51,9 @@ def prepare_cmd(
 ) -> None:
     """Build the cache for a bundled model (the GGUF is dequantized once, saved as safetensors)."""
     with user_errors(ModelNotFoundError):
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        ) as bar:
             bar.add_task(f"preparing {name}", total=None)
             path = prepare(name, force=force)
     d = describe(name)

@@ -22,7 +22,7 @@ def percentiles(values: list[int], qs: tuple[int, ...] = (50, 90, 99)) -> dict[s
     if not values:
         return {}
     arr = np.asarray(values)
-    out = {f"p{q}": float(np.percentile(arr, q)) for q in qs}
+    out = {f"p{q}": round(float(np.percentile(arr, q)), 1) for q in qs}
     out["min"] = float(arr.min())
     out["max"] = float(arr.max())
     out["mean"] = round(float(arr.mean()), 2)

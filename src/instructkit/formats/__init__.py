@@ -1,10 +1,10 @@
 """Read and write every supported instruction-data format, with detection from the content.
 
-    records = read_records("data.jsonl")                      # format detected
-    reader = RecordReader("data.json", fmt="alpaca", on_error="skip")
-    for rec in reader: ...
-    reader.rejects                                            # [{file, line, field, reason, ...}]
-    write_records(records, "out.parquet", fmt="sharegpt")
+records = read_records("data.jsonl")                      # format detected
+reader = RecordReader("data.json", fmt="alpaca", on_error="skip")
+for rec in reader: ...
+reader.rejects                                            # [{file, line, field, reason, ...}]
+write_records(records, "out.parquet", fmt="sharegpt")
 """
 
 from __future__ import annotations
@@ -29,7 +29,16 @@ from instructkit.formats.io import (
 from instructkit.records import Record, RecordError
 
 # Detection order matters where keys overlap: self-instruct before alpaca (both have 'instruction').
-DETECT_ORDER = ["instructkit", "self-instruct", "alpaca", "dolly", "sharegpt", "openai", "prompt-completion", "conll"]
+DETECT_ORDER = [
+    "instructkit",
+    "self-instruct",
+    "alpaca",
+    "dolly",
+    "sharegpt",
+    "openai",
+    "prompt-completion",
+    "conll",
+]
 ON_ERROR = ("raise", "skip")
 
 
@@ -122,7 +131,9 @@ class RecordReader:
             try:
                 records = FORMATS[fmt].parse(item.data)
             except RecordError as e:
-                self._reject(e.located(file=str(self.path), line=item.line, index=item.index), item.raw or item.data)
+                self._reject(
+                    e.located(file=str(self.path), line=item.line, index=item.index), item.raw or item.data
+                )
                 continue
             for rec in records:
                 rec.meta.setdefault("source", source)
@@ -140,7 +151,9 @@ def read_records(paths: str | Path | Iterable[str | Path], fmt: str | None = Non
     return out
 
 
-def dump_records(records: list[Record], fmt: str, on_error: str = "raise") -> tuple[list[Any], list[dict[str, Any]]]:
+def dump_records(
+    records: list[Record], fmt: str, on_error: str = "raise"
+) -> tuple[list[Any], list[dict[str, Any]]]:
     """Records to raw rows of ``fmt``; records the format cannot hold raise or become rejects."""
     cls = get_format(fmt)
     rows: list[Any] = []
@@ -150,7 +163,7 @@ def dump_records(records: list[Record], fmt: str, on_error: str = "raise") -> tu
             try:
                 cls.dump([rec])
             except RecordError as e:
-                raise e.located(index=i) from None
+                raise e.located(file=rec.meta.get("source"), index=i) from None
         return cls.dump(records), rejects
     ok = []
     for i, rec in enumerate(records):
@@ -158,14 +171,16 @@ def dump_records(records: list[Record], fmt: str, on_error: str = "raise") -> tu
             cls.dump([rec])
             ok.append(rec)
         except RecordError as e:
-            entry = e.located(index=i).to_dict()
+            entry = e.located(file=rec.meta.get("source"), index=i).to_dict()
             entry["raw"] = rec.to_dict()
             rejects.append(entry)
     rows = cls.dump(ok)
     return rows, rejects
 
 
-def write_records(records: list[Record], path: str | Path, fmt: str = "instructkit", on_error: str = "raise") -> list[dict[str, Any]]:
+def write_records(
+    records: list[Record], path: str | Path, fmt: str = "instructkit", on_error: str = "raise"
+) -> list[dict[str, Any]]:
     """Write records atomically in ``fmt``; the container follows the suffix (.jsonl, .json, .parquet,
     .conll/.txt for CoNLL; each may end in .gz). Returns the rejects (records ``fmt`` cannot hold)."""
     path = Path(path)

@@ -45,10 +45,14 @@ class Alpaca(Format):
             messages.append(Message("system", system))
         history = row.get("history") or []
         if not isinstance(history, list):
-            raise RecordError("wrong_type", "'history' must be a list of [user, assistant] pairs", field="history")
+            raise RecordError(
+                "wrong_type", "'history' must be a list of [user, assistant] pairs", field="history"
+            )
         for i, pair in enumerate(history):
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-                raise RecordError("wrong_type", "each history item must be [user, assistant] strings", field=f"history[{i}]")
+                raise RecordError(
+                    "wrong_type", "each history item must be [user, assistant] strings", field=f"history[{i}]"
+                )
             messages += [Message("user", pair[0]), Message("assistant", pair[1])]
         messages += [Message("user", join_prompt(instruction, extra)), Message("assistant", output)]
         meta = pick_meta(row, id="id", task="task")
@@ -90,7 +94,9 @@ class Dolly(Format):
     def dump_one(cls, record: Record) -> dict[str, Any]:
         messages = require_chat(record, cls.name)
         if len(messages) != 2 or messages[0].role != "user":
-            raise RecordError("unsupported", "dolly holds one user turn and one response (no system, no history)")
+            raise RecordError(
+                "unsupported", "dolly holds one user turn and one response (no system, no history)"
+            )
         out: dict[str, Any] = {
             "instruction": messages[0].content,
             "context": "",

@@ -39,7 +39,9 @@ class CoNLL(Format):
         if not isinstance(row, list):
             return False
         lines = [line for _, line in row if not line.startswith("-DOCSTART-")]
-        return bool(lines) and all(len(line.split()) >= 2 and TAG_RE.match(line.split()[-1]) for line in lines)
+        return bool(lines) and all(
+            len(line.split()) >= 2 and TAG_RE.match(line.split()[-1]) for line in lines
+        )
 
     @classmethod
     def parse(cls, row: Any) -> list[Record]:
@@ -58,7 +60,9 @@ class CoNLL(Format):
                 )
             tag = cols[-1]
             if not TAG_RE.match(tag):
-                raise RecordError("bad_tag", f"tag {tag!r} is not O or B-/I-/E-/S-TYPE", field=f"tags[{len(tags)}]", line=n)
+                raise RecordError(
+                    "bad_tag", f"tag {tag!r} is not O or B-/I-/E-/S-TYPE", field=f"tags[{len(tags)}]", line=n
+                )
             tokens.append(cols[0])
             tags.append(tag)
         if not tokens:
@@ -75,5 +79,7 @@ class CoNLL(Format):
         for rec in records:
             if rec.tokens is None:
                 raise RecordError("unsupported", f"conll holds tokens+tags, not {rec.kind} records")
-            blocks.append("".join(f"{tok}\t{tag}\n" for tok, tag in zip(rec.tokens, rec.tags or [], strict=True)))
+            blocks.append(
+                "".join(f"{tok}\t{tag}\n" for tok, tag in zip(rec.tokens, rec.tags or [], strict=True))
+            )
         return blocks

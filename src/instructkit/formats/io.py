@@ -105,14 +105,23 @@ def iter_jsonl(data: bytes, truncated: bool) -> Iterator[Row | RecordError]:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             is_tail = n - 1 == last or (n - 1 == last - 1 and not lines[last].strip())
-            reason = "truncated_record" if (is_tail and (truncated or not data.endswith(b"\n"))) else "malformed_json"
+            reason = (
+                "truncated_record"
+                if (is_tail and (truncated or not data.endswith(b"\n")))
+                else "malformed_json"
+            )
             yield RecordError(reason, f"invalid JSON: {e.msg} at column {e.colno}", line=n, index=index)
             index += 1
             continue
         yield Row(obj, n, index, text)
         index += 1
     if truncated:
-        yield RecordError("truncated_file", "the gzip stream ends early; the rest of the file is lost", line=len(lines), index=index)
+        yield RecordError(
+            "truncated_file",
+            "the gzip stream ends early; the rest of the file is lost",
+            line=len(lines),
+            index=index,
+        )
 
 
 def iter_json_array(data: bytes, truncated: bool) -> Iterator[Row | RecordError]:
@@ -137,7 +146,9 @@ def iter_json_array(data: bytes, truncated: bool) -> Iterator[Row | RecordError]
 
     pos = skip_ws(0)
     if pos >= n or text[pos] != "[":
-        yield RecordError("malformed_json", "a JSON file must hold an array of records", line=line_of(pos), index=0)
+        yield RecordError(
+            "malformed_json", "a JSON file must hold an array of records", line=line_of(pos), index=0
+        )
         return
     pos = skip_ws(pos + 1)
     index = 0
@@ -145,19 +156,28 @@ def iter_json_array(data: bytes, truncated: bool) -> Iterator[Row | RecordError]
         return
     while True:
         if pos >= n:
-            yield RecordError("truncated_file", "the JSON array is not closed; the file is cut short", line=line_of(n), index=index)
+            yield RecordError(
+                "truncated_file",
+                "the JSON array is not closed; the file is cut short",
+                line=line_of(n),
+                index=index,
+            )
             return
         try:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             reason = "truncated_file" if skip_ws(e.pos) >= n or truncated else "malformed_json"
-            msg = f"invalid JSON: {e.msg}" + ("; the rest of the file cannot be read" if reason == "malformed_json" else "")
+            msg = f"invalid JSON: {e.msg}" + (
+                "; the rest of the file cannot be read" if reason == "malformed_json" else ""
+            )
             yield RecordError(reason, msg, line=e.lineno, index=index)
             return
         chunk = text[pos:end]
         if any("\udc80" <= c <= "\udcff" for c in chunk):
             bad = next(i for i, c in enumerate(chunk) if "\udc80" <= c <= "\udcff")
-            yield RecordError("undecodable_bytes", "bytes here are not valid UTF-8", line=line_of(pos + bad), index=index)
+            yield RecordError(
+                "undecodable_bytes", "bytes here are not valid UTF-8", line=line_of(pos + bad), index=index
+            )
         else:
             yield Row(obj, line_of(pos), index, chunk)
         index += 1
@@ -168,9 +188,16 @@ def iter_json_array(data: bytes, truncated: bool) -> Iterator[Row | RecordError]
         if pos < n and text[pos] == "]":
             return
         if pos >= n:
-            yield RecordError("truncated_file", "the JSON array is not closed; the file is cut short", line=line_of(n), index=index)
+            yield RecordError(
+                "truncated_file",
+                "the JSON array is not closed; the file is cut short",
+                line=line_of(n),
+                index=index,
+            )
             return
-        yield RecordError("malformed_json", f"expected ',' or ']' but found {text[pos]!r}", line=line_of(pos), index=index)
+        yield RecordError(
+            "malformed_json", f"expected ',' or ']' but found {text[pos]!r}", line=line_of(pos), index=index
+        )
         return
 
 
@@ -212,7 +239,10 @@ def iter_text_blocks(data: bytes, truncated: bool) -> Iterator[Row | RecordError
         except UnicodeDecodeError as e:
             if bad_line is None:
                 bad_line = RecordError(
-                    "undecodable_bytes", f"bytes at column {e.start + 1} are not valid UTF-8", line=n, index=index
+                    "undecodable_bytes",
+                    f"bytes at column {e.start + 1} are not valid UTF-8",
+                    line=n,
+                    index=index,
                 )
             continue
         if line.startswith("-DOCSTART-"):  # CoNLL document separator: not a sentence
@@ -225,7 +255,9 @@ def iter_text_blocks(data: bytes, truncated: bool) -> Iterator[Row | RecordError
         yield Row(block, block[0][0], index)
         index += 1
     if truncated:
-        yield RecordError("truncated_file", "the gzip stream ends early; the rest of the file is lost", index=index)
+        yield RecordError(
+            "truncated_file", "the gzip stream ends early; the rest of the file is lost", index=index
+        )
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -261,7 +293,13 @@ def encode_rows(rows: Iterable[dict[str, Any]], path: Path) -> bytes:
         # absent, which the reader drops again).
         keys = list(dict.fromkeys(k for r in rows for k in r))
         table = pa.Table.from_pylist(
-            [{k: (json.dumps(r[k], ensure_ascii=False) if k == "meta" else r.get(k)) if k in r else None for k in keys} for r in rows]
+            [
+                {
+                    k: (json.dumps(r[k], ensure_ascii=False) if k == "meta" else r.get(k)) if k in r else None
+                    for k in keys
+                }
+                for r in rows
+            ]
         )
         buf = io.BytesIO()
         pq.write_table(table, buf)

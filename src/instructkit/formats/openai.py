@@ -20,7 +20,11 @@ def _flatten_parts(turns: Any) -> Any:
         if isinstance(turn, dict) and isinstance(turn.get("content"), list):
             texts = []
             for j, part in enumerate(turn["content"]):
-                if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                if not (
+                    isinstance(part, dict)
+                    and part.get("type") == "text"
+                    and isinstance(part.get("text"), str)
+                ):
                     raise RecordError(
                         "non_text_content",
                         "only text content parts are supported",

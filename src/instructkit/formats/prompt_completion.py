@@ -27,7 +27,9 @@ class PromptCompletion(Format):
     def dump_one(cls, record: Record) -> dict[str, Any]:
         messages = require_chat(record, cls.name)
         if len(messages) != 2:
-            raise RecordError("unsupported", "prompt-completion holds one prompt and one completion (no system, no history)")
+            raise RecordError(
+                "unsupported", "prompt-completion holds one prompt and one completion (no system, no history)"
+            )
         out: dict[str, Any] = {"prompt": messages[0].content, "completion": messages[1].content}
         for key in ("id", "task"):
             if record.meta.get(key) is not None:

@@ -32,7 +32,9 @@ class SelfInstruct(Format):
             raise RecordError("empty_conversation", "the task has no instances", field="instances")
         is_cls = row.get("is_classification", False)
         if not isinstance(is_cls, bool):
-            raise RecordError("wrong_type", "'is_classification' must be true or false", field="is_classification")
+            raise RecordError(
+                "wrong_type", "'is_classification' must be true or false", field="is_classification"
+            )
         group = row.get("id")
         records = []
         for i, inst in enumerate(instances):
@@ -64,7 +66,9 @@ class SelfInstruct(Format):
         for rec in records:
             messages = require_chat(rec, cls.name)
             if len(messages) != 2:
-                raise RecordError("unsupported", "self-instruct holds one instruction and one output per instance")
+                raise RecordError(
+                    "unsupported", "self-instruct holds one instruction and one output per instance"
+                )
             group = rec.meta.get("group")
             last = groups[-1] if groups else None
             if (
@@ -90,7 +94,10 @@ class SelfInstruct(Format):
                 row["name"] = first.meta["task"]
             row["instruction"] = instruction
             row["instances"] = [
-                {"input": p[len(instruction) + 2 :] if p != instruction else "", "output": r.messages[1].content}
+                {
+                    "input": p[len(instruction) + 2 :] if p != instruction else "",
+                    "output": r.messages[1].content,
+                }
                 for p, r in zip(prompts, members, strict=True)
             ]
             row["is_classification"] = bool(first.meta.get("is_classification", False))

@@ -37,7 +37,9 @@ class ShareGPT(Format):
     def parse(cls, row: Any) -> list[Record]:
         row = require_object(row)
         if "conversations" not in row:
-            raise RecordError("missing_field", "missing required field 'conversations'", field="conversations")
+            raise RecordError(
+                "missing_field", "missing required field 'conversations'", field="conversations"
+            )
         messages = parse_messages(row["conversations"], "conversations", ("from", "value"), ROLE_MAP)
         system = get_str(row, "system", required=False)
         if system:

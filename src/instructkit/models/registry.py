@@ -186,7 +186,17 @@ def load_model(name: str, task: str = "causal-lm", **kwargs: Any):
     if task not in classes:
         raise ValueError(f"unknown task '{task}'; choose one of {sorted(classes)}")
     ref = resolve(name)
-    return classes[task].from_pretrained(ref.path, **ref.kwargs, **kwargs)
+    if not ref.gguf_file:
+        # A cached or float model loads in well under a second; a per-tensor bar is only noise there.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    try:
+        return classes[task].from_pretrained(ref.path, **ref.kwargs, **kwargs)
+    finally:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.enable_progress_bar()
 
 
 def prepare(alias: str, *, force: bool = False) -> Path:

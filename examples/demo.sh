@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The quickstart, end to end on CPU with the bundled model (what `make demo` runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IK="${IK:-.venv/bin/instructkit}"
+OUT="${OUT:-runs/demo}"
+DATA=examples/data/demo.jsonl
+MODEL=smollm2-135m-instruct
+
+echo "== 1. models: build the dequantized cache once (later loads take well under a second)"
+$IK models prepare "$MODEL"
+$IK models list
+
+echo "== 2. data: convert the demo set to every chat format (records read = written + rejected)"
+for fmt in openai sharegpt alpaca prompt-completion self-instruct dolly instructkit; do
+  $IK data convert "$DATA" --to "$fmt" -o "$OUT/formats/demo.$fmt.jsonl" --on-error skip
+done
+$IK data convert "$OUT/formats/demo.sharegpt.jsonl" --to alpaca -o "$OUT/formats/demo.alpaca.parquet"
+$IK data show "$OUT/formats/demo.alpaca.parquet" -n 1
+
+echo "== 3. loss masks: what SmolLM2 is trained on (highlighted) and what is context only (dimmed)"
+$IK data inspect "$DATA" --model "$MODEL" -n 2 --max-length 256
+
+echo "== 4. a reply from the bundled model"
+$IK chat --model "$MODEL" --prompt "Give me two tips for writing a clear email." --max-new-tokens 96
