@@ -17,6 +17,10 @@ for fmt in openai sharegpt alpaca prompt-completion self-instruct dolly instruct
 done
 $IK data convert "$OUT/formats/demo.sharegpt.jsonl" --to alpaca -o "$OUT/formats/demo.alpaca.parquet"
 $IK data show "$OUT/formats/demo.alpaca.parquet" -n 1
+# Token classification data (NER) has its own record kind: tokens + tags.
+$IK data convert examples/data/ner-sample.conll --to instructkit -o "$OUT/formats/ner-sample.jsonl"
+$IK data convert "$OUT/formats/ner-sample.jsonl" --to conll -o "$OUT/formats/ner-sample.conll"
+$IK data show "$OUT/formats/ner-sample.jsonl" -n 1
 
 echo "== 3. loss masks: what SmolLM2 is trained on (highlighted) and what is context only (dimmed)"
 $IK data inspect "$DATA" --model "$MODEL" -n 2 --max-length 256

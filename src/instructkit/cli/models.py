@@ -26,10 +26,13 @@ def _params(n: int | None) -> str:
 def list_models() -> None:
     """Show each bundled alias: kind, installed, cached, size and parameter count."""
     table = Table(title=f"bundled models (cache: {cache_root()})")
-    for col in ("alias", "kind", "installed", "cached", "package size", "cache size", "params", "install"):
-        table.add_column(col)
+    for col in ("alias", "kind", "installed", "cached", "package size", "cache size", "params"):
+        table.add_column(col, no_wrap=col == "alias")
+    missing = []
     for alias in BUNDLED:
         d = describe(alias)
+        if not d["installed"]:
+            missing.append(d["install"])
         table.add_row(
             alias,
             d["kind"],
@@ -38,9 +41,10 @@ def list_models() -> None:
             _size(d["source_bytes"]),
             _size(d["cache_bytes"]),
             _params(d["params"]),
-            d["install"],
         )
     console.print(table)
+    for command in missing:
+        console.print(f"[yellow]not installed:[/] {command}", highlight=False)
     console.print("Any local model folder or hub id (org/name) works too wherever a model NAME is asked for.")
 
 
@@ -50,11 +54,13 @@ def prepare_cmd(
     force: bool = typer.Option(False, "--force", help="Rebuild the cache even when it is up to date."),
 ) -> None:
     """Build the cache for a bundled model (the GGUF is dequantized once, saved as safetensors)."""
-    with user_errors(ModelNotFoundError):
-        with Progress(
+    with (
+        user_errors(ModelNotFoundError),
+        Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-        ) as bar:
-            bar.add_task(f"preparing {name}", total=None)
-            path = prepare(name, force=force)
+        ) as bar,
+    ):
+        bar.add_task(f"preparing {name}", total=None)
+        path = prepare(name, force=force)
     d = describe(name)
     console.print(f"[green]ready[/] {name}: {path} ({_params(d['params'])} parameters)")

@@ -257,6 +257,19 @@ def safetensors_param_count(folder: Path) -> int | None:
     return total
 
 
+def gguf_param_count(path: Path) -> int:
+    """Count parameters from a GGUF's tensor table (memory-mapped; no dequantization)."""
+    from gguf import GGUFReader
+
+    total = 0
+    for tensor in GGUFReader(path).tensors:
+        count = 1
+        for d in tensor.shape:
+            count *= int(d)
+        total += count
+    return total
+
+
 def folder_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -277,7 +290,7 @@ def describe(alias: str) -> dict[str, Any]:
         "package": f"{bundled.package}=={bundled.version}",
         "source_bytes": folder_size(src) if src else None,
         "cache_bytes": folder_size(cache_path(alias)) if cached else None,
-        "params": safetensors_param_count(where) if where else None,
+        "params": safetensors_param_count(where) if where else (gguf_param_count(src) if src else None),
         "path": str(where or src or ""),
         "install": bundled.install_command,
         "description": bundled.description,
