@@ -110,8 +110,19 @@ class Record:
         return cls(messages=msgs, meta=dict(meta)).validated()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Record:
-        """Build from the native dict layout (what :meth:`to_dict` writes), validating every field."""
+    def from_dict(cls, data: dict[str, Any], validate: bool = True) -> Record:
+        """Build from the native dict layout (what :meth:`to_dict` writes), validating every field
+        (``validate=False`` only for records already validated once, between pipeline steps)."""
+        if not validate:
+            msgs = data.get("messages")
+            return cls(
+                messages=[Message(m["role"], m["content"]) for m in msgs] if msgs is not None else None,
+                tokens=data.get("tokens"),
+                tags=data.get("tags"),
+                text=data.get("text"),
+                label=data.get("label"),
+                meta=dict(data.get("meta") or {}),
+            )
         if not isinstance(data, dict):
             raise RecordError("wrong_type", f"a record must be an object, got {type(data).__name__}")
         known = {"messages", "tokens", "tags", "text", "label", "meta"}

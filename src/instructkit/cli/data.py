@@ -228,3 +228,85 @@ def inspect(
     console.print(
         "[bold black on green]trained[/] tokens are learned; [dim]dimmed[/] tokens are context only (label -100)."
     )
+
+
+@app.command()
+def curate(
+    inputs: list[Path] = typer.Argument(..., help="One or more input files, any supported format.", exists=True, dir_okay=False),
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder: train/val/test files, rejects.jsonl, card.json, card.md."),
+    config: Path | None = typer.Option(None, "--config", "-c", exists=True, dir_okay=False, help="A curate YAML (steps, split, output); the default pipeline when not given."),
+    num_proc: int | None = typer.Option(None, "--num-proc", min=1, help="Worker processes for per-record steps (overrides the config)."),
+    seed: int | None = typer.Option(None, "--seed", help="Split seed (overrides the config)."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
+    on_error: str | None = typer.Option(None, "--on-error", help="Bad input records: 'skip' (the default for curate) rejects them with their reason; 'raise' stops."),
+) -> None:
+    """Clean, deduplicate, decontaminate and split; write a dataset card that accounts for every record."""
+    from instructkit.data.base import StepConfigError
+    from instructkit.data.pipeline import CurateConfig
+    from instructkit.data.pipeline import curate as run_curate
+
+    _check_choice(fmt, format_names(), "--format")
+    _check_choice(on_error, ["raise", "skip"], "--on-error")
+    with user_errors(StepConfigError, RecordError, FileNotFoundError):
+        cfg = CurateConfig.from_yaml(config) if config else CurateConfig()
+        if num_proc is not None:
+            cfg.num_proc = num_proc
+        if seed is not None:
+            cfg.split.seed = seed
+        if fmt is not None:
+            cfg.input_format = fmt
+        if on_error is not None:
+            cfg.on_error = on_error
+        result = run_curate(inputs, output, cfg)
+    card = result.card
+    table = Table(title="curation")
+    for col in ("step", "in", "kept", "dropped"):
+        table.add_column(col)
+    for st in card["steps"]:
+        table.add_row(st["step"], str(st["in"]), str(st["kept"]), escape(", ".join(f"{k} {v}" for k, v in st["dropped"].items()) or "-"))
+    console.print(table)
+    acc = card["accounting"]
+    console.print(
+        f"records in [bold]{acc['in']}[/] = kept [green]{acc['kept']}[/] "
+        f"(train {card['splits']['train']}, val {card['splits']['val']}, test {card['splits']['test']}) "
+        f"+ rejected [red]{acc['rejected']}[/]"
+    )
+    console.print(f"card: {escape(str(output / 'card.md'))}")
+
+
+@app.command()
+def stats(
+    folder: Path = typer.Argument(..., help="A curate output folder (or any folder of train/val/test files).", exists=True, file_okay=False),
+    plots: Path | None = typer.Option(None, "--plots", help="Where to write the PNGs (default: FOLDER/plots)."),
+) -> None:
+    """Length histograms, turns, task/label balance and top verb–noun pairs; printed and plotted."""
+    from instructkit.data.split import SPLITS
+    from instructkit.data.stats import collect, plot
+
+    with user_errors(RecordError):
+        splits = {}
+        for name in SPLITS:
+            found = sorted(p for p in folder.glob(f"{name}.*") if not p.name.endswith(".tmp"))
+            if found:
+                splits[name] = list(RecordReader(found[0]))
+    if not splits:
+        err_console.print(f"[bold red]error:[/] {escape(str(folder))} has no train/val/test files")
+        raise typer.Exit(1)
+    result = collect(splits)
+    table = Table(title=f"{folder}")
+    for col in ("split", "records", "words p50", "words p90", "multi-turn"):
+        table.add_column(col)
+    for name, s in result["splits"].items():
+        w = s["words_per_record"]
+        table.add_row(name, str(s["records"]), str(w.get("p50", "-")), str(w.get("p90", "-")), str(s["multi_turn"]))
+    console.print(table)
+    pairs = Table(title="top verb–noun pairs of instructions")
+    pairs.add_column("pair")
+    pairs.add_column("count")
+    for pair, n in result["top_verb_noun"][:10]:
+        pairs.add_row(pair, str(n))
+    console.print(pairs)
+    console.print(f"questions and statements (not imperatives): {result['questions']}")
+    console.print("balance: " + escape(", ".join(f"{k} {v}" for k, v in result["balance"][:12])))
+    for path in plot(result, plots or folder / "plots"):
+        console.print(f"plot: {escape(str(path))}")

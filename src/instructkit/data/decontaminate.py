@@ -1,0 +1,55 @@
+"""The decontamination step: drop records that share an n-gram with an evaluation set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from instructkit.data.base import Filter, StepConfigError, register
+from instructkit.records import Record
+
+BUILTIN = ("humaneval",)
+
+
+@register
+@dataclass
+class Decontaminate(Filter):
+    """Drop records sharing an ``n``-gram (default 13; 8 for short prompts) of code-aware tokens with a
+    benchmark's prompts or solutions. ``benchmarks`` names built-ins (humaneval); ``files`` adds any
+    file instructkit reads. The reject names the benchmark item and the n-gram."""
+
+    name = "decontaminate"
+    reason = "contaminated"
+    benchmarks: list[str] = field(default_factory=lambda: ["humaneval"])
+    files: list[str] = field(default_factory=list)
+    n: int = 13
+
+    def validate(self) -> None:
+        unknown = [b for b in self.benchmarks if b not in BUILTIN]
+        if unknown:
+            raise StepConfigError(f"step 'decontaminate': unknown benchmark '{unknown[0]}' (built in: {', '.join(BUILTIN)})")
+        if self.n < 3:
+            raise StepConfigError("step 'decontaminate': n must be at least 3")
+
+    @cached_property
+    def index(self) -> Any:
+        from instructkit.data.decontam import ContaminationIndex, load_benchmark_file, load_humaneval
+
+        items = []
+        if "humaneval" in self.benchmarks:
+            items += load_humaneval()
+        for path in self.files:
+            items += load_benchmark_file(path)
+        return ContaminationIndex(items, n=self.n)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("index", None)
+        return state
+
+    def keep(self, record: Record) -> bool | tuple[bool, str, str]:
+        match = self.index.match_record(record)
+        if match is None:
+            return True
+        return False, "contaminated", f"{match.benchmark} {match.item_id}: shares '{match.ngram}'"

@@ -1,0 +1,79 @@
+"""Deterministic, optionally stratified, cluster-aware train/val/test split.
+
+Units are near-duplicate clusters (``meta.cluster``) when present, else single records, so paraphrases
+never straddle train and test. A unit's place in the order is a hash of (seed, unit key), not of its
+position: the same seed gives the same split even if the input order changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+from instructkit.records import Record
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitConfig:
+    val: float = 0.05
+    """Share of records for validation."""
+    test: float = 0.05
+    """Share of records for test."""
+    seed: int = 0
+    """Seed of the assignment; the same seed gives byte-identical splits."""
+    stratify: str | None = None
+    """``task`` or ``label``: keep each stratum's shares close to val/test."""
+    by_cluster: bool = True
+    """Keep every member of a near-duplicate cluster in one split."""
+
+    def validate(self) -> None:
+        if self.val < 0 or self.test < 0 or self.val + self.test >= 1:
+            raise ValueError("split: val and test must be >= 0 and sum to less than 1")
+        if self.stratify not in (None, "task", "label"):
+            raise ValueError("split: stratify must be task, label or null")
+
+
+def _unit_key(rec: Record, by_cluster: bool) -> str:
+    if by_cluster and rec.meta.get("cluster"):
+        return f"cluster:{rec.meta['cluster']}"
+    return f"record:{rec.id}:{rec.content_hash()}"
+
+
+def _stratum(rec: Record, stratify: str | None) -> str:
+    if stratify == "task":
+        return str(rec.meta.get("task") or "-")
+    if stratify == "label":
+        if rec.text is not None:
+            return str(rec.label)
+        return str(rec.meta.get("label") or rec.meta.get("task") or "-")
+    return ""
+
+
+def split_records(records: list[Record], cfg: SplitConfig) -> dict[str, list[Record]]:
+    cfg.validate()
+    units: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        units[_unit_key(rec, cfg.by_cluster)].append(i)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for key, members in units.items():
+        strata[_stratum(records[members[0]], cfg.stratify)].append(key)
+    assignment: dict[int, str] = {}
+    for stratum in sorted(strata):
+        keys = sorted(strata[stratum], key=lambda k: hashlib.sha1(f"{cfg.seed}:{k}".encode()).hexdigest())
+        total = sum(len(units[k]) for k in keys)
+        want = {"test": math.floor(total * cfg.test + 0.5), "val": math.floor(total * cfg.val + 0.5)}
+        filled = {"test": 0, "val": 0}
+        for k in keys:
+            name = next((s for s in ("test", "val") if filled[s] < want[s]), "train")
+            if name != "train":
+                filled[name] += len(units[k])
+            for i in units[k]:
+                assignment[i] = name
+    out: dict[str, list[Record]] = {s: [] for s in SPLITS}
+    for i, rec in enumerate(records):  # input order is kept inside each split
+        out[assignment[i]].append(rec)
+    return out
