@@ -22,8 +22,13 @@ $IK data convert examples/data/ner-sample.conll --to instructkit -o "$OUT/format
 $IK data convert "$OUT/formats/ner-sample.jsonl" --to conll -o "$OUT/formats/ner-sample.conll"
 $IK data show "$OUT/formats/ner-sample.jsonl" -n 1
 
-echo "== 3. loss masks: what SmolLM2 is trained on (highlighted) and what is context only (dimmed)"
-$IK data inspect "$DATA" --model "$MODEL" -n 2 --max-length 256
+echo "== 3. curate: clean, deduplicate, decontaminate, split; the card accounts for every record"
+$IK data curate "$DATA" -o "$OUT/data" --config recipes/curate-quickstart.yaml
+$IK data stats "$OUT/data"
 
-echo "== 4. a reply from the bundled model"
+echo "== 4. loss masks: what SmolLM2 is trained on (highlighted) and what is context only (dimmed)"
+$IK data inspect "$OUT/data/train.jsonl" --model "$MODEL" -n 2 --max-length 256
+
+echo "== 5. a reply from the bundled model"
+echo "dataset card: $OUT/data/card.md"
 $IK chat --model "$MODEL" --prompt "Give me two tips for writing a clear email." --max-new-tokens 96

@@ -20,6 +20,7 @@ from instructkit.formats.base import (
     require_chat,
     require_object,
     split_system,
+    validated,
 )
 from instructkit.records import Message, Record, RecordError
 
@@ -40,10 +41,13 @@ class Alpaca(Format):
         extra = get_str(row, "input", required=False)
         output = get_str(row, "output")
         messages: list[Message] = []
+        names: list[str] = []
         system = get_str(row, "system", required=False)
         if system:
             messages.append(Message("system", system))
-        history = row.get("history") or []
+            names.append("system")
+        history = row.get("history")
+        history = [] if history is None else history
         if not isinstance(history, list):
             raise RecordError(
                 "wrong_type", "'history' must be a list of [user, assistant] pairs", field="history"
@@ -54,9 +58,11 @@ class Alpaca(Format):
                     "wrong_type", "each history item must be [user, assistant] strings", field=f"history[{i}]"
                 )
             messages += [Message("user", pair[0]), Message("assistant", pair[1])]
+            names += [f"history[{i}][0]", f"history[{i}][1]"]
         messages += [Message("user", join_prompt(instruction, extra)), Message("assistant", output)]
+        names += ["instruction", "output"]
         meta = pick_meta(row, id="id", task="task")
-        return [Record(messages=messages, meta=meta).validated()]
+        return [validated(Record(messages=messages, meta=meta), names)]
 
     @classmethod
     def dump_one(cls, record: Record) -> dict[str, Any]:
@@ -88,7 +94,7 @@ class Dolly(Format):
         user = join_prompt(get_str(row, "instruction"), get_str(row, "context", required=False))
         meta = pick_meta(row, id="id", task="category")
         messages = [Message("user", user), Message("assistant", get_str(row, "response"))]
-        return [Record(messages=messages, meta=meta).validated()]
+        return [validated(Record(messages=messages, meta=meta), ["instruction", "response"])]
 
     @classmethod
     def dump_one(cls, record: Record) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from instructkit.records import Message, Record, RecordError
@@ -81,3 +82,28 @@ def split_system(messages: list[Message]) -> tuple[str | None, list[Message]]:
     if messages and messages[0].role == "system":
         return messages[0].content, messages[1:]
     return None, messages
+
+
+MESSAGE_FIELD = re.compile(r"^messages\[(\d+)\](?:\.(\w+))?$")
+
+
+def remap_field(err: RecordError, names: list[str], sub: dict[str, str] | None = None) -> RecordError:
+    """Name the format's own field in an error raised on the canonical ``messages[i].x``.
+
+    ``names[i]`` is the field that turn ``i`` came from (``conversations[1]``, ``completion``); ``sub``
+    maps ``role``/``content`` to that format's keys (``from``/``value``); without it the whole field is named.
+    """
+    m = MESSAGE_FIELD.match(err.field or "")
+    if not m or int(m.group(1)) >= len(names):
+        return err
+    field = names[int(m.group(1))]
+    if sub and m.group(2) in sub:
+        field = f"{field}.{sub[m.group(2)]}"
+    return RecordError(err.reason, err.message, field=field, file=err.file, line=err.line, index=err.index)
+
+
+def validated(record: Record, names: list[str], sub: dict[str, str] | None = None) -> Record:
+    try:
+        return record.validated()
+    except RecordError as e:
+        raise remap_field(e, names, sub) from None

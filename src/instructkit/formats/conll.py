@@ -36,8 +36,8 @@ class CoNLL(Format):
 
     @classmethod
     def detect(cls, row: Any) -> bool:
-        if not isinstance(row, list):
-            return False
+        if not isinstance(row, list) or not all(isinstance(x, tuple) and len(x) == 2 for x in row):
+            return False  # text blocks are (line number, line) tuples; a JSON list is not CoNLL
         lines = [line for _, line in row if not line.startswith("-DOCSTART-")]
         return bool(lines) and all(
             len(line.split()) >= 2 and TAG_RE.match(line.split()[-1]) for line in lines

@@ -48,7 +48,9 @@ def read_bytes(path: Path) -> tuple[bytes, bool]:
         out = io.BytesIO()
         gz = gzip.GzipFile(fileobj=f)
         try:
-            while chunk := gz.read(1 << 20):
+            # read1 hands over what it has decompressed so far; read() would drop the partial chunk
+            # at a truncation, losing every complete record before the cut.
+            while chunk := gz.read1(1 << 20):
                 out.write(chunk)
         except (EOFError, zlib.error, gzip.BadGzipFile):
             return out.getvalue(), True
@@ -59,16 +61,44 @@ def container_of(path: Path, data: bytes) -> str:
     """Guess the container from the content (suffix only breaks ties): parquet, json, jsonl or text."""
     if data[:4] == PARQUET_MAGIC:
         return "parquet"
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    last = suffixes[-1] if suffixes else ""
+    if last == ".jsonl":
+        return "jsonl"
+    if last in (".conll", ".iob", ".bio", ".tsv", ".txt"):
+        return "text"
     text = data[len(BOM) :] if data.startswith(BOM) else data
     stripped = text.lstrip()
     if stripped[:1] == b"[":
         return "json"
-    if stripped[:1] == b"{":
-        return "jsonl"
-    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
-    if suffixes and suffixes[-1] in (".jsonl", ".json"):
+    if stripped[:1] == b"{" or last == ".json":
         return "jsonl"
     return "text"
+
+
+def _has_lone_surrogate(text: str, obj: Any) -> bool:
+    """True when a JSON \\uD800-style escape decoded to half a surrogate pair (unwritable as UTF-8)."""
+    if "\\ud" not in text.lower():
+        return False
+
+    def walk(x: Any) -> bool:
+        if isinstance(x, str):
+            return any("\ud800" <= c <= "\udfff" for c in x)
+        if isinstance(x, dict):
+            return any(walk(k) or walk(v) for k, v in x.items())
+        if isinstance(x, list):
+            return any(walk(v) for v in x)
+        return False
+
+    return walk(obj)
+
+
+def _is_cut_short(msg: str, rest: str) -> bool:
+    """Does a JSON error at the end of the text mean the file was cut, rather than malformed?"""
+    rest = rest.strip()
+    if msg.startswith("Unterminated string") or not rest:
+        return True
+    return any(word.startswith(rest) for word in ("true", "false", "null"))
 
 
 def _line_starts(text: str) -> list[int]:
@@ -103,6 +133,10 @@ def iter_jsonl(data: bytes, truncated: bool) -> Iterator[Row | RecordError]:
             continue
         try:
             obj = json.loads(text)
+        except RecursionError:
+            yield RecordError("malformed_json", "invalid JSON: nested too deeply", line=n, index=index)
+            index += 1
+            continue
         except json.JSONDecodeError as e:
             is_tail = n - 1 == last or (n - 1 == last - 1 and not lines[last].strip())
             reason = (
@@ -113,7 +147,15 @@ def iter_jsonl(data: bytes, truncated: bool) -> Iterator[Row | RecordError]:
             yield RecordError(reason, f"invalid JSON: {e.msg} at column {e.colno}", line=n, index=index)
             index += 1
             continue
-        yield Row(obj, n, index, text)
+        if _has_lone_surrogate(text, obj):
+            yield RecordError(
+                "invalid_unicode",
+                "a \\u escape encodes a lone surrogate, not a character",
+                line=n,
+                index=index,
+            )
+        else:
+            yield Row(obj, n, index, text)
         index += 1
     if truncated:
         yield RecordError(
@@ -165,8 +207,15 @@ def iter_json_array(data: bytes, truncated: bool) -> Iterator[Row | RecordError]
             return
         try:
             obj, end = decoder.raw_decode(text, pos)
+        except RecursionError:
+            yield RecordError(
+                "malformed_json", "invalid JSON: nested too deeply", line=line_of(pos), index=index
+            )
+            return
         except json.JSONDecodeError as e:
-            reason = "truncated_file" if skip_ws(e.pos) >= n or truncated else "malformed_json"
+            reason = (
+                "truncated_file" if truncated or _is_cut_short(e.msg, text[e.pos :]) else "malformed_json"
+            )
             msg = f"invalid JSON: {e.msg}" + (
                 "; the rest of the file cannot be read" if reason == "malformed_json" else ""
             )
@@ -186,6 +235,14 @@ def iter_json_array(data: bytes, truncated: bool) -> Iterator[Row | RecordError]
             pos = skip_ws(pos + 1)
             continue
         if pos < n and text[pos] == "]":
+            after = skip_ws(pos + 1)
+            if after < n:
+                yield RecordError(
+                    "malformed_json",
+                    "unexpected data after the array's closing ']' (is this JSONL whose first line is a list?)",
+                    line=line_of(after),
+                    index=index,
+                )
             return
         if pos >= n:
             yield RecordError(
@@ -212,7 +269,11 @@ def iter_parquet(path: Path, data: bytes) -> Iterator[Row | RecordError]:
     for i, row in enumerate(table.to_pylist()):
         row = {k: v for k, v in row.items() if v is not None}
         if isinstance(row.get("meta"), str):
-            row["meta"] = json.loads(row["meta"])
+            try:
+                row["meta"] = json.loads(row["meta"])
+            except json.JSONDecodeError:
+                yield RecordError("wrong_type", "'meta' must hold a JSON object", field="meta", index=i)
+                continue
         yield Row(row, None, i)
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from instructkit.formats.base import Format, get_str, pick_meta, register, require_chat, require_object
+from instructkit.formats.base import (
+    Format,
+    get_str,
+    pick_meta,
+    register,
+    require_chat,
+    require_object,
+    validated,
+)
 from instructkit.records import Message, Record, RecordError
 
 
@@ -21,7 +29,11 @@ class PromptCompletion(Format):
     def parse(cls, row: Any) -> list[Record]:
         row = require_object(row)
         messages = [Message("user", get_str(row, "prompt")), Message("assistant", get_str(row, "completion"))]
-        return [Record(messages=messages, meta=pick_meta(row, id="id", task="task")).validated()]
+        return [
+            validated(
+                Record(messages=messages, meta=pick_meta(row, id="id", task="task")), ["prompt", "completion"]
+            )
+        ]
 
     @classmethod
     def dump_one(cls, record: Record) -> dict[str, Any]:

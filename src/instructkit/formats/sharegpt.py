@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from instructkit.formats.base import Format, get_str, pick_meta, register, require_chat, require_object
+from instructkit.formats.base import (
+    Format,
+    get_str,
+    pick_meta,
+    register,
+    require_chat,
+    require_object,
+    validated,
+)
 from instructkit.records import Message, Record, RecordError, parse_messages
 
 ROLE_MAP = {
@@ -41,13 +49,15 @@ class ShareGPT(Format):
                 "missing_field", "missing required field 'conversations'", field="conversations"
             )
         messages = parse_messages(row["conversations"], "conversations", ("from", "value"), ROLE_MAP)
+        names = [f"conversations[{j}]" for j in range(len(messages))]
         system = get_str(row, "system", required=False)
         if system:
+            names.insert(0, "system")
             if messages[0].role == "system":
                 raise RecordError("misplaced_system", "both a 'system' key and a system turn", field="system")
             messages.insert(0, Message("system", system))
         meta = pick_meta(row, id="id", task="task")
-        return [Record(messages=messages, meta=meta).validated()]
+        return [validated(Record(messages=messages, meta=meta), names, {"role": "from", "content": "value"})]
 
     @classmethod
     def dump_one(cls, record: Record) -> dict[str, Any]:

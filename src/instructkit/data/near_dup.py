@@ -1,0 +1,452 @@
+"""Near-duplicate clusters of short texts: MinHash signatures, banded LSH, exact Jaccard check.
+
+The pipeline, all of it vectorized with numpy (no per-document Python loop except normalization):
+
+1. :func:`normalize_for_dedup` each text, then drop exact duplicates of the normalized text with one dict
+   (they are Jaccard 1 and join their first occurrence's cluster without being hashed again).
+2. Shingles are character n-grams (``unit="char"``) or word n-grams (``unit="word"``) of the normalized
+   text. Every shingle is hashed once to 64 bits with a small stable hash (a multiply/xor-shift fold of
+   its code points, finished with MurmurHash3's ``fmix64``) computed for all shingles of a chunk of
+   documents at once; the result is the same in every process (no salted ``hash()``).
+3. MinHash: permutation ``k`` maps the shingle's 32-bit key ``x`` to the high 32 bits of
+   ``(a_k * x + b_k) mod 2**64`` (Dietzfelbinger's multiply-add-shift, strongly universal for 32-bit keys
+   and random 64-bit ``a_k, b_k``). The ``num_perm`` permutations are applied to cache-sized blocks of
+   shingles as one ``(num_perm, block)`` array and the per-document minima come from
+   ``np.minimum.reduceat``; blocks run on a few threads (numpy releases the GIL).
+4. LSH: ``(b, r) = optimal_bands(threshold, num_perm)`` exactly as datasketch's ``MinHashLSH`` chooses
+   them; each band of ``r`` signature values is folded to one 64-bit key per document, keys are sorted
+   and equal neighbours are candidate pairs (each document is paired with up to the next
+   ``_BUCKET_WINDOW`` members of its bucket: all pairs of a bucket up to that size, a connected chain
+   beyond it, so a bucket of thousands of near-copies stays linear).
+5. With ``verify=True`` a candidate pair is kept only when the exact Jaccard of the two shingle sets
+   (of 64-bit shingle hashes, so exact up to a 2**-64 collision) is ``>= threshold``; kept pairs are
+   merged into clusters (connected components, vectorized union-find by min-label propagation).
+
+Defaults, for short instructions (5 to 30 words): character 5-grams of the normalized text. A
+12-word instruction has ~60 to 90 character 5-grams but only 8 word 5-grams (10 word 3-grams), so with
+words one typo or swapped word removes a large share of the set and its Jaccard falls below any useful
+threshold, while with character 5-grams a typo changes at most 5 shingles and casing/punctuation
+changes change none (normalization). ``benchmarks/near_dup.py`` measures this on planted
+near-duplicates: character 5-grams reach recall >= 0.95 at Jaccard >= 0.8. Character 3-grams are so
+common that unrelated instructions collide (more candidates to verify); 5 keeps unrelated texts near
+Jaccard 0.1 to 0.3. ``num_perm=128`` gives a Jaccard estimate with standard error <= 0.045, and the
+exact check removes the LSH false positives, so more permutations would only cost time.
+
+Why not datasketch: its ``MinHash.update_batch`` hashes each shingle with SHA-1 in a Python loop and
+applies the permutations per document, and ``MinHashLSH`` inserts and queries one document at a time
+through Python dicts; doing every step for all documents at once is ~an order of magnitude faster
+(``benchmarks/near_dup.py`` prints the ratio).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import unicodedata
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from hashlib import blake2b
+
+import numpy as np
+
+__all__ = [
+    "minhash_signatures",
+    "near_duplicate_clusters",
+    "normalize_for_dedup",
+    "optimal_bands",
+    "shingles",
+]
+
+_U64 = np.uint64
+_MUL = _U64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the shingle and band-key folds
+_FMIX1 = _U64(0xFF51AFD7ED558CCD)
+_FMIX2 = _U64(0xC4CEB9FE1A85EC53)
+_EMPTY = np.uint32(0xFFFFFFFF)  # signature value of a document without shingles
+
+_DOC_CHUNK = 16384  # documents normalized and hashed together (bounds memory: ~100 shingles each)
+_BLOCK = 8192  # shingles per permutation block: a (num_perm, _BLOCK) uint64 array stays in L2/L3
+_BUCKET_WINDOW = 32  # a document is paired with up to this many following members of its LSH bucket
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parameters
+
+
+@functools.lru_cache(maxsize=256)
+def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """``(b, r)``, ``b * r <= num_perm``, minimizing ``0.5 * P(false positive) + 0.5 * P(false negative)``.
+
+    Same definition and same search order as ``datasketch.lsh._optimal_param(threshold, num_perm, 0.5,
+    0.5)``: the false-positive probability is the integral over ``s`` in ``[0, threshold]`` of
+    ``1 - (1 - s**r)**b`` and the false-negative one the integral of ``(1 - s**r)**b`` over
+    ``[threshold, 1]``; the first ``(b, r)`` in ``b``-then-``r`` order with the smallest error wins. The
+    integrands are polynomials of degree ``b * r <= num_perm``, so Gauss-Legendre quadrature with
+    ``num_perm // 2 + 1`` nodes integrates them exactly (no scipy needed).
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], not {threshold}")
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be positive, not {num_perm}")
+    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+    # map [-1, 1] onto [0, t] (false positives) and [t, 1] (false negatives)
+    s_fp = (nodes + 1.0) * (threshold / 2.0)
+    s_fn = threshold + (nodes + 1.0) * ((1.0 - threshold) / 2.0)
+    w_fp = weights * (threshold / 2.0)
+    w_fn = weights * ((1.0 - threshold) / 2.0)
+    best, opt = np.inf, (0, 0)
+    for b in range(1, num_perm + 1):
+        r = np.arange(1, num_perm // b + 1, dtype=np.float64)[:, None]
+        fp = (1.0 - (1.0 - s_fp**r) ** b) @ w_fp
+        fn = ((1.0 - s_fn**r) ** b) @ w_fn
+        err = fp * 0.5 + fn * 0.5
+        k = int(np.argmin(err))  # first minimum, like datasketch's strict "<" scan
+        if err[k] < best:
+            best, opt = float(err[k]), (b, k + 1)
+    return opt
+
+
+def _check(ngram: int, unit: str, num_perm: int = 1, threshold: float = 0.5) -> None:
+    if unit not in ("char", "word"):
+        raise ValueError(f"unit must be 'char' or 'word', not {unit!r}")
+    if ngram < 1:
+        raise ValueError(f"ngram must be >= 1, not {ngram}")
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be >= 1, not {num_perm}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], not {threshold}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# normalization and shingles
+
+
+@functools.cache
+def _space_table() -> dict[int, int]:
+    """Unicode punctuation (general category P*) and control characters (Cc) -> space."""
+    table = {}
+    for cp in range(sys.maxunicode + 1):
+        cat = unicodedata.category(chr(cp))
+        if cat[0] == "P" or cat == "Cc":
+            table[cp] = 32
+    return table
+
+
+def normalize_for_dedup(text: str) -> str:
+    """The text near-duplicates are judged on.
+
+    NFKC (full-width and compatibility forms fold to plain ones), ``casefold`` (stronger lowercasing),
+    every Unicode punctuation character (general category ``P*``: ``.,;:!?'"()[]{}-_/`` and their
+    Unicode kin) and control character becomes a space, then runs of whitespace collapse to one space
+    and the ends are stripped. Symbols (``+ = $ %``, emoji) and digits are kept. So ``"Hello, World!"``
+    and ``"hello world"`` are the same text, and a text of only punctuation is empty.
+    """
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_space_table())
+    return " ".join(text.split())
+
+
+def shingles(text: str, ngram: int = 5, unit: str = "char") -> set[str]:
+    """The shingle set of ``normalize_for_dedup(text)``: its character (``unit="char"``) or
+    space-joined word (``unit="word"``) n-grams. A non-empty text shorter than ``ngram`` units is one
+    shingle (the whole text); an empty one has none."""
+    _check(ngram, unit)
+    norm = normalize_for_dedup(text)
+    if not norm:
+        return set()
+    if unit == "char":
+        if len(norm) <= ngram:
+            return {norm}
+        return {norm[i : i + ngram] for i in range(len(norm) - ngram + 1)}
+    words = norm.split(" ")
+    if len(words) <= ngram:
+        return {norm}
+    return {" ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1)}
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer, in place."""
+    h ^= h >> _U64(33)
+    h *= _FMIX1
+    h ^= h >> _U64(33)
+    h *= _FMIX2
+    h ^= h >> _U64(33)
+    return h
+
+
+def _word_hash(word: str) -> int:
+    return int.from_bytes(blake2b(word.encode("utf-8"), digest_size=8).digest(), "little") | 1
+
+
+def _shingle_hashes(norm: Sequence[str], ngram: int, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every shingle (with repeats) of each normalized text, concatenated in document
+    order, and the number per text.
+
+    The texts become one token stream (code points, or 64-bit word hashes) with ``ngram - 1`` zero
+    tokens after each text, so an n-gram window never crosses into the next text and a text shorter
+    than ``ngram`` tokens gives one window (its tokens plus zeros). A window's hash folds its tokens
+    with ``h = (h ^ token) * MUL; h ^= h >> 29`` and ends with ``fmix64``.
+    """
+    pad = ngram - 1
+    if unit == "char":
+        lens = np.fromiter(map(len, norm), dtype=np.int64, count=len(norm))
+        sep = "\x00" * pad  # normalized text has no control characters, so 0 is free for padding
+        joined = sep.join(norm) + sep
+        tokens = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    else:
+        cache: dict[str, int] = {}
+        stream: list[int] = []
+        lens = np.zeros(len(norm), dtype=np.int64)
+        zeros = [0] * pad
+        for i, text in enumerate(norm):
+            if text:
+                words = text.split(" ")
+                lens[i] = len(words)
+                for w in words:
+                    h = cache.get(w)
+                    if h is None:
+                        h = cache[w] = _word_hash(w)
+                    stream.append(h)
+            stream.extend(zeros)
+        tokens = np.array(stream, dtype=np.uint64)
+    counts = np.where(lens >= ngram, lens - pad, (lens > 0).astype(np.int64))
+    total = int(counts.sum())
+    stream_start = np.zeros(len(norm), dtype=np.int64)
+    np.cumsum(lens[:-1] + pad, out=stream_start[1:])
+    shingle_start = np.zeros(len(norm), dtype=np.int64)
+    np.cumsum(counts[:-1], out=shingle_start[1:])
+    starts = np.arange(total, dtype=np.int64) + np.repeat(stream_start - shingle_start, counts)
+    h = np.full(total, 0x6A09E667F3BCC909, dtype=np.uint64)
+    for k in range(ngram):
+        h ^= tokens[starts + k]
+        h *= _MUL
+        h ^= h >> _U64(29)
+    return _fmix64(h), counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MinHash
+
+
+def _splitmix64(seed: int, n: int) -> np.ndarray:
+    x = (np.arange(1, n + 1, dtype=np.uint64) + _U64(seed & 0xFFFFFFFFFFFFFFFF)) * _MUL
+    x ^= x >> _U64(30)
+    x *= _U64(0xBF58476D1CE4E5B9)
+    x ^= x >> _U64(27)
+    x *= _U64(0x94D049BB133111EB)
+    x ^= x >> _U64(31)
+    return x
+
+
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random 64-bit ``(a, b)`` columns of the ``num_perm`` multiply-add-shift permutations."""
+    ab = _splitmix64(seed * 2 * num_perm + 0x5EED, 2 * num_perm)
+    return ab[:num_perm, None].copy(), ab[num_perm:, None].copy()
+
+
+def _threads() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def _block_minima(
+    keys: np.ndarray, doc_start: np.ndarray, lo: int, hi: int, a: np.ndarray, b: np.ndarray
+) -> tuple[int, np.ndarray]:
+    """Minima over shingles ``[lo, hi)`` of the documents starting in it (and the one it starts inside):
+    ``(first document, uint32 array (documents, num_perm))``."""
+    d0 = int(np.searchsorted(doc_start, lo, side="right")) - 1
+    d1 = int(np.searchsorted(doc_start, hi, side="left"))
+    seg = doc_start[d0:d1] - lo
+    seg[0] = 0
+    out = a * keys[lo:hi]  # (num_perm, block) uint64, wraps mod 2**64
+    out += b
+    mins = np.minimum.reduceat(out, seg, axis=1)
+    return d0, (mins >> _U64(32)).astype(np.uint32).T
+
+
+def _minhash_into(
+    sig: np.ndarray, hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray, pool
+) -> None:
+    """Fill ``sig`` (documents with ``counts > 0``, in order) with the MinHash of each document.
+
+    datasketch applies the permutations one document at a time from Python; here all shingles of the
+    chunk go through them in ``(num_perm, _BLOCK)`` blocks (fast: the block stays in cache), blocks cut
+    at any shingle, and a document cut by a block edge takes the minimum of its pieces.
+    """
+    keys = hashes >> _U64(32)  # 32-bit keys of the multiply-add-shift permutations
+    counts = counts[counts > 0]
+    doc_start = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=doc_start[1:])
+    total = len(keys)
+    sig[:] = _EMPTY
+    bounds = [(lo, min(lo + _BLOCK, total)) for lo in range(0, total, _BLOCK)]
+    run = functools.partial(_block_minima, keys, doc_start, a=a, b=b)
+    results = pool.map(lambda lh: run(*lh), bounds) if pool is not None else (run(*lh) for lh in bounds)
+    for d0, mins in results:
+        rows = sig[d0 : d0 + len(mins)]
+        np.minimum(rows, mins, out=rows)
+
+
+def _signatures(
+    norm: Sequence[str], num_perm: int, ngram: int, unit: str, seed: int, progress=None
+) -> np.ndarray:
+    """``(len(norm), num_perm)`` uint32 MinHash signatures of normalized texts (empty: all 0xFFFFFFFF)."""
+    a, b = _permutations(num_perm, seed)
+    sig = np.full((len(norm), num_perm), _EMPTY, dtype=np.uint32)
+    threads = _threads()
+    with ThreadPoolExecutor(threads) if threads > 1 else _NoPool() as pool:
+        for s in range(0, len(norm), _DOC_CHUNK):
+            chunk = norm[s : s + _DOC_CHUNK]
+            hashes, counts = _shingle_hashes(chunk, ngram, unit)
+            nonempty = np.flatnonzero(counts) + s
+            if len(nonempty):
+                part = np.empty((len(nonempty), num_perm), dtype=np.uint32)
+                _minhash_into(part, hashes, counts, a, b, pool)
+                sig[nonempty] = part
+            if progress is not None:
+                progress(len(chunk))
+    return sig
+
+
+class _NoPool:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def minhash_signatures(
+    texts: Sequence[str], num_perm: int = 128, ngram: int = 5, unit: str = "char", seed: int = 1
+) -> np.ndarray:
+    """``(len(texts), num_perm)`` uint32 MinHash signatures of the shingle sets of ``texts``.
+
+    The fraction of positions where two rows are equal estimates the Jaccard similarity of the two
+    shingle sets (:func:`shingles`). Deterministic: depends only on the text and the parameters, not
+    on the process, the other texts or the machine. A text with no shingles gets all ``0xFFFFFFFF``.
+    """
+    _check(ngram, unit, num_perm)
+    return _signatures([normalize_for_dedup(t) for t in texts], num_perm, ngram, unit, seed)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LSH and clusters
+
+
+def _candidate_pairs(sig: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique ``(i, j)``, ``i < j``, row pairs of ``sig`` sharing the key of at least one band."""
+    n = len(sig)
+    codes = []
+    for band in range(bands):
+        key = np.full(n, (band * 0x2545F4914F6CDD1D + 0x243F6A8885A308D3) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
+        for c in range(band * rows, (band + 1) * rows):
+            key ^= sig[:, c]
+            key *= _MUL
+            key ^= key >> _U64(29)
+        order = np.argsort(key, kind="stable")  # stable: members of a bucket in increasing row order
+        sk = key[order]
+        for d in range(1, _BUCKET_WINDOW + 1):
+            same = sk[d:] == sk[:-d]
+            if not same.any():
+                break
+            codes.append(order[:-d][same] * n + order[d:][same])
+    if not codes:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    pair = np.unique(np.concatenate(codes))
+    return pair // n, pair % n
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Label of each of ``n`` nodes = the smallest node of its connected component (edges ``i - j``)."""
+    labels = np.arange(n, dtype=np.int64)
+    while len(i):
+        li, lj = labels[i], labels[j]
+        differ = li != lj
+        if not differ.any():
+            break
+        i, j, li, lj = i[differ], j[differ], li[differ], lj[differ]
+        low = np.minimum(li, lj)
+        np.minimum.at(labels, li, low)  # hook each root to the smallest root it touches
+        np.minimum.at(labels, lj, low)
+        while True:  # pointer jumping until every label is a root
+            nxt = labels[labels]
+            if np.array_equal(nxt, labels):
+                break
+            labels = nxt
+    return labels
+
+
+def _exact_jaccard_ok(
+    norm: Sequence[str], i: np.ndarray, j: np.ndarray, threshold: float, ngram: int, unit: str
+) -> np.ndarray:
+    """Boolean mask: exact Jaccard of the shingle sets of ``norm[i]`` and ``norm[j]`` >= threshold."""
+    docs, inv = np.unique(np.concatenate([i, j]), return_inverse=True)
+    hashes, counts = _shingle_hashes([norm[d] for d in docs.tolist()], ngram, unit)
+    flat = hashes.tolist()
+    ends = np.cumsum(counts).tolist()
+    sets, start = [], 0
+    for end in ends:
+        sets.append(set(flat[start:end]))
+        start = end
+    ok = np.zeros(len(i), dtype=bool)
+    for p, (x, y) in enumerate(zip(inv[: len(i)].tolist(), inv[len(i) :].tolist(), strict=True)):
+        sx, sy = sets[x], sets[y]
+        inter = len(sx & sy)
+        ok[p] = inter / (len(sx) + len(sy) - inter) >= threshold
+    return ok
+
+
+def near_duplicate_clusters(
+    texts: Sequence[str],
+    threshold: float = 0.7,
+    num_perm: int = 128,
+    ngram: int = 5,
+    unit: str = "char",
+    seed: int = 1,
+    verify: bool = True,
+    progress: Callable[[int], object] | None = None,
+) -> np.ndarray:
+    """Cluster id of each text: the smallest index of its near-duplicate cluster (int64).
+
+    A text that duplicates nothing has its own index. Texts equal after :func:`normalize_for_dedup`
+    are always one cluster; other pairs become candidates when their MinHash signatures share one of
+    the ``optimal_bands(threshold, num_perm)`` LSH bands, and with ``verify`` a candidate pair is merged
+    only if the exact Jaccard of its shingle sets is ``>= threshold`` (without it, every candidate pair
+    is merged, like datasketch's ``MinHashLSH``). Clusters are the connected components of the merged
+    pairs, so two members of one cluster can be less similar than ``threshold`` through a chain. A text
+    that is empty after normalization is never merged. ``progress``, if given, is called with the
+    number of texts processed after each chunk (the calls sum to ``len(texts)``).
+    """
+    _check(ngram, unit, num_perm, threshold)
+    n = len(texts)
+    norm = [normalize_for_dedup(t) for t in texts]
+    first: dict[str, int] = {}
+    uniq: list[int] = []
+    dup_i: list[int] = []
+    dup_j: list[int] = []
+    for idx, t in enumerate(norm):
+        if not t:
+            continue
+        f = first.setdefault(t, idx)
+        if f == idx:
+            uniq.append(idx)
+        else:
+            dup_i.append(f)
+            dup_j.append(idx)
+    if progress is not None and len(uniq) < n:
+        progress(n - len(uniq))  # empty and exact duplicates need no signature
+    uniq_norm = [norm[k] for k in uniq]
+    sig = _signatures(uniq_norm, num_perm, ngram, unit, seed, progress)
+    bands, rows = optimal_bands(threshold, num_perm)
+    ci, cj = _candidate_pairs(sig, bands, rows)
+    del sig
+    if verify and len(ci):
+        ok = _exact_jaccard_ok(uniq_norm, ci, cj, threshold, ngram, unit)
+        ci, cj = ci[ok], cj[ok]
+    uniq_arr = np.asarray(uniq, dtype=np.int64)
+    i = np.concatenate([np.asarray(dup_i, dtype=np.int64), uniq_arr[ci]])
+    j = np.concatenate([np.asarray(dup_j, dtype=np.int64), uniq_arr[cj]])
+    return _components(n, i, j)
