@@ -74,7 +74,11 @@ def test_each_planted_problem_is_rejected_with_its_reason(dirty_run) -> None:
         "wrong_language": 1,
     }
     ids = {r["reason"]: r["id"] for r in result.rejects if r["step"] != "read"}
-    assert ids["near_duplicate"] == "near-dup" and ids["contaminated"] == "contaminated" and ids["refusal"] == "refusal"
+    assert (
+        ids["near_duplicate"] == "near-dup"
+        and ids["contaminated"] == "contaminated"
+        and ids["refusal"] == "refusal"
+    )
     contaminated = next(r for r in result.rejects if r["reason"] == "contaminated")
     assert contaminated["detail"].startswith("humaneval HumanEval/2")
     read = next(r for r in result.rejects if r["reason"] == "malformed_json")
@@ -99,12 +103,20 @@ def test_same_seed_gives_byte_identical_outputs(tmp_path: Path) -> None:
 
 
 def test_no_near_dup_cluster_spans_two_splits() -> None:
+    import random
+
+    rng = random.Random(0)
+    vocab = [
+        f"{a}{b}"
+        for a in ("bri", "mol", "tak", "zen", "pur", "lox", "ved", "gan")
+        for b in ("ter", "ka", "mon", "dus", "pel", "rix", "ona", "sul")
+    ]
     records = []
     for i in range(60):
-        base = f"Write a short story about a {['red', 'blue', 'green', 'tiny', 'brave'][i % 5]} robot number {i} who learns to paint"
+        base = "Write about " + " ".join(rng.sample(vocab, 8))
         records.append(_chat(base, f"Story {i}.", id=f"r{i}-a"))
         records.append(_chat(base.upper() + "!", f"Another story {i}.", id=f"r{i}-b"))
-        records.append(_chat(base.replace("short", "brief"), f"Third story {i}.", id=f"r{i}-c"))
+        records.append(_chat(base.replace("Write", "Please write"), f"Third story {i}.", id=f"r{i}-c"))
     step = build_step({"step": "near_dedup", "threshold": 0.7, "action": "mark"})
     for rec, verdict in zip(records, step.run(records), strict=True):
         assert verdict.reason is None
@@ -120,7 +132,9 @@ def test_no_near_dup_cluster_spans_two_splits() -> None:
 
 
 def test_stratified_split_keeps_shares() -> None:
-    records = [_chat(f"question {i} about {t}", f"answer {i}", task=t) for t in ("a", "b") for i in range(100)]
+    records = [
+        _chat(f"question {i} about {t}", f"answer {i}", task=t) for t in ("a", "b") for i in range(100)
+    ]
     splits = split_records(records, SplitConfig(val=0.1, test=0.2, seed=0, stratify="task"))
     for name, share in (("val", 0.1), ("test", 0.2)):
         counts = Counter(r.meta["task"] for r in splits[name])
@@ -150,7 +164,9 @@ def test_normalize_keeps_meaning() -> None:
 
 
 def test_pii_patterns() -> None:
-    text = "Mail bob@corp.io or call +1 415-555-0132; key sk-abcdefghijklmnopqrstuvwx. Version 3.11, year 2024."
+    text = (
+        "Mail bob@corp.io or call +1 415-555-0132; key sk-abcdefghijklmnopqrstuvwx. Version 3.11, year 2024."
+    )
     assert sorted(k for k, _ in find_pii(text)) == ["email", "key", "phone"]
     assert mask_pii(text) == "Mail [EMAIL] or call [PHONE]; key [KEY]. Version 3.11, year 2024."
 
@@ -164,7 +180,11 @@ def test_pii_patterns() -> None:
         ({"step": "length", "min": 5}, _chat("Hi", "Yo"), "too_short"),
         ({"step": "length", "max": 3, "field": "reply"}, _chat("Hi", "one two three four"), "too_long"),
         ("repetition", _chat("Go", "la " * 40), "repetition"),
-        ({"step": "language", "languages": ["en"]}, _chat("Wie spät ist es heute Abend in Berlin, bitte?", "Acht."), "wrong_language"),
+        (
+            {"step": "language", "languages": ["en"]},
+            _chat("Wie spät ist es heute Abend in Berlin, bitte?", "Acht."),
+            "wrong_language",
+        ),
     ],
 )
 def test_filter_reasons(step, record: Record, reason: str) -> None:
@@ -178,7 +198,9 @@ def test_filter_reasons(step, record: Record, reason: str) -> None:
 
 
 def test_filters_keep_ordinary_records() -> None:
-    rec = _chat("Write a Python function that reverses a list of numbers in place.", "def rev(xs):\n    xs.reverse()")
+    rec = _chat(
+        "Write a Python function that reverses a list of numbers in place.", "def rev(xs):\n    xs.reverse()"
+    )
     for name in ("identical", "refusal", "modality", "repetition", "empty", "language"):
         assert build_step(name).keep(rec) is True, name
 

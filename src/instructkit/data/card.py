@@ -27,12 +27,30 @@ def render_card_md(card: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for s in card["sources"]:
-        lines.append(f"| `{s['path']}` | {s['format']} | `{s['sha256'][:16]}…` | {s['read']} | {s['rejected']} |")
-    lines += ["", "## Steps", "", "| step | parameters | in | kept | dropped (by reason) |", "| --- | --- | --- | --- | --- |"]
+        lines.append(
+            f"| `{s['path']}` | {s['format']} | `{s['sha256'][:16]}…` | {s['read']} | {s['rejected']} |"
+        )
+    lines += [
+        "",
+        "## Steps",
+        "",
+        "| step | parameters | in | kept | dropped (by reason) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for st in card["steps"]:
-        params = ", ".join(f"{k}={v}" for k, v in st["params"].items() if not isinstance(v, list) or len(v) <= 4)
-        lines.append(f"| {st['step']} | {params or '-'} | {st['in']} | {st['kept']} | {_fmt_dropped(st['dropped'])} |")
-    lines += ["", "## Splits", "", "| split | records | file | words p50 / p90 / max | multi-turn |", "| --- | --- | --- | --- | --- |"]
+        params = ", ".join(
+            f"{k}={v}" for k, v in st["params"].items() if not isinstance(v, list) or len(v) <= 4
+        )
+        lines.append(
+            f"| {st['step']} | {params or '-'} | {st['in']} | {st['kept']} | {_fmt_dropped(st['dropped'])} |"
+        )
+    lines += [
+        "",
+        "## Splits",
+        "",
+        "| split | records | file | words p50 / p90 / max | multi-turn |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, n in card["splits"].items():
         stats = card["stats"][name]
         w = stats.get("words_per_record") or {}

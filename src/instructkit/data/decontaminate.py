@@ -28,7 +28,9 @@ class Decontaminate(Filter):
     def validate(self) -> None:
         unknown = [b for b in self.benchmarks if b not in BUILTIN]
         if unknown:
-            raise StepConfigError(f"step 'decontaminate': unknown benchmark '{unknown[0]}' (built in: {', '.join(BUILTIN)})")
+            raise StepConfigError(
+                f"step 'decontaminate': unknown benchmark '{unknown[0]}' (built in: {', '.join(BUILTIN)})"
+            )
         if self.n < 3:
             raise StepConfigError("step 'decontaminate': n must be at least 3")
 

@@ -13,7 +13,9 @@ from instructkit.records import Message, Record
 INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None)
 ROLE_PREFIX = {
     "user": re.compile(r"^\s*(?:user|human|### instruction|instruction)\s*:\s*", re.IGNORECASE),
-    "assistant": re.compile(r"^\s*(?:assistant|gpt|chatgpt|ai|bot|### response|response)\s*:\s*", re.IGNORECASE),
+    "assistant": re.compile(
+        r"^\s*(?:assistant|gpt|chatgpt|ai|bot|### response|response)\s*:\s*", re.IGNORECASE
+    ),
 }
 
 

@@ -15,7 +15,9 @@ from instructkit.records import Message, Record
 
 PATTERNS = {
     "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
-    "phone": re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){2,4}(?![\w.])"),
+    "phone": re.compile(
+        r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){2,4}(?![\w.])"
+    ),
     "key": re.compile(
         r"\b(?:sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,})\b"
         r"|(?i:(?:api[_-]?key|secret|token|password)\s*[:=]\s*['\"]?)[A-Za-z0-9_\-./+]{12,}"
@@ -70,7 +72,16 @@ class PII(Mapper):
         if self.action == "drop":
             raise Drop("pii", ",".join(kinds))
         if self.action == "flag" or record.tokens is not None:
-            return Record(record.messages, record.tokens, record.tags, record.text, record.label, {**record.meta, "pii": kinds})
+            return Record(
+                record.messages,
+                record.tokens,
+                record.tags,
+                record.text,
+                record.label,
+                {**record.meta, "pii": kinds},
+            )
         if record.messages is not None:
-            return Record(messages=[Message(m.role, mask_pii(m.content)) for m in record.messages], meta=record.meta)
+            return Record(
+                messages=[Message(m.role, mask_pii(m.content)) for m in record.messages], meta=record.meta
+            )
         return Record(text=mask_pii(record.text or ""), label=record.label, meta=record.meta)

@@ -65,14 +65,18 @@ class CurateConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise StepConfigError(f"curate config: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+            raise StepConfigError(
+                f"curate config: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})"
+            )
         data = dict(data)
         if "split" in data:
             split = data["split"] or {}
             split_known = {f.name for f in dataclasses.fields(SplitConfig)}
             bad = sorted(set(split) - split_known)
             if bad:
-                raise StepConfigError(f"curate config: unknown key 'split.{bad[0]}' (known: {', '.join(sorted(split_known))})")
+                raise StepConfigError(
+                    f"curate config: unknown key 'split.{bad[0]}' (known: {', '.join(sorted(split_known))})"
+                )
             data["split"] = SplitConfig(**split)
         cfg = cls(**data)
         cfg.validate()
@@ -117,7 +121,13 @@ class StepReport:
     dropped: Counter = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.name, "params": self.params, "in": self.n_in, "kept": self.kept, "dropped": dict(sorted(self.dropped.items()))}
+        return {
+            "step": self.name,
+            "params": self.params,
+            "in": self.n_in,
+            "kept": self.kept,
+            "dropped": dict(sorted(self.dropped.items())),
+        }
 
 
 @dataclass
@@ -169,10 +179,19 @@ def _apply_batch(batch: dict[str, list[str]], step: Step) -> dict[str, list[str]
 
 
 def _reject(step: str, reason: str, detail: str, rec: Record) -> dict[str, Any]:
-    return {"step": step, "reason": reason, "detail": detail or None, "id": rec.id, "source": rec.meta.get("source"), "record": rec.to_dict()}
+    return {
+        "step": step,
+        "reason": reason,
+        "detail": detail or None,
+        "id": rec.id,
+        "source": rec.meta.get("source"),
+        "record": rec.to_dict(),
+    }
 
 
-def run_steps(records: list[Record], steps: list[Step], num_proc: int = 1) -> tuple[list[Record], list[StepReport], list[dict[str, Any]]]:
+def run_steps(
+    records: list[Record], steps: list[Step], num_proc: int = 1
+) -> tuple[list[Record], list[StepReport], list[dict[str, Any]]]:
     """Run steps over records; return the kept records, a report per step, and the rejects."""
     from datasets import Dataset
 
@@ -183,7 +202,14 @@ def run_steps(records: list[Record], steps: list[Step], num_proc: int = 1) -> tu
         report = StepReport(step.name, step.params(), n_in=len(ds))
         if isinstance(step, Filter | Mapper):
             procs = num_proc if num_proc > 1 and len(ds) >= 2000 else None
-            ds = ds.map(_apply_batch, batched=True, batch_size=500, fn_kwargs={"step": step}, num_proc=procs, desc=step.name)
+            ds = ds.map(
+                _apply_batch,
+                batched=True,
+                batch_size=500,
+                fn_kwargs={"step": step},
+                num_proc=procs,
+                desc=step.name,
+            )
             reasons, details, rows = ds["_reason"], ds["_detail"], ds["rec"]
             keep_idx = [i for i, r in enumerate(reasons) if not r]
             for i, r in enumerate(reasons):
@@ -224,8 +250,28 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
         got = list(reader)
         records.extend(got)
         for r in reader.rejects:
-            rejects.append({"step": "read", "reason": r["reason"], "detail": r["message"], "id": None, "source": str(p), "line": r["line"], "index": r["index"], "field": r["field"], "record": r.get("raw")})
-        sources.append({"path": str(p), "sha256": _sha256(p), "format": reader.fmt, "read": reader.n_read, "rejected": len(reader.rejects)})
+            rejects.append(
+                {
+                    "step": "read",
+                    "reason": r["reason"],
+                    "detail": r["message"],
+                    "id": None,
+                    "source": str(p),
+                    "line": r["line"],
+                    "index": r["index"],
+                    "field": r["field"],
+                    "record": r.get("raw"),
+                }
+            )
+        sources.append(
+            {
+                "path": str(p),
+                "sha256": _sha256(p),
+                "format": reader.fmt,
+                "read": reader.n_read,
+                "rejected": len(reader.rejects),
+            }
+        )
     n_in = sum(s["read"] for s in sources)
     kept, reports, step_rejects = run_steps(records, steps, cfg.num_proc)
     rejects.extend(step_rejects)
@@ -235,10 +281,23 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
         "instructkit_version": __version__,
         "sources": sources,
         "config": cfg.to_dict(),
-        "steps": [{"step": "read", "params": {"on_error": cfg.on_error}, "in": n_in, "kept": len(records), "dropped": dict(Counter(r["reason"] for r in rejects if r["step"] == "read"))}]
+        "steps": [
+            {
+                "step": "read",
+                "params": {"on_error": cfg.on_error},
+                "in": n_in,
+                "kept": len(records),
+                "dropped": dict(Counter(r["reason"] for r in rejects if r["step"] == "read")),
+            }
+        ]
         + [r.to_dict() for r in reports],
         "splits": {name: len(recs) for name, recs in splits.items()},
-        "accounting": {"in": n_in, "kept": len(kept), "rejected": len(rejects), "balanced": n_in == len(kept) + len(rejects)},
+        "accounting": {
+            "in": n_in,
+            "kept": len(kept),
+            "rejected": len(rejects),
+            "balanced": n_in == len(kept) + len(rejects),
+        },
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
         "stats": {name: summarize(recs) for name, recs in splits.items()},
         "files": {name: f"{name}{cfg.output_suffix}" for name in SPLITS},

@@ -20,7 +20,21 @@ from instructkit.data.summary import summarize
 from instructkit.data.text import first_instruction, prompt_text, reply_text
 from instructkit.records import Record
 
-FILLERS = {"please", "kindly", "can", "could", "would", "will", "you", "now", "also", "then", "just", "help", "me"}
+FILLERS = {
+    "please",
+    "kindly",
+    "can",
+    "could",
+    "would",
+    "will",
+    "you",
+    "now",
+    "also",
+    "then",
+    "just",
+    "help",
+    "me",
+}
 QUESTION = {"what", "how", "why", "who", "whom", "whose", "which", "when", "where", "is", "are", "was", "were", "do",
             "does", "did", "should", "shall", "may", "might", "has", "have", "had", "am",
             "a", "an", "the", "there", "i", "we", "my", "our", "it", "this", "if"}  # fmt: skip
@@ -69,7 +83,9 @@ def collect(splits: dict[str, list[Record]]) -> dict[str, Any]:
         "splits": {name: summarize(recs) for name, recs in splits.items()},
         "prompt_words": [len(prompt_text(r).split()) for r in everything],
         "reply_words": [len(reply_text(r).split()) for r in everything if r.messages is not None],
-        "turns": [sum(1 for m in r.messages if m.role == "user") for r in everything if r.messages is not None],
+        "turns": [
+            sum(1 for m in r.messages if m.role == "user") for r in everything if r.messages is not None
+        ],
         "balance": Counter(
             str(r.label) if r.text is not None else str(r.meta.get("task") or "-") for r in everything
         ).most_common(),
