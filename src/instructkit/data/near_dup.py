@@ -475,15 +475,20 @@ def _exact_jaccard_ok(
     inv[order] = np.cumsum(first) - 1
     a, b = inv[: len(i)], inv[len(i) :]
 
-    hashes, counts = _shingle_hashes([norm[d] for d in docs.tolist()], ngram, unit)
-    _sort_segments(hashes, counts)
-    starts = np.zeros(len(counts), dtype=np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
-    keep = np.ones(len(hashes), dtype=bool)
-    keep[1:] = hashes[1:] != hashes[:-1]
-    keep[starts] = True  # every involved text has >= 1 shingle
-    sets = hashes[keep]
-    size = np.add.reduceat(keep, starts, dtype=np.int64)
+    docs = docs.tolist()
+    set_parts, size_parts = [], []
+    for s in range(0, len(docs), _DOC_CHUNK):  # in chunks: hashing temporaries stay small
+        hashes, counts = _shingle_hashes([norm[d] for d in docs[s : s + _DOC_CHUNK]], ngram, unit)
+        _sort_segments(hashes, counts)
+        starts = np.zeros(len(counts), dtype=np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        keep = np.ones(len(hashes), dtype=bool)
+        keep[1:] = hashes[1:] != hashes[:-1]
+        keep[starts] = True  # every involved text has >= 1 shingle
+        set_parts.append(hashes[keep])
+        size_parts.append(np.add.reduceat(keep, starts, dtype=np.int64))
+    sets, size = np.concatenate(set_parts), np.concatenate(size_parts)
+    del set_parts
     set_start = np.zeros(len(size), dtype=np.int64)
     np.cumsum(size[:-1], out=set_start[1:])
 

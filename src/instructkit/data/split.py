@@ -37,6 +37,10 @@ class SplitConfig:
             raise ValueError("split: stratify must be task, label or null")
 
 
+def _hash(seed: int, key: str) -> str:
+    return hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()
+
+
 def _unit_key(rec: Record, by_cluster: bool) -> str:
     if by_cluster and rec.meta.get("cluster"):
         return f"cluster:{rec.meta['cluster']}"
@@ -61,18 +65,24 @@ def split_records(records: list[Record], cfg: SplitConfig) -> dict[str, list[Rec
     strata: dict[str, list[str]] = defaultdict(list)
     for key, members in units.items():
         strata[_stratum(records[members[0]], cfg.stratify)].append(key)
-    assignment: dict[int, str] = {}
+    # Within a stratum, units are ordered by their hash; strata are then interleaved by relative
+    # position, so filling test then val from the front of one global order gives exact overall
+    # counts and per-stratum shares as close as whole units allow (small strata included).
+    order: list[tuple[float, str, str]] = []
     for stratum in sorted(strata):
-        keys = sorted(strata[stratum], key=lambda k: hashlib.sha1(f"{cfg.seed}:{k}".encode()).hexdigest())
-        total = sum(len(units[k]) for k in keys)
-        want = {"test": math.floor(total * cfg.test + 0.5), "val": math.floor(total * cfg.val + 0.5)}
-        filled = {"test": 0, "val": 0}
-        for k in keys:
-            name = next((s for s in ("test", "val") if filled[s] < want[s]), "train")
-            if name != "train":
-                filled[name] += len(units[k])
-            for i in units[k]:
-                assignment[i] = name
+        keys = sorted(strata[stratum], key=lambda k: _hash(cfg.seed, k))
+        order += [((rank + 0.5) / len(keys), _hash(cfg.seed, k), k) for rank, k in enumerate(keys)]
+    order.sort()
+    total = len(records)
+    want = {"test": math.floor(total * cfg.test + 0.5), "val": math.floor(total * cfg.val + 0.5)}
+    filled = {"test": 0, "val": 0}
+    assignment: dict[int, str] = {}
+    for _, _, k in order:
+        name = next((s for s in ("test", "val") if filled[s] < want[s]), "train")
+        if name != "train":
+            filled[name] += len(units[k])
+        for i in units[k]:
+            assignment[i] = name
     out: dict[str, list[Record]] = {s: [] for s in SPLITS}
     for i, rec in enumerate(records):  # input order is kept inside each split
         out[assignment[i]].append(rec)
