@@ -2,24 +2,30 @@
 
     python benchmarks/near_dup.py [--n 200000] [--threshold 0.8] [--num-perm 128] [--seed 0]
 
-Generates ``--n`` short synthetic instructions (5 to 30 words, from templates and word lists, with a
-seeded RNG). A quarter of the documents are planted variants of a base instruction: casing changes,
+Generates ``--n`` short synthetic instructions (10 to ~40 words, median 21: 32 templates filled from word
+lists, plus 0 to 2 extra constraint sentences, with a seeded RNG; two unrelated ones are almost never
+above Jaccard 0.5, which the run prints). A quarter of the documents are planted variants of a base instruction: casing changes,
 punctuation changes, character edits (typos), swapped or moved words and clauses, an inserted or
 deleted word, or a changed slot value (a near miss, usually below the threshold); the true Jaccard of
 every planted (base, variant) pair is computed on the same shingles both sides use
 (``instructkit.data.near_dup.shingles``: character 5-grams of the normalized text).
 
-Both sides run on the same documents, in this process, from the raw texts to cluster ids:
+Both sides run on the same documents, in this process, from the raw texts to cluster ids (so both
+timings include normalizing and shingling):
 
 * instructkit: ``near_duplicate_clusters(texts, threshold, num_perm, ngram=5, unit="char")`` (exact
   Jaccard check of candidate pairs on, the default);
 * datasketch: per text ``shingles()`` -> ``MinHash(num_perm, seed).update_batch(utf-8 shingles)``, all
   inserted into one ``MinHashLSH(threshold, num_perm)`` (insertion session), every text queried, the
-  query results merged with union-find. No exact check: this is the plain MinHash + LSH recipe.
+  query results merged with union-find. No exact check: this is the plain MinHash + LSH recipe;
+* instructkit* (for reference, not in the ratio): instructkit forced to datasketch's LSH bands, to show
+  what the recall-leaning bands of the verified mode buy.
 
-Peak memory is the growth of the process's peak resident set size (``VmHWM`` in /proc/self/status,
-reset before each run through /proc/self/clear_refs) over the resident size at the start of the run:
-numpy buffers and Python objects alike, the input texts excluded.
+Timings are taken in this process, one contender after the other on the same list of texts. Peak memory
+is the growth of the peak resident set size (``VmHWM`` in /proc/self/status, reset through
+/proc/self/clear_refs) over the resident size at the start of the run, numpy buffers and Python objects
+alike, the input texts excluded; each contender is measured in a fresh process that regenerates the same
+documents (within one process, memory freed by an earlier run is reused and would hide the growth).
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import subprocess
 import sys
 import time
 from functools import lru_cache
 
 import numpy as np
 
+from instructkit.data import near_dup as nd
 from instructkit.data.near_dup import near_duplicate_clusters, optimal_bands, shingles
 
 NGRAM, UNIT = 5, "char"
@@ -426,7 +434,21 @@ def evaluate(name, clusters, texts, pairs, planted_j, threshold, cap=1_000_000) 
 
 
 def run_instructkit(texts: list[str], threshold: float, num_perm: int, seed: int) -> np.ndarray:
-    return near_duplicate_clusters(texts, threshold=threshold, num_perm=num_perm, ngram=NGRAM, unit=UNIT, seed=seed)
+    return near_duplicate_clusters(
+        texts, threshold=threshold, num_perm=num_perm, ngram=NGRAM, unit=UNIT, seed=seed
+    )
+
+
+def run_instructkit_datasketch_bands(
+    texts: list[str], threshold: float, num_perm: int, seed: int
+) -> np.ndarray:
+    """instructkit with the exact check but datasketch's LSH bands (for comparison only)."""
+    saved = nd._candidate_bands
+    nd._candidate_bands = nd.optimal_bands
+    try:
+        return run_instructkit(texts, threshold, num_perm, seed)
+    finally:
+        nd._candidate_bands = saved
 
 
 def run_datasketch(texts: list[str], threshold: float, num_perm: int, seed: int) -> np.ndarray:
@@ -474,21 +496,40 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def measured(fn, *args) -> tuple[np.ndarray, float, float]:
-    """``(result, seconds, peak MiB)``: peak = growth of the peak resident set over the start."""
+def timed(fn, *args) -> tuple[np.ndarray, float]:
     gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current resident size
-        hwm_ok = True
-    except OSError:
-        hwm_ok = False
-    start_rss = _status_kb("VmRSS")
     t0 = time.perf_counter()
     result = fn(*args)
-    seconds = time.perf_counter() - t0
-    peak = (_status_kb("VmHWM") - start_rss) / 1024 if hwm_ok else float("nan")
-    return result, seconds, peak
+    return result, time.perf_counter() - t0
+
+
+CONTENDERS = {"instructkit": run_instructkit, "datasketch": run_datasketch}
+
+
+def peak_memory_child(args: argparse.Namespace) -> None:
+    """In a fresh interpreter: regenerate the documents, run one contender, print its peak RSS growth."""
+    texts, _, _ = generate(args.n, args.seed)
+    fn = CONTENDERS[args.memory_of]
+    fn(texts[:200], args.threshold, args.num_perm, 1)  # imports and one-time tables outside the measure
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM (the peak RSS) to the current RSS
+    start = _status_kb("VmRSS")
+    fn(texts, args.threshold, args.num_perm, 1)
+    print((_status_kb("VmHWM") - start) / 1024)
+
+
+def peak_memory(name: str, args: argparse.Namespace) -> float:
+    """Peak RSS growth (MiB) of one contender's run, measured in a fresh process on the same documents
+    (in this process, memory freed by an earlier run would be reused and hide the growth)."""
+    cmd = [sys.executable, __file__, "--memory-of", name, "--n", str(args.n), "--seed", str(args.seed)]
+    cmd += ["--threshold", str(args.threshold), "--num-perm", str(args.num_perm)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print(f"(peak memory of {name} not measured: {out.stderr.strip().splitlines()[-1:]})")
+        return float("nan")
 
 
 def main() -> None:
@@ -496,7 +537,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000, help="documents (default 200000)")
     ap.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold (default 0.8)")
     ap.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
-    ap.add_argument("--seed", type=int, default=0, help="data generator seed (MinHash seed is 1 on both sides)")
+    ap.add_argument(
+        "--seed", type=int, default=0, help="data generator seed (MinHash seed is 1 on both sides)"
+    )
     ap.add_argument(
         "--baseline-n",
         type=int,
@@ -504,7 +547,11 @@ def main() -> None:
         help="time datasketch on a random subset of this many documents and extrapolate its docs/s "
         "(default 0: the full set)",
     )
+    ap.add_argument("--memory-of", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_of:
+        peak_memory_child(args)
+        return
     t, num_perm, mh_seed = args.threshold, args.num_perm, 1
 
     t0 = time.perf_counter()
@@ -512,71 +559,100 @@ def main() -> None:
     planted_j = np.array([true_jaccard(texts[i], texts[j]) for i, j in pairs.tolist()])
     gen_s = time.perf_counter() - t0
     words = np.array([len(x.split()) for x in texts])
-    b, r = optimal_bands(t, num_perm)
-    print(f"documents: {len(texts):,} ({len(pairs):,} planted variants), generated in {gen_s:.1f} s")
+    print(
+        f"documents: {len(texts):,} ({len(pairs):,} planted variants of {len(set(pairs[:, 0].tolist())):,} bases), "
+        f"generated in {gen_s:.1f} s"
+    )
     print(f"words per document: min {words.min()}, median {int(np.median(words))}, max {words.max()}")
-    print(f"shingles: character {NGRAM}-grams of the normalized text; num_perm {num_perm}, threshold {t}, "
-          f"LSH bands x rows {b} x {r} (datasketch's choice)")
     rng = random.Random(args.seed + 1)
     sample = [rng.sample(range(len(texts)), 2) for _ in range(20_000)]
     rand_j = np.array([true_jaccard(texts[i], texts[j]) for i, j in sample])
-    print(f"random pairs (20,000): Jaccard mean {rand_j.mean():.3f}, 99.9th pct {np.quantile(rand_j, 0.999):.3f}, "
-          f"share > 0.5 {(rand_j > 0.5).mean():.5f}")
+    print(
+        f"random pairs (20,000): Jaccard mean {rand_j.mean():.3f}, 99.9th percentile "
+        f"{np.quantile(rand_j, 0.999):.3f}, share > 0.5 {(rand_j > 0.5).mean():.5f}"
+    )
     _shingle_set.cache_clear()
+    b, r = optimal_bands(t, num_perm)
+    cb, cr = nd._candidate_bands(t, num_perm)
+    print(f"shingles: character {NGRAM}-grams of the normalized text; num_perm {num_perm}; threshold {t}")
+    print(f"datasketch: MinHashLSH bands x rows {b} x {r} (its optimum), every query hit merged")
+    print(
+        f"instructkit: LSH bands x rows {cb} x {cr} (recall-leaning; the exact check gives the precision), "
+        f"candidates merged only if exact Jaccard >= {t}"
+    )
 
-    run_instructkit(texts[:2000], t, num_perm, mh_seed)  # warm up imports and caches for both sides alike
-    run_datasketch(texts[:2000], t, num_perm, mh_seed)
+    for fn in (run_instructkit, run_datasketch):  # warm up imports and caches for both sides alike
+        fn(texts[:2000], t, num_perm, mh_seed)
 
-    ik, ik_s, ik_mem = measured(run_instructkit, texts, t, num_perm, mh_seed)
+    ik, ik_s = timed(run_instructkit, texts, t, num_perm, mh_seed)
+    ikb, ikb_s = timed(run_instructkit_datasketch_bands, texts, t, num_perm, mh_seed)
     if args.baseline_n and args.baseline_n < len(texts):
         subset = sorted(random.Random(args.seed + 2).sample(range(len(texts)), args.baseline_n))
-        sub_texts = [texts[k] for k in subset]
-        _, ds_s, ds_mem = measured(run_datasketch, sub_texts, t, num_perm, mh_seed)
-        ds_rate = len(sub_texts) / ds_s
-        ds_note = f"  <- EXTRAPOLATED: timed on a random subset of {len(sub_texts):,} documents"
-        print("datasketch: timing a subset only; its recall/precision below come from an untimed full run")
-        ds = run_datasketch(texts, t, num_perm, mh_seed)
+        _, ds_s = timed(run_datasketch, [texts[k] for k in subset], t, num_perm, mh_seed)
+        ds_rate = len(subset) / ds_s
+        ds_note = f"  <- docs/s EXTRAPOLATED from a timed random subset of {len(subset):,} documents"
+        ds = run_datasketch(texts, t, num_perm, mh_seed)  # untimed, for recall and precision
     else:
-        ds, ds_s, ds_mem = measured(run_datasketch, texts, t, num_perm, mh_seed)
+        ds, ds_s = timed(run_datasketch, texts, t, num_perm, mh_seed)
         ds_rate, ds_note = len(texts) / ds_s, ""
     ik_rate = len(texts) / ik_s
+    ik_mem, ds_mem, ikb_mem = peak_memory("instructkit", args), peak_memory("datasketch", args), float("nan")
 
-    res = [evaluate("instructkit", ik, texts, pairs, planted_j, t), evaluate("datasketch", ds, texts, pairs, planted_j, t)]
+    rows = [
+        ("instructkit", ik, ik_s, ik_rate, ik_mem, ""),
+        ("datasketch", ds, ds_s, ds_rate, ds_mem, ds_note),
+        ("instructkit*", ikb, ikb_s, len(texts) / ikb_s, ikb_mem, f"  * with datasketch's {b} x {r} bands"),
+    ]
+    res = [evaluate(name, cl, texts, pairs, planted_j, t) for name, cl, *_ in rows]
 
     print()
-    print(f"planted pairs by true Jaccard (share merged into one cluster at threshold {t}):")
+    print(f"planted pairs by true Jaccard: share merged into one cluster at threshold {t}")
     edges = [0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.0001]
-    print(f"  {'Jaccard':<13}{'pairs':>8}{'instructkit':>13}{'datasketch':>12}")
+    print(f"  {'Jaccard':<13}{'pairs':>8}{'instructkit':>13}{'datasketch':>12}{'instructkit*':>14}")
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = (planted_j >= lo) & (planted_j < hi)
         if sel.any():
             label = "1.0" if lo == 1.0 else f"[{lo:.2f}, {hi:.2f})"
-            print(f"  {label:<13}{int(sel.sum()):>8}{res[0]['same'][sel].mean():>13.3f}{res[1]['same'][sel].mean():>12.3f}")
-    print("planted pairs by edit (count, mean true Jaccard):")
+            merged = "".join(
+                f"{x['same'][sel].mean():>{w}.3f}" for x, w in zip(res, (13, 12, 14), strict=True)
+            )
+            print(f"  {label:<13}{int(sel.sum()):>8}{merged}")
+    print("planted pairs by edit: count, mean true Jaccard")
     kinds_arr = np.array(kinds)
     for kind in sorted(set(kinds)):
         sel = kinds_arr == kind
         print(f"  {kind:<36}{int(sel.sum()):>7}  {planted_j[sel].mean():.3f}")
 
     print()
-    print(f"recall    = share of planted (base, variant) pairs with true Jaccard >= {t} "
-          f"({int((planted_j >= t).sum()):,} pairs) that end in one cluster")
-    print(f"precision = share of predicted pairs (every two documents in one cluster) whose own true "
-          f"Jaccard >= {t}")
-    print(f"peak mem  = growth of peak RSS (VmHWM, reset per run) over RSS at the start of the run")
+    print(
+        f"recall    = share of the {int((planted_j >= t).sum()):,} planted (base, variant) pairs with true "
+        f"Jaccard >= {t} that end in one cluster"
+    )
+    print(
+        f"precision = share of predicted pairs (any two documents in one cluster) whose own true Jaccard "
+        f">= {t}"
+    )
+    print("peak MiB  = growth of the peak RSS (VmHWM, reset through /proc/self/clear_refs) over the RSS at")
+    print("            the start of the run, each contender in a fresh process on the same documents")
     print()
-    print(f"{'':<13}{'seconds':>9}{'docs/s':>11}{'recall':>9}{'precision':>11}{'pred pairs':>12}{'peak MiB':>10}")
-    for r_, secs, rate, mem, note in (
-        (res[0], ik_s, ik_rate, ik_mem, ""),
-        (res[1], ds_s, ds_rate, ds_mem, ds_note),
-    ):
-        pp = f"{r_['n_pred']:,}" + ("*" if r_["sampled"] else "")
-        print(f"{r_['name']:<13}{secs:>9.2f}{rate:>11,.0f}{r_['recall']:>9.4f}{r_['precision']:>11.4f}{pp:>12}{mem:>10.0f}{note}")
-    if any(r_["sampled"] for r_ in res):
-        print("* precision from 1,000,000 pairs drawn uniformly from all predicted pairs")
-    ok = ik_rate / ds_rate >= 5 and res[0]["recall"] >= 0.95 and res[0]["precision"] >= 0.95
-    print(f"acceptance (ratio >= 5x, recall >= 0.95, precision >= 0.95 at {t}): {'PASS' if ok else 'FAIL'}")
-    print(f"ratio: {ik_rate / ds_rate:.2f}x near-dup docs/s vs datasketch MinHashLSH")
+    print(
+        f"{'':<14}{'seconds':>9}{'docs/s':>11}{'recall':>9}{'precision':>11}{'pred pairs':>12}{'peak MiB':>10}"
+    )
+    for (name, _, secs, rate, mem, note), x in zip(rows, res, strict=True):
+        pp = f"{x['n_pred']:,}" + ("+" if x["sampled"] else "")
+        mem = f"{mem:.0f}" if mem == mem else "-"
+        print(
+            f"{name:<14}{secs:>9.2f}{rate:>11,.0f}{x['recall']:>9.4f}{x['precision']:>11.4f}{pp:>12}{mem:>10}{note}"
+        )
+    if any(x["sampled"] for x in res):
+        print("+ precision from 1,000,000 pairs drawn uniformly from all predicted pairs")
+    ratio = ik_rate / ds_rate
+    ok = ratio >= 5 and res[0]["recall"] >= 0.95 and res[0]["precision"] >= 0.95
+    print(
+        f"acceptance (instructkit: ratio >= 5x, recall >= 0.95, precision >= 0.95 at {t}): "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
+    print(f"ratio: {ratio:.2f}x near-dup docs/s vs datasketch MinHashLSH")
     sys.stdout.flush()
 
 
