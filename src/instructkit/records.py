@@ -4,7 +4,8 @@ One record is exactly one of three kinds:
 
 * ``chat``: ``messages``, a list of system/user/assistant turns (instruction tuning, multi-turn);
 * ``tokens``: ``tokens`` + ``tags``, one tag per word (token classification, e.g. NER);
-* ``text``: ``text`` + ``label`` (sequence classification; label may be a string, a number, or a list).
+* ``text``: ``text`` + ``label`` (sequence classification; label may be a string, a number, or a list),
+  or ``text`` alone (raw text for continued pre-training).
 
 ``meta`` carries ``id``, ``source`` (where it was read from), ``task`` and ``lineage`` (what made or
 changed it), plus any extra keys a format preserved. Validation lives here, in one place, and raises
@@ -164,7 +165,8 @@ class Record:
             out["tags"] = list(self.tags or [])
         if self.text is not None:
             out["text"] = self.text
-            out["label"] = self.label
+            if self.label is not None:
+                out["label"] = self.label
         out["meta"] = dict(self.meta)
         return out
 
@@ -202,10 +204,8 @@ class Record:
                 raise RecordError("wrong_type", "'text' must be a string", field="text")
             if not self.text.strip():
                 raise RecordError("empty_content", "'text' is empty", field="text")
-            if self.label is None:
-                raise RecordError("missing_field", "'label' is required with 'text'", field="label")
-            if not isinstance(self.label, str | int | float | list) or isinstance(self.label, bool):
-                raise RecordError("wrong_type", "'label' must be a string, number or list", field="label")
+            if self.label is not None and not isinstance(self.label, str | int | float | list):
+                raise RecordError("wrong_type", "'label' must be a string, number, boolean or list", field="label")
         for key in ("id", "task"):
             if key in self.meta and self.meta[key] is not None and not isinstance(self.meta[key], str):
                 self.meta[key] = str(self.meta[key])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from instructkit import __version__
-from instructkit.cli import chat, data, models
+from instructkit.cli import chat, data, models, train
 
 app = typer.Typer(
     name="instructkit",
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.command("chat")(chat.chat)
+app.command("train")(train.train)
 
 
 def _version(value: bool) -> None:

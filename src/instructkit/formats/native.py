@@ -18,7 +18,7 @@ class Native(Format):
     def detect(cls, row: Any) -> bool:
         if not isinstance(row, dict):
             return False
-        return "meta" in row or "tokens" in row or ("text" in row and "label" in row)
+        return "meta" in row or "tokens" in row or ("text" in row and set(row) <= {"text", "label", "meta"})
 
     @classmethod
     def parse(cls, row: Any) -> list[Record]:

@@ -1,0 +1,50 @@
+"""``instructkit train CONFIG.yaml``: fine-tune a model as the config says; flags override any field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from instructkit.cli._common import console, user_errors
+
+
+def train(
+    config: Path = typer.Argument(..., help="Training YAML (see recipes/).", exists=True, dir_okay=False),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a field: --set optim.lr=1e-4 --set method.r=16 (repeatable; values are YAML)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Run name (folder under output_dir)."),
+    output_dir: str | None = typer.Option(None, "--output-dir", help="Folder that holds run folders."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint (optimizer, scheduler, RNG, data order)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+) -> None:
+    """Fine-tune a model: full, freeze, LoRA, adapters, prompt tuning, BitFit or LN-tuning; writes a run folder."""
+    from instructkit.models import ModelNotFoundError
+    from instructkit.records import RecordError
+    from instructkit.train.config import ConfigError, TrainConfig
+    from instructkit.train.methods import MethodError
+    from instructkit.train.runner import train as run_train
+    from instructkit.train.tasks import TaskDataError
+
+    overrides = {}
+    for item in set_:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value
+    for key, value in (("name", name), ("output_dir", output_dir), ("optim.max_steps", max_steps)):
+        if value is not None:
+            overrides[key] = value
+    with user_errors(ConfigError, MethodError, TaskDataError, RecordError, ModelNotFoundError, FileNotFoundError):
+        cfg = TrainConfig.from_yaml(config, {k: v if isinstance(v, str) else v for k, v in overrides.items()})
+        result = run_train(cfg, resume=resume)
+    table = Table(title=f"run {cfg.name}", show_header=False)
+    for key, value in result.metrics.items():
+        if isinstance(value, float):
+            value = f"{value:.4f}"
+        table.add_row(key, escape(str(value)))
+    console.print(table)
+    console.print(f"run folder: {escape(str(result.run_dir))}\nmodel: {escape(str(result.model_dir))}")

@@ -1,0 +1,204 @@
+"""Sequence packing for causal-LM fine-tuning: several samples per row, each isolated from the others.
+
+``pack_samples`` groups sample indices into bins of at most ``max_length`` tokens (greedy first-fit
+decreasing); ``PackedCollator`` turns a batch of bins into rows where every sample sees only itself.
+
+How the isolation is done, and the transformers (5.x, checked on 5.24) convention it relies on:
+
+* ``attention_mask`` is a **4D additive float mask** of shape ``(B, 1, L, L)``: ``0.0`` where query ``i``
+  may attend key ``j`` (same sample and ``j <= i``), ``torch.finfo(dtype).min`` elsewhere. transformers'
+  ``masking_utils.create_causal_mask`` returns any 4D ``attention_mask`` as-is (``_preprocess_mask_arguments``
+  exits early on ``len(attention_mask.shape) == 4``): no causal mask is added on top, no inversion is done.
+  The mask then reaches the attention function unchanged, which is why it must already be additive:
+
+  - ``eager`` (``modeling_llama.eager_attention_forward``) does ``scores + attention_mask``, so a bool or
+    0/1 mask would be silently wrong there; only an additive float mask works.
+  - ``sdpa`` (``integrations/sdpa_attention.py``) passes it to ``F.scaled_dot_product_attention`` as
+    ``attn_mask`` with ``is_causal=False``; a float ``attn_mask`` is added to the scores (same meaning as
+    eager) and must have the query's dtype, hence the collator's ``dtype`` argument: pass the model's
+    compute dtype (``torch.bfloat16`` for a bf16 model).
+  - ``flash_attention_*`` kernels take no dense mask; this collator is for ``sdpa`` and ``eager``.
+
+  Because the mask is already causal and block-diagonal, the causal structure is entirely ours: a padding
+  position attends only to itself (a fully masked row would give NaN under softmax) and no real token
+  attends to padding.
+* ``position_ids`` restart at 0 for every sample, so RoPE sees each sample as if it were alone.
+  Position ids alone do NOT isolate samples when a 2D mask is also passed (the mask is built as one long
+  causal sequence). transformers 5.24 does infer packing from restarting ``position_ids`` when
+  ``attention_mask`` is ``None``, but that is an implicit heuristic; the explicit 4D mask does not depend on it.
+* ``labels``: the first label of every sample is ``-100``. HF causal LMs shift inside the loss (logits at
+  ``t`` predict ``labels[t + 1]``), so without this the first token of a sample would be trained as the
+  continuation of the previous sample's last token. Unpacked, a sample's first label is never a target
+  either, so packed and unpacked train exactly the same tokens.
+
+With these three, packed logits, per-sample losses and gradients equal the unpacked ones to float rounding
+(``tests/test_packing.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from instructkit.templates import IGNORE_INDEX
+
+Span = tuple[int, int, int]  # (row, start, end): a sample occupies batch[row, start:end]
+
+
+def pack_samples(samples: list[dict[str, Any]], max_length: int) -> list[list[int]]:
+    """Greedy first-fit-decreasing bin packing of sample indices; each bin's total length <= max_length.
+
+    Samples are taken longest first (ties by index) and put in the first open bin with room, else a new
+    bin. A sample longer than ``max_length`` gets a bin of its own (the collator truncates it). Every index
+    appears exactly once; the result depends only on the lengths, so it is deterministic.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    lengths = [len(s["input_ids"]) for s in samples]
+    order = sorted(range(len(samples)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    room: list[int] = []  # free tokens per bin; an oversize bin has 0
+    for i in order:
+        n = lengths[i]
+        if n > max_length:
+            bins.append([i])
+            room.append(0)
+            continue
+        for b, free in enumerate(room):
+            if n <= free:
+                bins[b].append(i)
+                room[b] -= n
+                break
+        else:
+            bins.append([i])
+            room.append(max_length - n)
+    return bins
+
+
+def _layout(bins: list[list[dict[str, Any]]], max_length: int) -> list[tuple[Span, dict[str, Any]]]:
+    """Each sample's span in its bin's row, in bin order; a row is cut at ``max_length`` and a sample left
+    with no token there (empty, or cut off entirely) gets no span."""
+    out = []
+    for row, samples in enumerate(bins):
+        pos = 0
+        for s in samples:
+            end = min(pos + len(s["input_ids"]), max_length)
+            if end > pos:
+                out.append(((row, pos, end), s))
+            pos = end
+    return out
+
+
+def packed_spans(bins: list[list[dict[str, Any]]], max_length: int) -> list[Span]:
+    """Where each sample of each bin lands in ``PackedCollator(..., max_length)(bins)``, in bin order.
+
+    A sample cut by the row's ``max_length`` gets its truncated span; one with no token left is left out.
+    """
+    return [span for span, _ in _layout(bins, max_length)]
+
+
+def _block_causal_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) segment ids (unique per sample; unique per padding position) -> (B, 1, L, L) additive mask."""
+    length = segments.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril_()
+    allowed = (segments[:, :, None] == segments[:, None, :]) & causal
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+class PackedCollator:
+    """Each batch element is one bin (a list of samples) concatenated into one row.
+
+    Returns ``input_ids`` and ``labels`` (B, L), ``position_ids`` (B, L) restarting at 0 per sample, and a
+    4D additive ``attention_mask`` (B, 1, L, L) in ``dtype`` (the model's compute dtype). L is the longest
+    row in the batch (rows are right-padded); a row is cut at ``max_length``.
+    """
+
+    def __init__(self, pad_token_id: int, max_length: int, dtype: torch.dtype = torch.float32):
+        if not dtype.is_floating_point:
+            raise ValueError(f"the additive mask needs a float dtype, got {dtype}")
+        self.pad = pad_token_id
+        self.max_length = max_length
+        self.dtype = dtype
+
+    def __call__(self, bins: list[list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+        layout = _layout(bins, self.max_length)
+        width = max((end for (_, _, end), _ in layout), default=1)
+        rows = len(bins)
+        ids = torch.full((rows, width), self.pad, dtype=torch.long)
+        labels = torch.full((rows, width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((rows, width), dtype=torch.long)
+        # padding positions get their own (negative, unique) segment so they attend only to themselves
+        segments = -1 - torch.arange(width).expand(rows, width).clone()
+        for k, ((row, start, end), s) in enumerate(layout):
+            n = end - start
+            ids[row, start:end] = torch.as_tensor(s["input_ids"][:n], dtype=torch.long)
+            labels[row, start:end] = torch.as_tensor(s["labels"][:n], dtype=torch.long)
+            labels[row, start] = IGNORE_INDEX  # never predicted from the previous sample's last token
+            positions[row, start:end] = torch.arange(n)
+            segments[row, start:end] = k
+        return {
+            "input_ids": ids,
+            "labels": labels,
+            "position_ids": positions,
+            "attention_mask": _block_causal_mask(segments, self.dtype),
+        }
+
+    def spans(self, bins: list[list[dict[str, Any]]]) -> list[Span]:
+        return packed_spans(bins, self.max_length)
+
+
+class UnpackedCollator:
+    """The plain baseline: one sample per row, right-padded, 2D ``attention_mask``, labels padded with -100."""
+
+    def __init__(self, pad_token_id: int, max_length: int | None = None):
+        self.pad = pad_token_id
+        self.max_length = max_length
+
+    def _len(self, s: dict[str, Any]) -> int:
+        n = len(s["input_ids"])
+        return n if self.max_length is None else min(n, self.max_length)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max([self._len(s) for s in samples] + [1])
+        ids = torch.full((len(samples), width), self.pad, dtype=torch.long)
+        labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(samples), width), dtype=torch.long)
+        for i, s in enumerate(samples):
+            n = self._len(s)
+            ids[i, :n] = torch.as_tensor(s["input_ids"][:n], dtype=torch.long)
+            labels[i, :n] = torch.as_tensor(s["labels"][:n], dtype=torch.long)
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    def spans(self, samples: list[dict[str, Any]]) -> list[Span]:
+        return [(i, 0, self._len(s)) for i, s in enumerate(samples) if self._len(s) > 0]
+
+
+def span_token_losses(logits: torch.Tensor, labels: torch.Tensor, spans: list[Span]) -> list[torch.Tensor]:
+    """Per-token losses (differentiable) of each span: logits at ``t`` predict ``labels[t + 1]`` inside the
+    span, positions labelled -100 skipped. The span's first label is never a target, as in HF's shift."""
+    out = []
+    for row, start, end in spans:
+        target = labels[row, start + 1 : end]
+        keep = target != IGNORE_INDEX
+        pred = logits[row, start : end - 1].float()
+        out.append(torch.nn.functional.cross_entropy(pred[keep], target[keep], reduction="none"))
+    return out
+
+
+@torch.no_grad()
+def per_sample_loss(model: Any, batch: dict[str, torch.Tensor], sample_spans: list[Span]) -> list[float]:
+    """Mean token loss of each sample (``nan`` for a sample with no trained token).
+
+    ``sample_spans`` are ``(row, start, end)`` triples, e.g. from ``PackedCollator.spans`` or
+    ``UnpackedCollator.spans``. The model runs on the batch without ``labels``; its mode is left as it is.
+    """
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits
+    return [
+        t.mean().item() if t.numel() else float("nan")
+        for t in span_token_losses(logits, batch["labels"], sample_spans)
+    ]

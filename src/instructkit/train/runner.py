@@ -1,0 +1,289 @@
+"""``instructkit train CONFIG.yaml``: a pretrained model + data + a method → a self-describing run folder.
+
+HF ``Trainer`` does the loop (optimizer, schedule, accumulation, checkpoints with optimizer/scheduler/RNG
+state, resume with data-order skipping, early stopping, distributed data parallel under
+``accelerate launch``/``torchrun``). instructkit adds the parts it lacks: records → features per task,
+the method registry, a run folder with ``config.yaml``, ``metrics.jsonl``, TensorBoard logs, a loss
+plot, and a saved model that carries its tokenizer, chat template, task, labels and method.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from instructkit import __version__
+from instructkit.formats import RecordReader
+from instructkit.formats.io import write_text
+from instructkit.records import Record
+from instructkit.train.config import TrainConfig
+from instructkit.train.tasks import TASKS, LabelInfo, Task
+
+INFO_FILE = "instructkit.json"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Path
+    metrics: dict[str, Any]
+    model: Any
+    tokenizer: Any
+
+
+def _read(path: str, fmt: str | None) -> list[Record]:
+    return list(RecordReader(path, fmt=fmt))
+
+
+def split_train_val(records: list[Record], share: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """A seeded held-out share of the training records (the order of the rest is kept)."""
+    if share <= 0:
+        return records, []
+    idx = list(range(len(records)))
+    random.Random(seed).shuffle(idx)
+    n_val = max(1, round(len(records) * share))
+    val = set(idx[:n_val])
+    return [r for i, r in enumerate(records) if i not in val], [r for i, r in enumerate(records) if i in val]
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[Any]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+
+def bf16_enabled(setting: str) -> bool:
+    """``auto``: on when the CPU has native bf16 (AVX512-BF16 / AMX) or a CUDA device supports it."""
+    s = str(setting).lower()
+    if s in ("true", "false"):
+        return s == "true"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _is_main_process() -> bool:
+    return not torch.distributed.is_available() or not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def _apply_dropout(model: Any, p: float) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "hidden_dropout", "dropout"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, p)
+
+
+def load_base(model_name: str, task: Task, labels: LabelInfo, seed: int) -> Any:
+    from instructkit.models import load_model
+
+    torch.manual_seed(seed)  # a new task head is initialised the same way every run
+    model = load_model(model_name, task=task.name, **task.model_kwargs(labels))
+    if getattr(model.config, "pad_token_id", None) is None and task.name == "sequence-classification":
+        from instructkit.models import load_tokenizer
+
+        tok = load_tokenizer(model_name)
+        model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return model
+
+
+def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) -> Any:
+    from transformers import TrainingArguments
+
+    o, e = cfg.optim, cfg.eval
+    eval_strategy = ("steps" if e.every_steps else "epoch") if has_val else "no"
+    save_strategy = "steps" if cfg.save_every_steps or (has_val and e.every_steps) else "epoch"
+    metric = e.metric or task.default_metric
+    return TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=o.batch_size,
+        per_device_eval_batch_size=o.batch_size * 2,
+        gradient_accumulation_steps=o.grad_accum,
+        learning_rate=o.lr,
+        lr_scheduler_type="constant_with_warmup" if o.schedule == "constant" else o.schedule,
+        warmup_steps=o.warmup_ratio,  # a float below 1 is read as a share of all steps
+        weight_decay=o.weight_decay,
+        max_grad_norm=o.max_grad_norm,
+        num_train_epochs=o.epochs,
+        max_steps=o.max_steps,
+        optim="sgd" if o.optimizer == "sgd" else "adamw_torch",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        eval_strategy=eval_strategy,
+        eval_steps=e.every_steps,
+        save_strategy=save_strategy,
+        save_steps=cfg.save_every_steps or e.every_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=bool(has_val and e.load_best),
+        metric_for_best_model=metric if has_val else None,
+        greater_is_better=(metric != "loss" and task.greater_is_better) if has_val else None,
+        logging_steps=cfg.logging_steps,
+        report_to="none",
+        bf16=bf16_enabled(cfg.bf16),
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
+        include_num_input_tokens_seen=True,
+        disable_tqdm=True,
+    )
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers.integrations import TensorBoardCallback
+
+    from instructkit.models import load_tokenizer
+    from instructkit.train.callbacks import MetricsFileCallback, RichProgressCallback
+    from instructkit.train.methods import build_method
+
+    cfg.validate()
+    set_seed(cfg.seed)
+    run_dir = cfg.run_dir
+    main = _is_main_process()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), run_dir / "config.yaml")
+    task = TASKS[cfg.task]()
+    tokenizer = load_tokenizer(cfg.model)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_records = _read(cfg.data.train, cfg.data.format)
+    if cfg.data.val:
+        val_records = _read(cfg.data.val, cfg.data.format)
+    else:
+        train_records, val_records = split_train_val(train_records, cfg.data.val_share, cfg.seed)
+    labels = task.labels(train_records)
+    chat_template = Path(cfg.data.chat_template).read_text() if cfg.data.chat_template else None
+    kw = {"chat_template": chat_template}
+    train_feats, dropped = task.features(train_records, tokenizer, labels, cfg.data.max_length, **kw)
+    val_feats, val_dropped = task.features(val_records, tokenizer, labels, cfg.data.max_length, **kw) if val_records else ([], Counter())
+    if not train_feats:
+        raise ValueError(f"no training samples left ({dict(dropped)})")
+
+    model = load_base(cfg.model, task, labels, cfg.seed)
+    if cfg.optim.dropout is not None:
+        _apply_dropout(model, cfg.optim.dropout)
+    method_params = {k: v for k, v in cfg.method.items() if k != "name"}
+    method = build_method(cfg.method["name"], method_params)
+    model = method.apply(model, cfg.task)
+    summary = method.trainable_summary(model)
+
+    collator = task.collator(tokenizer)
+    train_ds: Any = ListDataset(train_feats)
+    if cfg.packing:
+        if cfg.task != "causal-lm":
+            raise ValueError("packing applies to causal-lm only")
+        from instructkit.train.packing import PackedCollator, pack_samples
+
+        bins = pack_samples(train_feats, cfg.data.max_length)
+        train_ds = ListDataset([[train_feats[i] for i in b] for b in bins])
+        packed = PackedCollator(tokenizer.pad_token_id, cfg.data.max_length)
+        plain = collator
+
+        def collator(batch: list[Any]) -> dict[str, torch.Tensor]:  # eval batches stay unpacked
+            return packed(batch) if batch and isinstance(batch[0], list) else plain(batch)
+
+    ckpt_dir = run_dir / "checkpoints"
+    args = _training_args(cfg, task, bool(val_feats), ckpt_dir)
+    callbacks: list[Any] = [MetricsFileCallback(run_dir / "metrics.jsonl", enabled=main)]
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "logs"))))
+    if progress and main:
+        callbacks.append(RichProgressCallback())
+    if val_feats and cfg.eval.patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.eval.patience))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=ListDataset(val_feats) if val_feats else None,
+        data_collator=collator,
+        compute_metrics=task.compute_metrics(labels) if val_feats else None,
+        callbacks=callbacks,
+    )
+    last = _last_checkpoint(ckpt_dir) if resume else None
+    start = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    seconds = time.perf_counter() - start
+    metrics: dict[str, Any] = {"train_loss": out.training_loss, "train_seconds": round(seconds, 2), "steps": trainer.state.global_step}
+    metrics["tokens_seen"] = int(trainer.state.num_input_tokens_seen or 0)
+    if val_feats:
+        metrics.update({f"val_{k.removeprefix('eval_')}": v for k, v in trainer.evaluate().items()})
+    if cfg.data.test:
+        test_records = _read(cfg.data.test, cfg.data.format)
+        test_feats, _ = task.features(test_records, tokenizer, labels, cfg.data.max_length, **kw)
+        metrics.update({f"test_{k.removeprefix('test_')}": v for k, v in trainer.predict(ListDataset(test_feats)).metrics.items()})
+    metrics.update({"trainable_params": summary["trainable"], "total_params": summary["total"], "dropped": dict(dropped), "val_dropped": dict(val_dropped)})
+    model_dir = run_dir / "model"
+    if main:
+        save_trained(model, tokenizer, method, cfg, labels, model_dir, chat_template)
+        write_text(json.dumps(metrics, indent=2, default=float) + "\n", run_dir / "train_metrics.json")
+        from instructkit.train.plots import plot_loss
+
+        plot_loss(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
+    return TrainResult(run_dir, model_dir, metrics, model, tokenizer)
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(get_last_checkpoint(str(folder))) if folder.exists() and get_last_checkpoint(str(folder)) else None
+
+
+def save_trained(model: Any, tokenizer: Any, method: Any, cfg: TrainConfig, labels: LabelInfo, folder: Path, chat_template: str | None) -> None:
+    """Write what was trained + the tokenizer + ``instructkit.json`` (task, base, method, labels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    method.save_trained(model, folder)
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(folder)
+    info = {
+        "instructkit_version": __version__,
+        "task": cfg.task,
+        "base_model": cfg.model,
+        "method": cfg.method,
+        "labels": labels.to_dict(),
+        "max_length": cfg.data.max_length,
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "seed": cfg.seed,
+    }
+    write_text(json.dumps(info, indent=2) + "\n", folder / INFO_FILE)
+
+
+def load_trained(folder: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """Rebuild a trained model from its folder: the base model, the method, the trained weights."""
+    from transformers import AutoTokenizer
+
+    from instructkit.train.methods import METHODS
+
+    folder = Path(folder)
+    if (folder / "model" / INFO_FILE).exists():
+        folder = folder / "model"
+    info = json.loads((folder / INFO_FILE).read_text())
+    task = TASKS[info["task"]]()
+    labels = LabelInfo.from_dict(info["labels"])
+    base = load_base(info["base_model"], task, labels, info.get("seed", 0))
+    model = METHODS[info["method"]["name"]].load_trained(base, folder, info["task"])
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(folder), info
