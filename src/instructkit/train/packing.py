@@ -20,12 +20,14 @@ How the isolation is done, and the transformers (5.x, checked on 5.24) conventio
   - ``flash_attention_*`` kernels take no dense mask; this collator is for ``sdpa`` and ``eager``.
 
   Because the mask is already causal and block-diagonal, the causal structure is entirely ours: a padding
-  position attends only to itself (a fully masked row would give NaN under softmax) and no real token
+  position attends only to itself (a row with no allowed key is NaN with a bool or ``-inf`` mask) and no real token
   attends to padding.
 * ``position_ids`` restart at 0 for every sample, so RoPE sees each sample as if it were alone.
   Position ids alone do NOT isolate samples when a 2D mask is also passed (the mask is built as one long
   causal sequence). transformers 5.24 does infer packing from restarting ``position_ids`` when
-  ``attention_mask`` is ``None``, but that is an implicit heuristic; the explicit 4D mask does not depend on it.
+  ``attention_mask`` is ``None`` -- but only with no cache: with ``use_cache=True`` (the Llama config
+  default, even in train mode) the model builds a ``DynamicCache`` and the detection is skipped, so samples
+  leak. The explicit 4D mask is returned before any of that and does not depend on it.
 * ``labels``: the first label of every sample is ``-100``. HF causal LMs shift inside the loss (logits at
   ``t`` predict ``labels[t + 1]``), so without this the first token of a sample would be trained as the
   continuation of the previous sample's last token. Unpacked, a sample's first label is never a target
@@ -58,12 +60,13 @@ def pack_samples(samples: list[dict[str, Any]], max_length: int) -> list[list[in
     lengths = [len(s["input_ids"]) for s in samples]
     order = sorted(range(len(samples)), key=lambda i: (-lengths[i], i))
     bins: list[list[int]] = []
-    room: list[int] = []  # free tokens per bin; an oversize bin has 0
+    # free tokens per bin; an oversize bin has -1 so nothing joins it, not even an empty sample
+    room: list[int] = []
     for i in order:
         n = lengths[i]
         if n > max_length:
             bins.append([i])
-            room.append(0)
+            room.append(-1)
             continue
         for b, free in enumerate(room):
             if n <= free:

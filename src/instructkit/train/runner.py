@@ -80,7 +80,11 @@ def bf16_enabled(setting: str) -> bool:
 
 
 def _is_main_process() -> bool:
-    return not torch.distributed.is_available() or not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    # Read from the launcher's environment: the process group does not exist yet when the run starts
+    # (the Trainer creates it), and rank 0 alone must write the run folder.
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _apply_dropout(model: Any, p: float) -> None:
@@ -109,8 +113,16 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
     from transformers import TrainingArguments
 
     o, e = cfg.optim, cfg.eval
-    eval_strategy = ("steps" if e.every_steps else "epoch") if has_val else "no"
-    save_strategy = "steps" if cfg.save_every_steps or (has_val and e.every_steps) else "epoch"
+    # Evaluation and saving share one schedule when there is validation data: restoring the best
+    # checkpoint needs a checkpoint at every evaluation.
+    every = e.every_steps or cfg.save_every_steps
+    if has_val:
+        eval_strategy = save_strategy = "steps" if every else "epoch"
+        save_steps = cfg.save_every_steps if cfg.save_every_steps and every and cfg.save_every_steps % every == 0 else every
+    else:
+        eval_strategy = "no"
+        save_strategy = "steps" if cfg.save_every_steps else "epoch"
+        save_steps = cfg.save_every_steps
     metric = e.metric or task.default_metric
     return TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -128,9 +140,9 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
         seed=cfg.seed,
         data_seed=cfg.seed,
         eval_strategy=eval_strategy,
-        eval_steps=e.every_steps,
+        eval_steps=every,
         save_strategy=save_strategy,
-        save_steps=cfg.save_every_steps or e.every_steps or 500,
+        save_steps=save_steps or 500,
         save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=bool(has_val and e.load_best),
         metric_for_best_model=metric if has_val else None,

@@ -1,0 +1,195 @@
+"""What a fine-tuning method is: which parameters of a pretrained model train, how the trained part is
+saved, and how it is rebuilt on a fresh copy of the base model. Methods register themselves by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from instructkit.train.config import TASK_NAMES
+
+METHODS: dict[str, type[Method]] = {}
+CLASSIFICATION_TASKS = ("sequence-classification", "token-classification")
+WEIGHTS_FILE = "trained.safetensors"
+"""Non-PEFT methods save the parameters they trained here (PEFT methods: adapter_model.safetensors)."""
+METHOD_FILE = "method.json"
+PEFT_INSTALL = "pip install 'peft>=0.17'"
+
+
+class MethodError(ValueError):
+    """A method that cannot apply (wrong task, nothing to train, unknown parameter); says what to use instead."""
+
+
+def register(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def build_method(name: str, params: dict[str, Any] | None = None) -> Method:
+    """The method ``name`` with ``params``; an unknown name or parameter is a MethodError naming it."""
+    key = name.strip().lower().replace("_", "-")
+    if key not in METHODS:
+        raise MethodError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    cls = METHODS[key]
+    params = dict(params or {})
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        has = f"its parameters are {', '.join(known)}" if known else "it takes no parameters"
+        raise MethodError(f"method {key!r} has no parameter {', '.join(map(repr, unknown))}; {has}")
+    return cls(**params)
+
+
+@dataclass
+class Method:
+    """Base class. A subclass is a dataclass whose fields are the method's parameters (each documented
+    right under it) and whose ``apply`` returns the model to train with ``requires_grad`` set."""
+
+    name: ClassVar[str]
+    tasks: ClassVar[tuple[str, ...]] = TASK_NAMES
+    """Tasks the method applies to."""
+
+    def apply(self, model: Any, task: str) -> nn.Module:
+        raise NotImplementedError
+
+    def check_task(self, task: str) -> None:
+        if task not in TASK_NAMES:
+            raise MethodError(f"unknown task {task!r}; one of {', '.join(TASK_NAMES)}")
+        if task not in self.tasks:
+            raise MethodError(
+                f"{self.name} applies to {' and '.join(self.tasks)} only, not {task}; use lora or full"
+            )
+
+    def for_loading(self) -> Method:
+        """The method as ``load_trained`` rebuilds it (the saved weights replace any initialisation)."""
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ------------------------------------------------------------------ save / load
+    def save_trained(self, model: nn.Module, folder: Path) -> None:
+        """Write only what was trained, plus ``method.json`` (name and parameters)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if is_peft(model):
+            model.save_pretrained(str(folder))
+        else:
+            from safetensors.torch import save_file
+
+            trained = {
+                n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
+            }
+            save_file(trained, str(folder / WEIGHTS_FILE), metadata={"method": self.name})
+        info = {"method": self.name, "params": self.params()}
+        (folder / METHOD_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+    @classmethod
+    def load_trained(cls, base_model: Any, folder: Path, task: str) -> nn.Module:
+        """Rebuild a trained model: the method from ``method.json``, applied to a fresh base model, then
+        the saved weights. Gives the same outputs as the model that was trained."""
+        folder = Path(folder)
+        info = json.loads((folder / METHOD_FILE).read_text())
+        if info.get("method") != cls.name:
+            raise MethodError(f"{folder} was trained with {info.get('method')!r}, not {cls.name!r}")
+        method = build_method(cls.name, info.get("params"))
+        model = method.for_loading().apply(base_model, task)
+        load_weights(model, folder)
+        return model
+
+    def trainable_summary(self, model: nn.Module) -> dict[str, Any]:
+        total = trainable = 0
+        for p in model.parameters():
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+        return {"trainable": trainable, "total": total, "share": trainable / total if total else 0.0}
+
+
+def load_weights(model: nn.Module, folder: Path) -> None:
+    """Load what ``save_trained`` wrote into a model the same method was applied to."""
+    if is_peft(model):
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        result = set_peft_model_state_dict(model, load_peft_weights(str(folder), device="cpu"))
+        # prompt learning loads "prompt_embeddings" into the prompt encoder itself, yet still reports it
+        extra = [k for k in result.unexpected_keys if k != "prompt_embeddings"]
+        if extra:
+            raise MethodError(f"{folder}: saved weights the rebuilt model lacks: {extra[:5]}")
+        return
+    from safetensors.torch import load_file
+
+    saved = load_file(str(folder / WEIGHTS_FILE))
+    params = dict(model.named_parameters())
+    extra = [n for n in saved if n not in params]
+    if extra:
+        raise MethodError(f"{folder / WEIGHTS_FILE}: weights the rebuilt model lacks: {extra[:5]}")
+    with torch.no_grad():
+        for n, t in saved.items():
+            params[n].copy_(t)
+
+
+# ---------------------------------------------------------------------- helpers shared by methods
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "save_pretrained")
+
+
+def require_peft(method: str) -> Any:
+    try:
+        import peft
+    except ImportError:
+        raise ImportError(f"the {method} method needs the 'peft' package ({PEFT_INSTALL})") from None
+    return peft
+
+
+def layer_stack(model: Any, method: str) -> tuple[str, nn.ModuleList]:
+    """The transformer layers: the first ModuleList as long as ``config.num_hidden_layers``."""
+    n = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return name, module
+    raise MethodError(
+        f"{method}: found no list of {n} transformer layers in {type(model).__name__}; use lora or full"
+    )
+
+
+def head_module_names(model: Any, task: str) -> list[str]:
+    """The task head's top-level modules (``classifier``, ``score``) for classification tasks, else []."""
+    if task not in CLASSIFICATION_TASKS:
+        return []
+    prefix = model.base_model_prefix
+    return [n for n, child in model.named_children() if n != prefix and any(True for _ in child.parameters())]
+
+
+def head_parameter_names(model: Any, task: str) -> set[str]:
+    """Parameters outside the base model (``model.base_model_prefix``), for classification tasks only:
+    a new head starts random and always trains."""
+    if task not in CLASSIFICATION_TASKS:
+        return set()
+    prefix = model.base_model_prefix + "."
+    return {n for n, _ in model.named_parameters() if not n.startswith(prefix)}
+
+
+def train_only(model: nn.Module, names: set[str]) -> None:
+    """``requires_grad`` on exactly the parameters named (tied parameters count once, by first name)."""
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+
+
+PEFT_TASK_TYPES = {
+    "causal-lm": "CAUSAL_LM",
+    "sequence-classification": "SEQ_CLS",
+    "token-classification": "TOKEN_CLS",
+    "masked-lm": None,  # PEFT has no masked-LM task type; a plain PeftModel forwards everything
+}
+
+
+def peft_task_kwargs(model: Any, task: str) -> dict[str, Any]:
+    """``task_type`` and ``modules_to_save`` (the classification head, trained in full) for a PEFT config."""
+    return {"task_type": PEFT_TASK_TYPES[task], "modules_to_save": head_module_names(model, task) or None}
