@@ -29,6 +29,17 @@ $IK data stats "$OUT/data"
 echo "== 4. loss masks: what SmolLM2 is trained on (highlighted) and what is context only (dimmed)"
 $IK data inspect "$OUT/data/train.jsonl" --model "$MODEL" -n 2 --max-length 256
 
-echo "== 5. a reply from the bundled model"
+echo "== 5. fine-tune SmolLM2 with LoRA on the curated train split (a few minutes on CPU)"
+$IK train recipes/sft-lora-smollm2.yaml --output-dir "$OUT/train" \
+  --set data.train="$OUT/data/train.jsonl" --set data.val="$OUT/data/val.jsonl"
+
+echo "== 6. the same instruction, before and after"
+PROMPT="Classify the sentiment of this review as positive, negative, or neutral. Answer with one word.
+
+Review: The battery died after two days and the seller never answered my messages."
+echo "-- before (base model)"
+$IK chat --model "$MODEL" --prompt "$PROMPT" --max-new-tokens 48
+echo "-- after (LoRA, $OUT/train/sft-lora-smollm2)"
+$IK chat --model "$OUT/train/sft-lora-smollm2" --prompt "$PROMPT" --max-new-tokens 48
 echo "dataset card: $OUT/data/card.md"
-$IK chat --model "$MODEL" --prompt "Give me two tips for writing a clear email." --max-new-tokens 96
+echo "run folder:   $OUT/train/sft-lora-smollm2 (loss curve: plots/loss.png)"

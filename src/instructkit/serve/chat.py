@@ -1,25 +1,40 @@
-"""Greedy replies from a chat model, rendered with the model's own chat template."""
+"""Greedy replies from a chat model, rendered with the model's own chat template.
+
+The model is a bundled alias, a local folder or hub id, or a trained run (a run folder, or its
+``model/`` folder holding ``instructkit.json``), rebuilt exactly as it was trained.
+"""
 
 from __future__ import annotations
 
-from instructkit.models import load_model, load_tokenizer
+from pathlib import Path
+from typing import Any
+
+
+def is_trained_run(name: str) -> bool:
+    path = Path(name)
+    return (path / "instructkit.json").exists() or (path / "model" / "instructkit.json").exists()
+
+
+def load_chat_model(name: str) -> tuple[Any, Any]:
+    if is_trained_run(name):
+        from instructkit.train.runner import load_trained
+
+        model, tok, info = load_trained(name)
+        if info["task"] != "causal-lm":
+            raise ValueError(f"{name} was trained for {info['task']}, not causal-lm; it cannot chat")
+        return model, tok
+    from instructkit.models import load_model, load_tokenizer
+
+    return load_model(name), load_tokenizer(name)
 
 
 def reply(model_name: str, prompt: str, *, system: str | None = None, max_new_tokens: int = 128) -> str:
     import torch
 
-    tok = load_tokenizer(model_name)
-    model = load_model(model_name)
+    model, tok = load_chat_model(model_name)
     model.eval()
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}
-    ]
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.inference_mode():
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tok.pad_token_id or tok.eos_token_id,
-        )
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
     return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()

@@ -24,7 +24,7 @@ from instructkit import __version__
 from instructkit.formats import RecordReader
 from instructkit.formats.io import write_text
 from instructkit.records import Record
-from instructkit.train.config import TrainConfig
+from instructkit.train.config import ConfigError, TrainConfig
 from instructkit.train.tasks import TASKS, LabelInfo, Task
 
 INFO_FILE = "instructkit.json"
@@ -196,6 +196,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         _apply_dropout(model, cfg.optim.dropout)
     method_params = {k: v for k, v in cfg.method.items() if k != "name"}
     method = build_method(cfg.method["name"], method_params)
+    cfg.method = {"name": method.name, **method_params}  # the canonical name is what reloads
     model = method.apply(model, cfg.task)
     summary = method.trainable_summary(model)
 
@@ -203,12 +204,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     train_ds: Any = ListDataset(train_feats)
     if cfg.packing:
         if cfg.task != "causal-lm":
-            raise ValueError("packing applies to causal-lm only")
+            raise ConfigError("packing applies to causal-lm only")
+        if method.name == "prompt-tuning":
+            raise ConfigError("packing cannot combine with prompt-tuning (PEFT drops the per-sample position ids)")
         from instructkit.train.packing import PackedCollator, pack_samples
 
         bins = pack_samples(train_feats, cfg.data.max_length)
         train_ds = ListDataset([[train_feats[i] for i in b] for b in bins])
-        packed = PackedCollator(tokenizer.pad_token_id, cfg.data.max_length)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # sdpa needs the additive mask in the dtype of the queries (bf16 under autocast).
+        mask_dtype = torch.bfloat16 if bf16_enabled(cfg.bf16) else torch.float32
+        packed = PackedCollator(pad, cfg.data.max_length, dtype=mask_dtype)
         plain = collator
 
         def collator(batch: list[Any]) -> dict[str, torch.Tensor]:  # eval batches stay unpacked
@@ -234,6 +240,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         compute_metrics=task.compute_metrics(labels) if val_feats else None,
         callbacks=callbacks,
     )
+    if progress and main:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the rich bar shows loss; raw dicts are noise
     last = _last_checkpoint(ckpt_dir) if resume else None
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=str(last) if last else None)
