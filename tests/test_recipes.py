@@ -17,12 +17,35 @@ RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 
 
 def tiny_model(base: str, task: str):
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoModelForTokenClassification, BertConfig, LlamaConfig
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        BertConfig,
+        LlamaConfig,
+    )
 
     if "minilm" in base:
-        cfg = BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=5)
+        cfg = BertConfig(
+            vocab_size=128,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            num_labels=5,
+        )
     else:
-        cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, num_labels=5, pad_token_id=0)
+        cfg = LlamaConfig(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_labels=5,
+            pad_token_id=0,
+        )
     cls = {
         "causal-lm": AutoModelForCausalLM,
         "masked-lm": AutoModelForMaskedLM,

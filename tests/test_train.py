@@ -44,7 +44,9 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
     tok = AutoTokenizer.from_pretrained(resolve("minilm-l6").path)
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    cfg = BertConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
     BertModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return str(folder)
@@ -67,7 +69,9 @@ def make_cfg(tmp_path: Path, model: str, task: str, train_file: Path, method: di
 
 
 def losses(run_dir: Path) -> list[float]:
-    return [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    return [
+        json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x
+    ]
 
 
 def same_logits(result, batch: dict) -> None:
@@ -85,7 +89,13 @@ def test_causal_lm_sft(tmp_path: Path, tiny_llama: str, method: dict) -> None:
     run = result.run_dir
     curve = losses(run)
     assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, curve
-    for name in ("config.yaml", "metrics.jsonl", "train_metrics.json", "plots/loss.png", "model/instructkit.json"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "train_metrics.json",
+        "plots/loss.png",
+        "model/instructkit.json",
+    ):
         assert (run / name).exists(), name
     assert list((run / "logs").iterdir()), "no TensorBoard event files"
     info = json.loads((run / "model" / "instructkit.json").read_text())
@@ -94,7 +104,16 @@ def test_causal_lm_sft(tmp_path: Path, tiny_llama: str, method: dict) -> None:
     same_logits(result, {"input_ids": ids["input_ids"]})
 
 
-@pytest.mark.parametrize("method", [{"name": "full"}, {"name": "lora", "r": 4}, {"name": "adapter"}, {"name": "freeze", "layers": 1}, {"name": "bitfit"}])
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "full"},
+        {"name": "lora", "r": 4},
+        {"name": "adapter"},
+        {"name": "freeze", "layers": 1},
+        {"name": "bitfit"},
+    ],
+)
 def test_token_classification(tmp_path: Path, tiny_bert: str, method: dict) -> None:
     cfg = make_cfg(tmp_path, tiny_bert, "token-classification", NER, method, lr=1e-2, max_steps=15)
     cfg.data.val_share = 0.25
@@ -104,15 +123,23 @@ def test_token_classification(tmp_path: Path, tiny_bert: str, method: dict) -> N
     info = json.loads((result.model_dir / "instructkit.json").read_text())
     assert info["labels"]["names"][0] == "O" and "B-PER" in info["labels"]["names"]
     assert "val_f1" in result.metrics
-    enc = result.tokenizer(["Maria", "met", "Tom", "in", "Oslo"], is_split_into_words=True, return_tensors="pt")
+    enc = result.tokenizer(
+        ["Maria", "met", "Tom", "in", "Oslo"], is_split_into_words=True, return_tensors="pt"
+    )
     same_logits(result, dict(enc))
 
 
 def test_sequence_classification(tmp_path: Path, tiny_bert: str) -> None:
-    rows = [{"text": f"{w} movie, {w} acting", "label": lab} for w, lab in [("great", "pos"), ("awful", "neg"), ("superb", "pos"), ("boring", "neg")] * 6]
+    rows = [
+        {"text": f"{w} movie, {w} acting", "label": lab}
+        for w, lab in [("great", "pos"), ("awful", "neg"), ("superb", "pos"), ("boring", "neg")] * 6
+    ]
     data = tmp_path / "cls.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = train(make_cfg(tmp_path, tiny_bert, "sequence-classification", data, {"name": "full"}, lr=1e-2), progress=False)
+    result = train(
+        make_cfg(tmp_path, tiny_bert, "sequence-classification", data, {"name": "full"}, lr=1e-2),
+        progress=False,
+    )
     info = json.loads((result.model_dir / "instructkit.json").read_text())
     assert info["labels"] == {"names": ["neg", "pos"], "problem_type": "single_label_classification"}
     assert "val_accuracy" in result.metrics
@@ -121,7 +148,9 @@ def test_sequence_classification(tmp_path: Path, tiny_bert: str) -> None:
     same_logits(result, dict(result.tokenizer("great acting", return_tensors="pt")))
 
 
-def test_resume_matches_uninterrupted_run(tmp_path: Path, tiny_llama: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_matches_uninterrupted_run(
+    tmp_path: Path, tiny_llama: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from transformers import Trainer, TrainerCallback
 
     def cfg(folder: Path) -> TrainConfig:
@@ -154,7 +183,10 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, tiny_llama: str, monke
     ref = dict(reference.model.named_parameters())
     for name, p in resumed.model.named_parameters():
         assert torch.allclose(p, ref[name], atol=1e-6), name
-    assert any(not torch.allclose(p, q) for p, q in zip(reference.model.parameters(), load_base_params(tiny_llama), strict=True))
+    assert any(
+        not torch.allclose(p, q)
+        for p, q in zip(reference.model.parameters(), load_base_params(tiny_llama), strict=True)
+    )
 
 
 def load_base_params(folder: str) -> list[torch.Tensor]:
@@ -172,3 +204,24 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     bad.write_text("data: {train: x}\nepochs: 3\n")
     with pytest.raises(ConfigError, match="t.yaml: unknown key 'epochs'"):
         TrainConfig.from_yaml(bad)
+
+
+@pytest.mark.parametrize("bf16", ["false", "true"])
+def test_causal_lm_packing(tmp_path: Path, tiny_llama: str, bf16: str) -> None:
+    cfg = make_cfg(tmp_path, tiny_llama, "causal-lm", DEMO, {"name": "full"})
+    cfg.packing = True
+    cfg.bf16 = bf16
+    cfg.data.max_length = 256
+    result = train(cfg, progress=False)
+    curve = losses(result.run_dir)
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, curve
+    assert result.metrics["val_loss"] == result.metrics["val_loss"]  # eval (unpacked) ran, no NaN
+
+
+def test_packing_refuses_prompt_tuning(tmp_path: Path, tiny_llama: str) -> None:
+    cfg = make_cfg(
+        tmp_path, tiny_llama, "causal-lm", DEMO, {"name": "prompt-tuning", "num_virtual_tokens": 4}
+    )
+    cfg.packing = True
+    with pytest.raises(ConfigError, match="prompt-tuning"):
+        train(cfg, progress=False)

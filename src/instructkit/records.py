@@ -205,7 +205,9 @@ class Record:
             if not self.text.strip():
                 raise RecordError("empty_content", "'text' is empty", field="text")
             if self.label is not None and not isinstance(self.label, str | int | float | list):
-                raise RecordError("wrong_type", "'label' must be a string, number, boolean or list", field="label")
+                raise RecordError(
+                    "wrong_type", "'label' must be a string, number, boolean or list", field="label"
+                )
         for key in ("id", "task"):
             if key in self.meta and self.meta[key] is not None and not isinstance(self.meta[key], str):
                 self.meta[key] = str(self.meta[key])

@@ -232,13 +232,30 @@ def inspect(
 
 @app.command()
 def curate(
-    inputs: list[Path] = typer.Argument(..., help="One or more input files, any supported format.", exists=True, dir_okay=False),
-    output: Path = typer.Option(..., "--output", "-o", help="Output folder: train/val/test files, rejects.jsonl, card.json, card.md."),
-    config: Path | None = typer.Option(None, "--config", "-c", exists=True, dir_okay=False, help="A curate YAML (steps, split, output); the default pipeline when not given."),
-    num_proc: int | None = typer.Option(None, "--num-proc", min=1, help="Worker processes for per-record steps (overrides the config)."),
+    inputs: list[Path] = typer.Argument(
+        ..., help="One or more input files, any supported format.", exists=True, dir_okay=False
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Output folder: train/val/test files, rejects.jsonl, card.json, card.md."
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        exists=True,
+        dir_okay=False,
+        help="A curate YAML (steps, split, output); the default pipeline when not given.",
+    ),
+    num_proc: int | None = typer.Option(
+        None, "--num-proc", min=1, help="Worker processes for per-record steps (overrides the config)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Split seed (overrides the config)."),
     fmt: str | None = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
-    on_error: str | None = typer.Option(None, "--on-error", help="Bad input records: 'skip' (the default for curate) rejects them with their reason; 'raise' stops."),
+    on_error: str | None = typer.Option(
+        None,
+        "--on-error",
+        help="Bad input records: 'skip' (the default for curate) rejects them with their reason; 'raise' stops.",
+    ),
 ) -> None:
     """Clean, deduplicate, decontaminate and split; write a dataset card that accounts for every record."""
     from instructkit.data.base import StepConfigError
@@ -263,7 +280,12 @@ def curate(
     for col in ("step", "in", "kept", "dropped"):
         table.add_column(col)
     for st in card["steps"]:
-        table.add_row(st["step"], str(st["in"]), str(st["kept"]), escape(", ".join(f"{k} {v}" for k, v in st["dropped"].items()) or "-"))
+        table.add_row(
+            st["step"],
+            str(st["in"]),
+            str(st["kept"]),
+            escape(", ".join(f"{k} {v}" for k, v in st["dropped"].items()) or "-"),
+        )
     console.print(table)
     acc = card["accounting"]
     console.print(
@@ -276,8 +298,15 @@ def curate(
 
 @app.command()
 def stats(
-    folder: Path = typer.Argument(..., help="A curate output folder (or any folder of train/val/test files).", exists=True, file_okay=False),
-    plots: Path | None = typer.Option(None, "--plots", help="Where to write the PNGs (default: FOLDER/plots)."),
+    folder: Path = typer.Argument(
+        ...,
+        help="A curate output folder (or any folder of train/val/test files).",
+        exists=True,
+        file_okay=False,
+    ),
+    plots: Path | None = typer.Option(
+        None, "--plots", help="Where to write the PNGs (default: FOLDER/plots)."
+    ),
 ) -> None:
     """Length histograms, turns, task/label balance and top verb–noun pairs; printed and plotted."""
     from instructkit.data.split import SPLITS
@@ -298,7 +327,9 @@ def stats(
         table.add_column(col)
     for name, s in result["splits"].items():
         w = s["words_per_record"]
-        table.add_row(name, str(s["records"]), str(w.get("p50", "-")), str(w.get("p90", "-")), str(s["multi_turn"]))
+        table.add_row(
+            name, str(s["records"]), str(w.get("p50", "-")), str(w.get("p90", "-")), str(s["multi_turn"])
+        )
     console.print(table)
     pairs = Table(title="top verb–noun pairs of instructions")
     pairs.add_column("pair")

@@ -14,11 +14,18 @@ from instructkit.cli._common import console, user_errors
 def train(
     config: Path = typer.Argument(..., help="Training YAML (see recipes/).", exists=True, dir_okay=False),
     set_: list[str] = typer.Option(
-        [], "--set", "-s", help="Override a field: --set optim.lr=1e-4 --set method.r=16 (repeatable; values are YAML)."
+        [],
+        "--set",
+        "-s",
+        help="Override a field: --set optim.lr=1e-4 --set method.r=16 (repeatable; values are YAML).",
     ),
     name: str | None = typer.Option(None, "--name", help="Run name (folder under output_dir)."),
     output_dir: str | None = typer.Option(None, "--output-dir", help="Folder that holds run folders."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint (optimizer, scheduler, RNG, data order)."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue from the run's last checkpoint (optimizer, scheduler, RNG, data order).",
+    ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
 ) -> None:
     """Fine-tune a model: full, freeze, LoRA, adapters, prompt tuning, BitFit or LN-tuning; writes a run folder."""
@@ -38,7 +45,9 @@ def train(
     for key, value in (("name", name), ("output_dir", output_dir), ("optim.max_steps", max_steps)):
         if value is not None:
             overrides[key] = value
-    with user_errors(ConfigError, MethodError, TaskDataError, RecordError, ModelNotFoundError, FileNotFoundError):
+    with user_errors(
+        ConfigError, MethodError, TaskDataError, RecordError, ModelNotFoundError, FileNotFoundError
+    ):
         cfg = TrainConfig.from_yaml(config, {k: v if isinstance(v, str) else v for k, v in overrides.items()})
         result = run_train(cfg, resume=resume)
     table = Table(title=f"run {cfg.name}", show_header=False)

@@ -53,7 +53,9 @@ def resolve_path(path: str | Path) -> Path:
     module, _, rel = text[4:].lstrip("/").partition("/")
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"{text}: the package '{module}' is not installed (pip install {module.replace('_', '-')})")
+        raise FileNotFoundError(
+            f"{text}: the package '{module}' is not installed (pip install {module.replace('_', '-')})"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / rel
 
 

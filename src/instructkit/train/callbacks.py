@@ -21,7 +21,11 @@ class MetricsFileCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw: Any) -> None:
         if not self.enabled or not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= state.global_step]
+        keep = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line and json.loads(line).get("step", 0) <= state.global_step
+        ]
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kw: Any) -> None:
@@ -43,7 +47,14 @@ class RichProgressCallback(TrainerCallback):
         self.tokens0 = 0
 
     def on_train_begin(self, args, state, control, **kw: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn("[bold]training"),
@@ -54,7 +65,9 @@ class RichProgressCallback(TrainerCallback):
             TimeRemainingColumn(),
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss=float("nan"), tps=0.0)
+        self.task = self.progress.add_task(
+            "train", total=state.max_steps, completed=state.global_step, loss=float("nan"), tps=0.0
+        )
         self.t0 = time.perf_counter()
         self.tokens0 = int(state.num_input_tokens_seen or 0)
 
@@ -69,7 +82,11 @@ class RichProgressCallback(TrainerCallback):
         if logs and "loss" in logs:
             self.loss = float(logs["loss"])
         if self.progress is not None and logs and any(k.startswith("eval_") for k in logs):
-            shown = {k.removeprefix("eval_"): round(v, 4) for k, v in logs.items() if isinstance(v, float) and "runtime" not in k and "per_second" not in k}
+            shown = {
+                k.removeprefix("eval_"): round(v, 4)
+                for k, v in logs.items()
+                if isinstance(v, float) and "runtime" not in k and "per_second" not in k
+            }
             self.progress.console.print(f"step {state.global_step}: eval {shown}")
 
     def on_train_end(self, args, state, control, **kw: Any) -> None:

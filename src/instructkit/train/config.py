@@ -1,6 +1,6 @@
 """The training config: one typed schema, YAML maps onto it 1:1, unknown keys are errors naming the key.
 
-    instructkit train recipes/ner-minilm.yaml --optim.lr 5e-5 --name my-run
+instructkit train recipes/ner-minilm.yaml --optim.lr 5e-5 --name my-run
 """
 
 from __future__ import annotations

@@ -91,7 +91,13 @@ def _apply_dropout(model: Any, p: float) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "hidden_dropout", "dropout"):
+    for key in (
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "attention_dropout",
+        "hidden_dropout",
+        "dropout",
+    ):
         if hasattr(model.config, key):
             setattr(model.config, key, p)
 
@@ -118,7 +124,11 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
     every = e.every_steps or cfg.save_every_steps
     if has_val:
         eval_strategy = save_strategy = "steps" if every else "epoch"
-        save_steps = cfg.save_every_steps if cfg.save_every_steps and every and cfg.save_every_steps % every == 0 else every
+        save_steps = (
+            cfg.save_every_steps
+            if cfg.save_every_steps and every and cfg.save_every_steps % every == 0
+            else every
+        )
     else:
         eval_strategy = "no"
         save_strategy = "steps" if cfg.save_every_steps else "epoch"
@@ -187,7 +197,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     chat_template = Path(cfg.data.chat_template).read_text() if cfg.data.chat_template else None
     kw = {"chat_template": chat_template}
     train_feats, dropped = task.features(train_records, tokenizer, labels, cfg.data.max_length, **kw)
-    val_feats, val_dropped = task.features(val_records, tokenizer, labels, cfg.data.max_length, **kw) if val_records else ([], Counter())
+    val_feats, val_dropped = (
+        task.features(val_records, tokenizer, labels, cfg.data.max_length, **kw)
+        if val_records
+        else ([], Counter())
+    )
     if not train_feats:
         raise ValueError(f"no training samples left ({dict(dropped)})")
 
@@ -206,7 +220,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         if cfg.task != "causal-lm":
             raise ConfigError("packing applies to causal-lm only")
         if method.name == "prompt-tuning":
-            raise ConfigError("packing cannot combine with prompt-tuning (PEFT drops the per-sample position ids)")
+            raise ConfigError(
+                "packing cannot combine with prompt-tuning (PEFT drops the per-sample position ids)"
+            )
         from instructkit.train.packing import PackedCollator, pack_samples
 
         bins = pack_samples(train_feats, cfg.data.max_length)
@@ -248,15 +264,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = time.perf_counter() - start
-    metrics: dict[str, Any] = {"train_loss": out.training_loss, "train_seconds": round(seconds, 2), "steps": trainer.state.global_step}
+    metrics: dict[str, Any] = {
+        "train_loss": out.training_loss,
+        "train_seconds": round(seconds, 2),
+        "steps": trainer.state.global_step,
+    }
     metrics["tokens_seen"] = int(trainer.state.num_input_tokens_seen or 0)
     if val_feats:
         metrics.update({f"val_{k.removeprefix('eval_')}": v for k, v in trainer.evaluate().items()})
     if cfg.data.test:
         test_records = _read(cfg.data.test, cfg.data.format)
         test_feats, _ = task.features(test_records, tokenizer, labels, cfg.data.max_length, **kw)
-        metrics.update({f"test_{k.removeprefix('test_')}": v for k, v in trainer.predict(ListDataset(test_feats)).metrics.items()})
-    metrics.update({"trainable_params": summary["trainable"], "total_params": summary["total"], "dropped": dict(dropped), "val_dropped": dict(val_dropped)})
+        metrics.update(
+            {
+                f"test_{k.removeprefix('test_')}": v
+                for k, v in trainer.predict(ListDataset(test_feats)).metrics.items()
+            }
+        )
+    metrics.update(
+        {
+            "trainable_params": summary["trainable"],
+            "total_params": summary["total"],
+            "dropped": dict(dropped),
+            "val_dropped": dict(val_dropped),
+        }
+    )
     model_dir = run_dir / "model"
     if main:
         save_trained(model, tokenizer, method, cfg, labels, model_dir, chat_template)
@@ -270,10 +302,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 def _last_checkpoint(folder: Path) -> Path | None:
     from transformers.trainer_utils import get_last_checkpoint
 
-    return Path(get_last_checkpoint(str(folder))) if folder.exists() and get_last_checkpoint(str(folder)) else None
+    return (
+        Path(get_last_checkpoint(str(folder)))
+        if folder.exists() and get_last_checkpoint(str(folder))
+        else None
+    )
 
 
-def save_trained(model: Any, tokenizer: Any, method: Any, cfg: TrainConfig, labels: LabelInfo, folder: Path, chat_template: str | None) -> None:
+def save_trained(
+    model: Any,
+    tokenizer: Any,
+    method: Any,
+    cfg: TrainConfig,
+    labels: LabelInfo,
+    folder: Path,
+    chat_template: str | None,
+) -> None:
     """Write what was trained + the tokenizer + ``instructkit.json`` (task, base, method, labels)."""
     folder.mkdir(parents=True, exist_ok=True)
     method.save_trained(model, folder)

@@ -50,7 +50,9 @@ class Task:
     def model_kwargs(self, labels: LabelInfo) -> dict[str, Any]:
         return {}
 
-    def features(self, records: list[Record], tokenizer: Any, labels: LabelInfo, max_length: int, **kw: Any) -> tuple[list[dict[str, Any]], Counter]:
+    def features(
+        self, records: list[Record], tokenizer: Any, labels: LabelInfo, max_length: int, **kw: Any
+    ) -> tuple[list[dict[str, Any]], Counter]:
         raise NotImplementedError
 
     def collator(self, tokenizer: Any) -> Any:
@@ -65,4 +67,6 @@ class Task:
 
 def require_kind(rec: Record, i: int, kinds: tuple[str, ...], task: str) -> None:
     if rec.kind not in kinds:
-        raise TaskDataError(f"record {i} ({rec.id}) is a {rec.kind} record; {task} needs {' or '.join(kinds)} records")
+        raise TaskDataError(
+            f"record {i} ({rec.id}) is a {rec.kind} record; {task} needs {' or '.join(kinds)} records"
+        )

@@ -36,7 +36,15 @@ class PadCollator:
 class CausalLM(Task):
     name = "causal-lm"
 
-    def features(self, records: list[Record], tokenizer: Any, labels: LabelInfo, max_length: int, chat_template: str | None = None, **kw: Any):
+    def features(
+        self,
+        records: list[Record],
+        tokenizer: Any,
+        labels: LabelInfo,
+        max_length: int,
+        chat_template: str | None = None,
+        **kw: Any,
+    ):
         dropped: Counter = Counter()
         out = []
         template = None
@@ -50,7 +58,9 @@ class CausalLM(Task):
                     continue
                 out.append({"input_ids": s.input_ids, "labels": s.labels})
             else:
-                ids = tokenizer(rec.text, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+                ids = tokenizer(rec.text, add_special_tokens=True, truncation=True, max_length=max_length)[
+                    "input_ids"
+                ]
                 if tokenizer.eos_token_id is not None and len(ids) < max_length:
                     ids = [*ids, tokenizer.eos_token_id]
                 out.append({"input_ids": ids, "labels": list(ids)})

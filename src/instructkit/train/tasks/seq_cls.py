@@ -65,14 +65,22 @@ class SequenceClassification(Task):
                 vec[index[str(x)]] = 1.0
             return vec
         if str(value) not in index:
-            raise TaskDataError(f"record {i} has label {value!r}, not seen in training ({', '.join(labels.names)})")
+            raise TaskDataError(
+                f"record {i} has label {value!r}, not seen in training ({', '.join(labels.names)})"
+            )
         return index[str(value)]
 
     def features(self, records: list[Record], tokenizer: Any, labels: LabelInfo, max_length: int, **kw: Any):
         out = []
         for i, rec in enumerate(records):
             enc = tokenizer(_text(rec), truncation=True, max_length=max_length)
-            out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": self.encode_label(_label(rec, i), labels, i)})
+            out.append(
+                {
+                    "input_ids": enc["input_ids"],
+                    "attention_mask": enc["attention_mask"],
+                    "labels": self.encode_label(_label(rec, i), labels, i),
+                }
+            )
         return out, Counter()
 
     def collator(self, tokenizer: Any) -> Any:
@@ -89,8 +97,14 @@ class SequenceClassification(Task):
                 return {"mse": float(mean_squared_error(gold, logits.reshape(-1)))}
             if labels.problem_type in ("binary", "multi_label_classification"):
                 guess = (logits > 0).astype(int)
-                return {"accuracy": float((guess == gold).all(axis=1).mean()), "f1": float(f1_score(gold.astype(int), guess, average="micro", zero_division=0))}
+                return {
+                    "accuracy": float((guess == gold).all(axis=1).mean()),
+                    "f1": float(f1_score(gold.astype(int), guess, average="micro", zero_division=0)),
+                }
             guess = np.argmax(logits, axis=-1)
-            return {"accuracy": float(accuracy_score(gold, guess)), "f1": float(f1_score(gold, guess, average="macro", zero_division=0))}
+            return {
+                "accuracy": float(accuracy_score(gold, guess)),
+                "f1": float(f1_score(gold, guess, average="macro", zero_division=0)),
+            }
 
         return metrics

@@ -36,7 +36,11 @@ class TokenClassification(Task):
         return LabelInfo(["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")])
 
     def model_kwargs(self, labels: LabelInfo) -> dict[str, Any]:
-        return {"num_labels": len(labels.names), "id2label": dict(enumerate(labels.names)), "label2id": {n: i for i, n in enumerate(labels.names)}}
+        return {
+            "num_labels": len(labels.names),
+            "id2label": dict(enumerate(labels.names)),
+            "label2id": {n: i for i, n in enumerate(labels.names)},
+        }
 
     def features(self, records: list[Record], tokenizer: Any, labels: LabelInfo, max_length: int, **kw: Any):
         index = {n: i for i, n in enumerate(labels.names)}
@@ -51,7 +55,13 @@ class TokenClassification(Task):
                     unseen[t] += 1
                     t = "O"
                 tag_ids.append(index[t])
-            out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": align_labels(enc.word_ids(), tag_ids)})
+            out.append(
+                {
+                    "input_ids": enc["input_ids"],
+                    "attention_mask": enc["attention_mask"],
+                    "labels": align_labels(enc.word_ids(), tag_ids),
+                }
+            )
         return out, Counter({f"unseen_tag:{k}": v for k, v in unseen.items()})
 
     def collator(self, tokenizer: Any) -> Any:

@@ -1,0 +1,3 @@
+from instructkit.cli import main
+
+main()
