@@ -200,6 +200,12 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         TrainConfig.from_dict({"data": {"train": "x"}, "optim": {"learning_rate": 1}})
     with pytest.raises(ConfigError, match="task must be one of"):
         TrainConfig.from_dict({"data": {"train": "x"}, "task": "chat"})
+    with pytest.raises(ConfigError, match="'optim.lr' must be float, got 'fast'"):
+        TrainConfig.from_dict({"data": {"train": "x"}, "optim": {"lr": "fast"}})
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("data: {train: x}\nmethod: {name: lora}\nbf16: true\n")
+    cfg = TrainConfig.from_yaml(ok, {"optim.lr": "5e-4", "optim.max_steps": "7", "method.r": "16"})
+    assert cfg.optim.lr == 5e-4 and cfg.optim.max_steps == 7 and cfg.method["r"] == 16 and cfg.bf16 is True
     bad = tmp_path / "t.yaml"
     bad.write_text("data: {train: x}\nepochs: 3\n")
     with pytest.raises(ConfigError, match="t.yaml: unknown key 'epochs'"):

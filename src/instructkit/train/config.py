@@ -97,7 +97,7 @@ class TrainConfig:
     """Checkpoint every N steps (null: at each evaluation, or each epoch)."""
     save_total_limit: int = 2
     """Checkpoints kept on disk."""
-    bf16: str = "auto"
+    bf16: str | bool = "auto"
     """auto (bf16 autocast where the CPU supports it fast), true or false."""
     packing: bool = False
     """causal-lm: pack samples into rows with a block-diagonal mask (no cross-sample attention)."""
@@ -157,6 +157,39 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
 
 
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check a scalar against its annotation; numbers written as strings ("5e-4", which YAML 1.1
+    reads as a string) become numbers. A wrong type is an error naming the key."""
+    origin = typing.get_origin(hint)
+    if origin in (dict, list):
+        if not isinstance(value, origin):
+            raise ConfigError(f"'{key}' must be a {'mapping' if origin is dict else 'list'}, got {value!r}")
+        return value
+    args = set(typing.get_args(hint)) or {hint}
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"'{key}' may not be null")
+    for kind in (bool, int, float):
+        if kind in args and not (kind is not bool and isinstance(value, bool)):
+            if isinstance(value, kind) or (
+                kind is float and isinstance(value, int) and not isinstance(value, bool)
+            ):
+                return float(value) if kind is float else value
+    if str in args and isinstance(value, str):
+        return value
+    for kind in (int, float):
+        if kind in args and isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    if args & {bool, int, float, str}:
+        want = " or ".join(sorted(t.__name__ for t in args if t in (bool, int, float, str)))
+        raise ConfigError(f"'{key}' must be {want}, got {value!r}")
+    return value
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping")
@@ -171,7 +204,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
     obj = cls(**kwargs)
     if hasattr(obj, "validate") and cls is TrainConfig:
         obj.validate()
