@@ -171,11 +171,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return None
         raise ConfigError(f"'{key}' may not be null")
     for kind in (bool, int, float):
-        if kind in args and not (kind is not bool and isinstance(value, bool)):
-            if isinstance(value, kind) or (
-                kind is float and isinstance(value, int) and not isinstance(value, bool)
-            ):
-                return float(value) if kind is float else value
+        if kind not in args or (kind is not bool and isinstance(value, bool)):
+            continue  # True is an int to Python, never to a config
+        if isinstance(value, kind):
+            return float(value) if kind is float else value
+        if kind is float and isinstance(value, int):
+            return float(value)
     if str in args and isinstance(value, str):
         return value
     for kind in (int, float):
