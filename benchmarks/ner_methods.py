@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import re
 import subprocess
 import sys
 import tempfile
@@ -63,14 +63,22 @@ print(json.dumps({"f1": f1s[-1], "best_f1": max(f1s), "seconds": time.perf_count
 """
 
 
+# Each run goes through this small wrapper so that its peak RSS is its own: RUSAGE_CHILDREN in
+# this process would report the largest child seen so far, not the one just run.
+WRAP = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(r.returncode)"
+)
+
+
 def run(cmd: list[str]) -> tuple[str, float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", WRAP, *cmd], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return proc.stdout, time.perf_counter() - t0, max(peak, before) / 1024
+    peak_kb = int(re.findall(r"MAXRSS_KB (\d+)", proc.stderr)[-1])
+    return proc.stdout, time.perf_counter() - t0, peak_kb / 1024
 
 
 def main() -> None:

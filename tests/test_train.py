@@ -231,3 +231,49 @@ def test_packing_refuses_prompt_tuning(tmp_path: Path, tiny_llama: str) -> None:
     cfg.packing = True
     with pytest.raises(ConfigError, match="prompt-tuning"):
         train(cfg, progress=False)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_trained_positions_head_trains_the_same_weights(
+    tmp_path: Path, tiny_llama: str, packing: bool
+) -> None:
+    """The LM head on trained positions only is an optimisation, not a different loss: two runs, with and
+    without it, end with the same weights, losses, and token counts."""
+    runs = {}
+    for head_only in (False, True):
+        cfg = make_cfg(
+            tmp_path / str(head_only), tiny_llama, "causal-lm", DEMO, {"name": "full"}, max_steps=6
+        )
+        cfg.trained_positions_head = head_only
+        cfg.packing = packing
+        cfg.optim.grad_accum = 2  # the loss is normalised over the accumulated batch, as transformers does
+        runs[head_only] = train(cfg, progress=False)
+    a, b = runs[False], runs[True]
+    assert losses(a.run_dir) == pytest.approx(losses(b.run_dir), rel=1e-4)
+    ref = dict(a.model.named_parameters())
+    for name, p in b.model.named_parameters():
+        assert torch.allclose(p, ref[name], atol=1e-5), name
+    assert a.metrics["tokens_seen"] == b.metrics["tokens_seen"] > 0
+
+
+def test_trained_positions_head_sees_only_trained_positions(tiny_llama: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from instructkit.train.trainer import causal_lm_targets, trained_positions_only
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ids = torch.randint(0, 100, (2, 7))
+    labels = torch.full((2, 7), -100)
+    labels[0, 3:5] = ids[0, 3:5]
+    labels[1, 6] = ids[1, 6]
+    keep, targets = causal_lm_targets(labels)
+    assert keep.sum() == 3 and targets.tolist() == [ids[0, 3], ids[0, 4], ids[1, 6]]
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        with trained_positions_only(model.get_output_embeddings(), keep):
+            part = model(input_ids=ids).logits
+    assert part.shape == (3, full.shape[-1])
+    assert torch.allclose(part, full[keep], atol=1e-6)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="trained_positions_head: false"):
+        with trained_positions_only(model.get_output_embeddings(), keep[:, :5]):
+            model(input_ids=ids)

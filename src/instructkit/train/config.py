@@ -54,6 +54,9 @@ class OptimConfig:
     """Samples per step per process."""
     grad_accum: int = 1
     """Gradient accumulation steps."""
+    micro_batch_size: int | None = None
+    """Samples (packed rows) per forward pass; a step still sees batch_size x grad_accum. Smaller micro
+    batches trade nothing in the result for less activation memory (null: batch_size)."""
     epochs: float = 1.0
     """Epochs (ignored when max_steps > 0)."""
     max_steps: int = -1
@@ -101,6 +104,10 @@ class TrainConfig:
     """auto (bf16 autocast where the CPU supports it fast), true or false."""
     packing: bool = False
     """causal-lm: pack samples into rows with a block-diagonal mask (no cross-sample attention)."""
+    trained_positions_head: bool = True
+    """causal-lm: compute the LM head only at positions whose next token is trained (same loss, less work)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
     group_by_length: bool = True
     """Batch samples of similar length together (less padding)."""
     logging_steps: int = 5
@@ -143,6 +150,11 @@ class TrainConfig:
             raise ConfigError("optim.schedule must be linear, cosine or constant")
         if str(self.bf16).lower() not in ("auto", "true", "false"):
             raise ConfigError("bf16 must be auto, true or false")
+        micro = self.optim.micro_batch_size
+        if micro is not None and (micro < 1 or self.optim.batch_size % micro):
+            raise ConfigError(
+                f"optim.micro_batch_size ({micro}) must divide optim.batch_size ({self.optim.batch_size})"
+            )
         if not 0 <= self.data.val_share < 1:
             raise ConfigError("data.val_share must be in [0, 1)")
 

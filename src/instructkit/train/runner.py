@@ -134,11 +134,12 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
         save_strategy = "steps" if cfg.save_every_steps else "epoch"
         save_steps = cfg.save_every_steps
     metric = e.metric or task.default_metric
+    micro = o.micro_batch_size or o.batch_size
     return TrainingArguments(
         output_dir=str(ckpt_dir),
-        per_device_train_batch_size=o.batch_size,
+        per_device_train_batch_size=micro,
         per_device_eval_batch_size=o.batch_size * 2,
-        gradient_accumulation_steps=o.grad_accum,
+        gradient_accumulation_steps=o.grad_accum * (o.batch_size // micro),
         learning_rate=o.lr,
         lr_scheduler_type="constant_with_warmup" if o.schedule == "constant" else o.schedule,
         warmup_steps=o.warmup_ratio,  # a float below 1 is read as a share of all steps
@@ -164,18 +165,21 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
         dataloader_num_workers=0,
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
-        include_num_input_tokens_seen=True,
+        include_num_input_tokens_seen="non_padding",  # packed batches: see InstructTrainer
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         disable_tqdm=True,
     )
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
-    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers import EarlyStoppingCallback, set_seed
     from transformers.integrations import TensorBoardCallback
 
     from instructkit.models import load_tokenizer
     from instructkit.train.callbacks import MetricsFileCallback, RichProgressCallback
     from instructkit.train.methods import build_method
+    from instructkit.train.trainer import TOKENS_KEY, InstructTrainer
 
     cfg.validate()
     set_seed(cfg.seed)
@@ -233,8 +237,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         packed = PackedCollator(pad, cfg.data.max_length, dtype=mask_dtype)
         plain = collator
 
-        def collator(batch: list[Any]) -> dict[str, torch.Tensor]:  # eval batches stay unpacked
-            return packed(batch) if batch and isinstance(batch[0], list) else plain(batch)
+        def collator(batch: list[Any]) -> dict[str, Any]:  # eval batches stay unpacked
+            if not (batch and isinstance(batch[0], list)):
+                return plain(batch)
+            n_tokens = sum(min(sum(len(s["input_ids"]) for s in b), cfg.data.max_length) for b in batch)
+            return {**packed(batch), TOKENS_KEY: n_tokens}
 
     ckpt_dir = run_dir / "checkpoints"
     args = _training_args(cfg, task, bool(val_feats), ckpt_dir)
@@ -247,8 +254,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         callbacks.append(RichProgressCallback())
     if val_feats and cfg.eval.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.eval.patience))
-    trainer = Trainer(
+    head_only = cfg.trained_positions_head and cfg.task == "causal-lm" and method.name != "prompt-tuning"
+    trainer = InstructTrainer(
         model=model,
+        trained_positions_head=head_only,
         args=args,
         train_dataset=train_ds,
         eval_dataset=ListDataset(val_feats) if val_feats else None,

@@ -1,0 +1,111 @@
+"""The HF ``Trainer`` instructkit runs, with the two things it lacks for causal-LM fine-tuning on CPU.
+
+* **LM head on trained positions only.** A causal LM's forward computes logits for every position:
+  ``batch x length x vocab`` floats (SmolLM2: 8 x 512 x 49,152 = 805 MB in fp32, and as much again for
+  their gradient), though only the positions whose next token is trained (the assistant replies) enter
+  the loss. ``transformers`` offers ``logits_to_keep``, but as one index set for every row, which does not
+  fit rows whose trained spans differ. So while the loss is computed, a forward pre-hook on the output
+  embedding hands it only the trained positions' hidden states (row-major, the order of the targets),
+  and the loss is the same token-mean cross-entropy as ``ForCausalLMLoss``. The hook runs inside the
+  model's own forward, so DDP, PEFT wrappers and autocast see an ordinary call. Evaluation, which needs
+  full logits, is unchanged. Measured in ``benchmarks/sft_throughput.py`` (``--ablate``).
+* **Non-padding token counts for packed batches.** The Trainer counts tokens from a 2D attention mask;
+  packed rows carry a 4D additive mask, so the packing collator passes its real-token count under
+  ``TOKENS_KEY``, which is taken out of the batch before the model sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from instructkit.templates import IGNORE_INDEX
+
+TOKENS_KEY = "instructkit_num_tokens"
+
+
+@contextlib.contextmanager
+def trained_positions_only(head: torch.nn.Module, keep: torch.Tensor) -> Iterator[None]:
+    """While active, ``head`` (the output embedding) sees only ``hidden[keep]`` (``keep``: (B, L) bool)
+    and returns ``(n_kept, vocab)`` logits."""
+
+    def select(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        hidden = args[0]
+        if hidden.dim() != 3 or hidden.shape[:2] != keep.shape:
+            raise RuntimeError(
+                f"trained-positions head: hidden states {tuple(hidden.shape)} do not match labels "
+                f"{tuple(keep.shape)}; set trained_positions_head: false for this model"
+            )
+        return (hidden[keep], *args[1:])
+
+    handle = head.register_forward_pre_hook(select)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def causal_lm_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) labels -> the positions whose next token is trained, and those tokens (row-major)."""
+    nxt = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = nxt != IGNORE_INDEX
+    return keep, nxt[nxt != IGNORE_INDEX]
+
+
+class InstructTrainer(Trainer):
+    """``Trainer`` + the trained-positions LM head (causal-lm) + packed-batch token counts."""
+
+    def __init__(self, *args: Any, trained_positions_head: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.trained_positions_head = trained_positions_head
+
+    def _output_head(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        m = self.accelerator.unwrap_model(model)
+        if hasattr(m, "get_base_model"):  # PEFT
+            m = m.get_base_model()
+        return m.get_output_embeddings() if hasattr(m, "get_output_embeddings") else None
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        head = self._output_head(model) if self.trained_positions_head else None
+        if head is None or return_outputs or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        keep, targets = causal_lm_targets(labels)
+        with trained_positions_only(head, keep):
+            logits = model(**inputs, use_cache=False).logits
+        # As transformers' ForCausalLMLoss: fp32 cross-entropy, a sum over the accumulated batch's
+        # trained tokens when the Trainer passes their count, else the mean of this batch.
+        if num_items_in_batch is not None:
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+            loss = loss / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+        else:
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+        return loss
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        inputs = super()._prepare_inputs(inputs)
+        inputs.pop(TOKENS_KEY, None)
+        return inputs
+
+    def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
+        if TOKENS_KEY in inputs:
+            n = torch.as_tensor(inputs[TOKENS_KEY], device=self.args.device, dtype=torch.int64)
+        elif isinstance(inputs.get("attention_mask"), torch.Tensor) and inputs["attention_mask"].dim() == 2:
+            n = inputs["attention_mask"].sum().to(torch.int64)
+        else:
+            n = torch.as_tensor(inputs["input_ids"].numel(), device=self.args.device, dtype=torch.int64)
+        self.state.num_input_tokens_seen += int(self.accelerator.gather(n).sum().item())
