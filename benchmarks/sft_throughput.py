@@ -9,8 +9,8 @@ solution, in a Python code fence, as the assistant turn. TRL gets them as conver
 covers the completion only, as instructkit's covers the assistant turn only (TRL's default on
 ``messages`` would train every token and the losses would not compare). TRL runs with its own defaults
 otherwise (SFTConfig turns gradient checkpointing on, which trades compute for memory); instructkit with
-its speed settings: bf16 autocast where the CPU has it, packed rows with a block-diagonal mask, the LM head
-on trained positions only, and one packed row per forward pass (``optim.micro_batch_size: 1``: the step
+its defaults, which are its speed settings: bf16 autocast where the CPU has it, packed rows with a block-diagonal mask, the LM head
+on trained positions only, and one packed row per forward pass (``optim.micro_batch_size``'s CPU default: the step
 still holds 8 rows, accumulated; a 512-token row keeps the CPU's matmuls busy, and the activations held
 at once are one row's). ``--ablate`` adds instructkit runs with each of those turned off, and one with
 gradient checkpointing on.
@@ -174,14 +174,12 @@ def child_instructkit(chats: Path, steps: int, overrides: dict, out: Path) -> di
         "optim": {
             "lr": LR,
             "batch_size": BATCH,
-            "micro_batch_size": 1,
             "max_steps": steps,
             "schedule": "linear",
             **overrides.get("optim", {}),
         },
         "output_dir": str(out),
         "name": "run",
-        "packing": True,
         "logging_steps": 1,
         "save_every_steps": 10**6,
         **{k: v for k, v in overrides.items() if k != "optim"},

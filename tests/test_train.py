@@ -17,41 +17,6 @@ DEMO = ROOT / "examples" / "data" / "demo.jsonl"
 NER = ROOT / "examples" / "data" / "ner-sample.conll"
 
 
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A 2-layer Llama with SmolLM2's tokenizer and chat template, saved as a local model folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from instructkit.models import load_tokenizer
-
-    tok = load_tokenizer("smollm2-135m-instruct")
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from instructkit.models import resolve
-
-    tok = AutoTokenizer.from_pretrained(resolve("minilm-l6").path)
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
-    )
-    BertModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
 def make_cfg(tmp_path: Path, model: str, task: str, train_file: Path, method: dict, **optim) -> TrainConfig:
     return TrainConfig.from_dict(
         {
@@ -252,8 +217,11 @@ def test_trained_positions_head_trains_the_same_weights(
     assert losses(a.run_dir) == pytest.approx(losses(b.run_dir), rel=1e-4)
     ref = dict(a.model.named_parameters())
     for name, p in b.model.named_parameters():
-        assert torch.allclose(p, ref[name], atol=1e-5), name
+        assert torch.allclose(p, ref[name], atol=5e-5), (name, (p - ref[name]).abs().max())
     assert a.metrics["tokens_seen"] == b.metrics["tokens_seen"] > 0
+    base = load_base_params(tiny_llama)
+    moved = max((p - q).abs().max().item() for p, q in zip(b.model.parameters(), base, strict=True))
+    assert moved > 100 * 5e-5, f"training barely moved the weights ({moved}); the comparison is vacuous"
 
 
 def test_trained_positions_head_sees_only_trained_positions(tiny_llama: str) -> None:
@@ -274,6 +242,10 @@ def test_trained_positions_head_sees_only_trained_positions(tiny_llama: str) -> 
             part = model(input_ids=ids).logits
     assert part.shape == (3, full.shape[-1])
     assert torch.allclose(part, full[keep], atol=1e-6)
-    with torch.no_grad(), pytest.raises(RuntimeError, match="trained_positions_head: false"):
-        with trained_positions_only(model.get_output_embeddings(), keep[:, :5]):
-            model(input_ids=ids)
+    head = model.get_output_embeddings()
+    with (
+        torch.no_grad(),
+        pytest.raises(RuntimeError, match="trained_positions_head: false"),
+        trained_positions_only(head, keep[:, :5]),
+    ):
+        model(input_ids=ids)

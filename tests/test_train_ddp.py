@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from .test_train import DEMO, tiny_llama  # noqa: F401  (session fixture)
+from .test_train import DEMO
 
 HERE = Path(__file__).parent
 
 
-def test_two_process_ddp_equal_weights_rank0_writes(tmp_path: Path, tiny_llama: str) -> None:  # noqa: F811
+def test_two_process_ddp_equal_weights_rank0_writes(tmp_path: Path, tiny_llama: str) -> None:
     cfg = {
         "model": tiny_llama,
         "task": "causal-lm",

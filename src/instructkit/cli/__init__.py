@@ -5,11 +5,11 @@ from __future__ import annotations
 import typer
 
 from instructkit import __version__
-from instructkit.cli import chat, data, models, train
+from instructkit.cli import chat, data, evaluate, models, train
 
 app = typer.Typer(
     name="instructkit",
-    help="Open instruction data to better language models: read, convert and inspect data, prepare models.",
+    help="Open instruction data to better language models: data, training, evaluation and reports.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -18,6 +18,9 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.command("chat")(chat.chat)
 app.command("train")(train.train)
+app.command("eval")(evaluate.eval_)
+app.command("run")(evaluate.run)
+app.command("report")(evaluate.report)
 
 
 def _version(value: bool) -> None:

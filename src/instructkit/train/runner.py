@@ -134,7 +134,9 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
         save_strategy = "steps" if cfg.save_every_steps else "epoch"
         save_steps = cfg.save_every_steps
     metric = e.metric or task.default_metric
-    micro = o.micro_batch_size or o.batch_size
+    micro = o.micro_batch_size or (
+        1 if cfg.packing_enabled() and not torch.cuda.is_available() else o.batch_size
+    )
     return TrainingArguments(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=micro,
@@ -164,7 +166,9 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
+        train_sampling_strategy="group_by_length"
+        if cfg.group_by_length and not cfg.packing_enabled()
+        else "random",
         include_num_input_tokens_seen="non_padding",  # packed batches: see InstructTrainer
         activation_checkpointing=cfg.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
@@ -220,7 +224,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 
     collator = task.collator(tokenizer)
     train_ds: Any = ListDataset(train_feats)
-    if cfg.packing:
+    if cfg.packing_enabled():
         if cfg.task != "causal-lm":
             raise ConfigError("packing applies to causal-lm only")
         if method.name == "prompt-tuning":

@@ -1,0 +1,158 @@
+"""``instructkit eval``, ``instructkit run`` and ``instructkit report``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from instructkit.cli._common import console, user_errors
+
+
+def eval_(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Alias, local folder, hub id, or a trained run folder."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", "-d", help="Split to score (any format instructkit reads)."
+    ),
+    benchmark: str | None = typer.Option(
+        None, "--benchmark", help="A built-in benchmark instead of --data: humaneval."
+    ),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Comma-separated metric names (default: the task's: rouge+perplexity, accuracy, entity-f1).",
+    ),
+    task: str | None = typer.Option(None, "--task", help="Task of a pretrained model (default causal-lm)."),
+    output_dir: Path = typer.Option(
+        Path("runs/eval"), "--output-dir", "-o", help="Writes OUT/eval/NAME.json + predictions."
+    ),
+    name: str = typer.Option("results", "--name", help="Result name (eval/NAME.json)."),
+    batch_size: int = typer.Option(
+        16, "--batch-size", min=1, help="Prompts per generate call / samples per forward."
+    ),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Longest generated reply."),
+    max_length: int = typer.Option(512, "--max-length", min=8, help="Longest input in tokens."),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Generative classification: comma-separated label set."
+    ),
+    n_samples: int = typer.Option(
+        1, "--n-samples", min=1, help="humaneval: replies per problem (sampled when > 1)."
+    ),
+    k: str = typer.Option("1", "--k", help="humaneval: comma-separated k of pass@k."),
+    temperature: float = typer.Option(
+        0.8, "--temperature", help="humaneval sampling temperature (when --n-samples > 1)."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N records/problems."),
+) -> None:
+    """Score a model on a split (or HumanEval) and keep every prediction (eval/NAME.predictions.jsonl)."""
+    from instructkit.evaluate.generate import Decoding
+    from instructkit.evaluate.runner import evaluate, load_for_eval
+    from instructkit.formats import read_records
+    from instructkit.models import ModelNotFoundError
+    from instructkit.records import RecordError
+
+    if (data is None) == (benchmark is None):
+        raise typer.BadParameter("give either --data or --benchmark", param_hint="--data/--benchmark")
+    with user_errors(ModelNotFoundError, RecordError, FileNotFoundError, ValueError, KeyError):
+        if benchmark:
+            if benchmark != "humaneval":
+                raise ValueError(f"unknown benchmark {benchmark!r} (known: humaneval)")
+            from instructkit.evaluate.humaneval import evaluate_humaneval
+
+            ks = [int(x) for x in k.split(",")]
+            decoding = Decoding(
+                max_new_tokens=max(max_new_tokens, 384) if max_new_tokens == 128 else max_new_tokens,
+                do_sample=n_samples > 1,
+                temperature=temperature,
+                top_p=0.95,
+                num_return_sequences=n_samples,
+            )
+            result = evaluate_humaneval(model, decoding, ks=ks, batch_size=batch_size, limit=limit)
+        else:
+            records = read_records(data)[:limit] if limit else read_records(data)
+            lm = load_for_eval(model, task=task)
+            result = evaluate(
+                lm,
+                records,
+                metrics.split(",") if metrics else None,
+                decoding=Decoding(max_new_tokens=max_new_tokens),
+                batch_size=batch_size,
+                max_length=max_length,
+                class_labels=labels.split(",") if labels else None,
+                data_path=data,
+            )
+        path = result.write(output_dir, name)
+    table = Table(title=f"{escape(model)} on {escape(str(data or benchmark))}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.headline().items():
+        table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    console.print(
+        f"results: {escape(str(path))}\npredictions: {escape(str(path.with_suffix('.predictions.jsonl')))}"
+    )
+
+
+def run(
+    recipe: Path = typer.Argument(
+        ..., help="Recipe YAML (see recipes/quickstart.yaml).", exists=True, dir_okay=False
+    ),
+    output_dir: str | None = typer.Option(None, "--output-dir", help="Folder that holds run folders."),
+    name: str | None = typer.Option(None, "--name", help="Run name (folder under output_dir)."),
+    force: list[str] = typer.Option(
+        [], "--force", help="Rerun this stage and the ones after it (data, before, train, after, report)."
+    ),
+) -> None:
+    """data -> eval before -> train -> eval after -> report; each stage skipped when its inputs are unchanged."""
+    from instructkit.data.base import StepConfigError
+    from instructkit.models import ModelNotFoundError
+    from instructkit.recipe import STAGES, Recipe, RecipeError, run_recipe
+    from instructkit.records import RecordError
+    from instructkit.train.config import ConfigError
+    from instructkit.train.methods import MethodError
+
+    for s in force:
+        if s not in STAGES:
+            raise typer.BadParameter(f"{s!r} is not a stage ({', '.join(STAGES)})", param_hint="--force")
+    overrides = {k: v for k, v in (("output_dir", output_dir), ("name", name)) if v is not None}
+    with user_errors(
+        RecipeError,
+        ConfigError,
+        StepConfigError,
+        MethodError,
+        RecordError,
+        ModelNotFoundError,
+        FileNotFoundError,
+    ):
+        r = Recipe.from_yaml(recipe, overrides)
+        result = run_recipe(
+            r, recipe_path=recipe, force=force, log=lambda m: console.print(escape(m), highlight=False)
+        )
+    from instructkit.report import metric_table
+
+    table = Table(title=f"{r.name}: before / after on the {r.eval.split} split")
+    for col in ("metric", "before", "after", "difference"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for row in metric_table(result.before, result.after):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"report: {escape(str(result.report_html))}", highlight=False)
+
+
+def report(
+    run_dir: Path = typer.Argument(
+        ..., help="A run folder made by `instructkit run`.", exists=True, file_okay=False
+    ),
+    examples: int = typer.Option(5, "--examples", min=0, help="Changed answers to show."),
+) -> None:
+    """Rebuild report.md and report.html from a run folder."""
+    from instructkit.report import build_report
+
+    with user_errors(FileNotFoundError, json.JSONDecodeError):
+        md, page = build_report(run_dir, examples=examples)
+    console.print(f"report: {escape(str(page))}\n        {escape(str(md))}", highlight=False)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the code-execution sandbox, batched generation, before/after reports."""

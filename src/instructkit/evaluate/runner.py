@@ -1,0 +1,322 @@
+"""``instructkit eval``: score a model on a split with the metric that fits its task, keep what it said.
+
+The model is a bundled alias, a local folder or hub id (scored as it is), or a trained run folder (rebuilt
+as it was trained: base + method + trained weights, with its task and labels). What is scored per task:
+
+* ``causal-lm`` on chat records: the conversation up to its last user turn is the prompt, the last
+  assistant turn the reference; the reply is generated in batches (greedy by default, see
+  :class:`~instructkit.evaluate.generate.Decoding`) and scored with generation metrics (ROUGE by default;
+  BLEU, chrF, exact match/token F1, or accuracy of a label parsed from the reply), plus perplexity over
+  the reference's tokens (the same assistant-only mask training uses);
+* ``sequence-classification``: the predicted label, scored with accuracy and macro/micro F1;
+* ``token-classification``: word-level tags (first sub-token's prediction), scored with seqeval entity F1
+  in the default and the strict IOB2 mode.
+
+Every result carries the decoding settings, the data file's content hash and the sample count, so two
+results can be compared only when they were produced the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instructkit import __version__
+from instructkit.evaluate.generate import Decoding, generate, render_prompts
+from instructkit.formats.io import write_text
+from instructkit.records import Record
+
+DEFAULT_METRICS = {
+    "causal-lm": ["rouge", "perplexity"],
+    "sequence-classification": ["accuracy"],
+    "token-classification": ["entity-f1", "entity-f1-strict"],
+}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    task: str
+    labels: Any  # LabelInfo
+    name: str
+    trained: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    info: dict[str, Any]
+
+    def headline(self) -> dict[str, float]:
+        """The flat numeric metrics (what a before/after table shows)."""
+        return {k: v for k, v in self.metrics.items() if isinstance(v, float)}  # ints are counts
+
+    def write(self, out_dir: str | Path, name: str) -> Path:
+        """``out_dir/eval/<name>.json`` and ``out_dir/eval/<name>.predictions.jsonl`` (atomic writes)."""
+        folder = Path(out_dir) / "eval"
+        body = {"name": name, **self.info, "metrics": self.metrics}
+        write_text(json.dumps(body, indent=2, default=_jsonable) + "\n", folder / f"{name}.json")
+        lines = "".join(json.dumps(p, ensure_ascii=False, default=_jsonable) + "\n" for p in self.predictions)
+        write_text(lines, folder / f"{name}.predictions.jsonl")
+        return folder / f"{name}.json"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def file_hash(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_for_eval(name: str, task: str | None = None, labels: Any = None) -> LoadedModel:
+    """A trained run (its own task and labels), or a pretrained model for ``task`` (default causal-lm;
+    a classification head on an untrained model is newly initialised, seeded: the chance-level baseline)."""
+    from instructkit.serve.chat import is_trained_run
+    from instructkit.train.tasks import TASKS, LabelInfo
+
+    if is_trained_run(name):
+        from instructkit.train.runner import load_trained
+
+        model, tok, info = load_trained(name)
+        if task and task != info["task"]:
+            raise ValueError(f"{name} was trained for {info['task']}, not {task}")
+        return LoadedModel(model, tok, info["task"], LabelInfo.from_dict(info["labels"]), name, True, info)
+    from instructkit.models import load_tokenizer
+    from instructkit.train.runner import load_base
+
+    task = task or "causal-lm"
+    labels = labels or LabelInfo()
+    tok = load_tokenizer(name)
+    if tok.pad_token_id is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    model = load_base(name, TASKS[task](), labels, seed=0)
+    model.eval()
+    return LoadedModel(model, tok, task, labels, name, False)
+
+
+def _progress(total: int, label: str, enabled: bool) -> tuple[Callable[[int], None], Callable[[], None]]:
+    if not enabled:
+        return (lambda n: None), (lambda: None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar.start()
+    task = bar.add_task(label, total=total)
+    return (lambda n: bar.advance(task, n)), bar.stop
+
+
+def evaluate(
+    lm: LoadedModel,
+    records: list[Record],
+    metrics: list[str] | None = None,
+    *,
+    decoding: Decoding | None = None,
+    batch_size: int = 16,
+    max_length: int = 512,
+    class_labels: list[str] | None = None,
+    progress: bool = True,
+    data_path: str | Path | None = None,
+) -> EvalResult:
+    """Score ``lm`` on ``records`` with ``metrics`` (default: the task's, see ``DEFAULT_METRICS``)."""
+    metrics = list(metrics or DEFAULT_METRICS[lm.task])
+    if not records:
+        raise ValueError("no records to evaluate")
+    decoding = decoding or Decoding()
+    t0 = time.perf_counter()
+    if lm.task == "causal-lm":
+        scores, preds = _eval_generation(
+            lm, records, metrics, decoding, batch_size, max_length, class_labels, progress
+        )
+    elif lm.task == "sequence-classification":
+        scores, preds = _eval_classification(lm, records, metrics, batch_size, max_length)
+    elif lm.task == "token-classification":
+        scores, preds = _eval_ner(lm, records, metrics, batch_size, max_length)
+    else:
+        raise ValueError(
+            f"eval for {lm.task} models is not built yet (causal-lm, classification and NER are)"
+        )
+    info = {
+        "model": lm.name,
+        "trained": lm.trained,
+        "task": lm.task,
+        "data": str(data_path) if data_path else None,
+        "data_sha256": file_hash(data_path) if data_path and Path(data_path).is_file() else None,
+        "samples": len(records),
+        "metric_names": metrics,
+        "decoding": decoding.to_dict() if lm.task == "causal-lm" else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "instructkit_version": __version__,
+    }
+    return EvalResult(scores, preds, info)
+
+
+# ------------------------------------------------------------------------------------------- causal-lm
+def split_chat(rec: Record, i: int) -> tuple[list[dict[str, str]], str | None]:
+    """(prompt conversation up to the last user turn, the assistant reply after it or None)."""
+    if rec.messages is None:
+        raise ValueError(f"record {i} ({rec.id}) is a {rec.kind} record; generation eval needs chat records")
+    msgs = [m.to_dict() for m in rec.messages]
+    users = [j for j, m in enumerate(msgs) if m["role"] == "user"]
+    if not users:
+        raise ValueError(f"record {i} ({rec.id}) has no user turn to answer")
+    last = users[-1]
+    ref = next((m["content"] for m in msgs[last + 1 :] if m["role"] == "assistant"), None)
+    return msgs[: last + 1], ref
+
+
+def _eval_generation(lm, records, metrics, decoding, batch_size, max_length, class_labels, progress):
+    from instructkit.evaluate.metrics import get_metric
+
+    convs, refs = zip(*(split_chat(r, i) for i, r in enumerate(records)), strict=True)
+    prompts = render_prompts(lm.tokenizer, convs)
+    advance, stop = _progress(len(prompts), "generating", progress)
+    try:
+        replies = generate(lm.model, lm.tokenizer, prompts, decoding, batch_size=batch_size, on_batch=advance)
+    finally:
+        stop()
+    first = [r[0] for r in replies]
+    scored = [i for i, ref in enumerate(refs) if ref is not None]
+    preds_s, refs_s = [first[i] for i in scored], [refs[i] for i in scored]
+    scores: dict[str, Any] = {}
+    per_sample: dict[int, dict[str, Any]] = {i: {} for i in range(len(records))}
+    for name in metrics:
+        if name == "perplexity":
+            scores.update(_perplexity(lm, [records[i] for i in scored], batch_size, max_length))
+            continue
+        metric = get_metric(name)
+        kw: dict[str, Any] = {}
+        if metric.kind == "classification":  # a label parsed from the reply, by the documented rule
+            kw.update(labels=class_labels or sorted(set(refs_s)), parse=True)
+        result = metric.compute(preds_s, refs_s, **kw)
+        scores.update(result)
+        if name == "rouge":  # per-sample ROUGE-L, so a report can show where answers changed most
+            for i, p, r in zip(scored, preds_s, refs_s, strict=True):
+                one = metric.compute([p], [r], tokenizer=result["tokenizer"])
+                per_sample[i]["rougeL"] = one["rougeL"]
+    preds = []
+    for i, rec in enumerate(records):
+        entry = {
+            "id": rec.id,
+            "prompt": convs[i][-1]["content"],
+            "reference": refs[i],
+            "prediction": first[i],
+            **per_sample[i],
+        }
+        if decoding.num_return_sequences > 1:
+            entry["samples"] = replies[i]
+        preds.append(entry)
+    return scores, preds
+
+
+def _perplexity(lm, records, batch_size, max_length) -> dict[str, Any]:
+    from instructkit.evaluate.metrics.perplexity import perplexity
+    from instructkit.templates import ChatTemplate, Dropped
+
+    template = ChatTemplate(lm.tokenizer)
+    samples = [s for s in (template.encode(r, max_length) for r in records) if not isinstance(s, Dropped)]
+    samples = [{"input_ids": s.input_ids, "labels": s.labels} for s in samples]
+    if not samples:
+        return {}
+    out = perplexity(lm.model, samples, batch_size=batch_size)
+    return {"loss": out["loss"], "perplexity": out["perplexity"]}
+
+
+# ------------------------------------------------------------------------------------------- encoders
+@torch.inference_mode()
+def _forward_batches(lm: LoadedModel, feats: list[dict[str, Any]], batch_size: int) -> list[np.ndarray]:
+    collate = _collator(lm)
+    out = []
+    lm.model.eval()
+    for start in range(0, len(feats), batch_size):
+        chunk = feats[start : start + batch_size]
+        batch = collate([{k: v for k, v in f.items() if k != "labels"} for f in chunk])
+        logits = lm.model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float().numpy()
+        out.extend(
+            logits[j, : len(chunk[j]["input_ids"])] if logits.ndim == 3 else logits[j]
+            for j in range(len(chunk))
+        )
+    return out
+
+
+def _collator(lm: LoadedModel) -> Any:
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(lm.tokenizer)
+
+
+def _eval_classification(lm, records, metrics, batch_size, max_length):
+    from instructkit.evaluate.metrics import get_metric
+    from instructkit.train.tasks import TASKS
+    from instructkit.train.tasks.seq_cls import _label, _text
+
+    if lm.labels.problem_type != "single_label_classification":
+        raise ValueError(
+            f"eval of {lm.labels.problem_type} classification is not built yet (single-label is)"
+        )
+    task = TASKS["sequence-classification"]()
+    feats, _ = task.features(records, lm.tokenizer, lm.labels, max_length)
+    logits = _forward_batches(lm, feats, batch_size)
+    names = lm.labels.names
+    guess = [names[int(np.argmax(x))] for x in logits]
+    gold = [str(_label(r, i)) for i, r in enumerate(records)]
+    scores: dict[str, Any] = {}
+    for name in metrics:
+        scores.update(get_metric(name).compute(guess, gold, labels=names))
+    preds = [
+        {"id": r.id, "text": _text(r), "reference": g, "prediction": p}
+        for r, g, p in zip(records, gold, guess, strict=True)
+    ]
+    return scores, preds
+
+
+def _eval_ner(lm, records, metrics, batch_size, max_length):
+    from instructkit.evaluate.metrics import get_metric
+
+    names = lm.labels.names
+    feats, word_ids = [], []
+    for i, rec in enumerate(records):
+        if rec.tokens is None:
+            raise ValueError(f"record {i} ({rec.id}) is a {rec.kind} record; NER eval needs tokens + tags")
+        enc = lm.tokenizer(rec.tokens, is_split_into_words=True, truncation=True, max_length=max_length)
+        feats.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+        word_ids.append(enc.word_ids())
+    logits = _forward_batches(lm, feats, batch_size)
+    y_true, y_pred, preds = [], [], []
+    for rec, wids, lg in zip(records, word_ids, logits, strict=True):
+        tags = ["O"] * len(rec.tokens)
+        seen = set()
+        for pos, w in enumerate(wids):
+            if w is not None and w not in seen:
+                seen.add(w)
+                tags[w] = names[int(np.argmax(lg[pos]))]
+        gold = [t if t in names else "O" for t in rec.tags]  # a type unseen in training scores as O
+        y_true.append(list(rec.tags))
+        y_pred.append(tags)
+        preds.append({"id": rec.id, "tokens": rec.tokens, "reference": gold, "prediction": tags})
+    scores: dict[str, Any] = {}
+    for name in metrics:
+        res = get_metric(name).compute(y_pred, y_true)
+        if name.endswith("-strict"):
+            res = {f"strict_{k}": v for k, v in res.items()}
+        scores.update(res)
+    return scores, preds

@@ -1,0 +1,309 @@
+"""``instructkit run RECIPE.yaml``: data -> eval before -> train -> eval after -> report, in one run folder.
+
+A recipe names the input files and how to curate them, a training config (a file under ``recipes/`` or
+a mapping), and how to evaluate. The run folder ``<output_dir>/<name>/`` holds::
+
+    data/            curated train/val/test, rejects.jsonl, card.json/md   (stage "data")
+    eval/before.*    the untouched model on the eval split                 (stage "before")
+    train/           the training run folder (config, checkpoints, model/)  (stage "train")
+    eval/after.*     the tuned model on the same split, same decoding       (stage "after")
+    report.md/.html  the before/after report                                (stage "report")
+    stages.json      each finished stage's input hash
+
+A stage is skipped when its outputs exist and the hash of its inputs (config section + content hashes of
+the files it reads + the hashes of the stages before it) equals the one recorded when it finished, so a
+rerun after a crash resumes at the stage that broke (training itself resumes from its last checkpoint),
+and a changed input reruns exactly the stages downstream of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from instructkit.formats.io import write_text
+
+STAGES = ("data", "before", "train", "after", "report")
+
+
+class RecipeError(ValueError):
+    """A recipe is invalid; the message names the key."""
+
+
+@dataclass
+class EvalSettings:
+    split: str = "test"
+    """Which curated split to score (test or val)."""
+    metrics: list[str] | None = None
+    """Metric names (null: the task's defaults)."""
+    batch_size: int = 16
+    """Prompts per generate call / samples per forward."""
+    max_length: int = 512
+    """Longest input in tokens."""
+    max_new_tokens: int = 128
+    """Longest generated reply (causal-lm)."""
+    labels: list[str] | None = None
+    """For generative classification: the label set parsed from replies (default: the references)."""
+    examples: int = 5
+    """Changed answers shown in the report."""
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    output_dir: str = "runs"
+    inputs: list[str] = field(default_factory=list)
+    """Input data files (any format instructkit reads)."""
+    curate: str | dict[str, Any] | None = None
+    """A curate YAML path or mapping (null: the default pipeline)."""
+    train: str | dict[str, Any] = ""
+    """A training YAML path or mapping; data.train/val are set to the curated splits."""
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    """Dotted overrides on the training config: {optim.epochs: 2}."""
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+        path = Path(path)
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: a recipe is a mapping")
+        data.update(overrides or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise RecipeError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(known))})")
+        ev = data.pop("eval", None) or {}
+        ev_known = {f.name for f in dataclasses.fields(EvalSettings)}
+        for key in ev:
+            if key not in ev_known:
+                raise RecipeError(f"{path}: unknown key 'eval.{key}' (known: {', '.join(sorted(ev_known))})")
+        recipe = cls(**data, eval=EvalSettings(**ev))
+        if not recipe.inputs:
+            raise RecipeError(f"{path}: 'inputs' lists no data files")
+        if not recipe.train:
+            raise RecipeError(f"{path}: 'train' is required (a training YAML or mapping)")
+        if recipe.eval.split not in ("test", "val"):
+            raise RecipeError(f"{path}: eval.split must be test or val")
+        return recipe
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    from instructkit.evaluate.runner import file_hash
+
+    return file_hash(path) if path.is_file() else "missing"
+
+
+def _tree_digest(folder: Path) -> str:
+    """Content hash of a folder's files (names + bytes), for a trained model's weights."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(_file_digest(p).encode())
+    return h.hexdigest()
+
+
+class Stages:
+    """``stages.json``: the input hash each finished stage was run with."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "stages.json"
+        self.done: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def fresh(self, stage: str, digest: str, outputs: list[Path]) -> bool:
+        entry = self.done.get(stage)
+        return bool(entry and entry["inputs"] == digest and all(p.exists() for p in outputs))
+
+    def finish(self, stage: str, digest: str, seconds: float) -> None:
+        self.done[stage] = {"inputs": digest, "seconds": round(seconds, 2), "finished": time.time()}
+        write_text(json.dumps(self.done, indent=2) + "\n", self.path)
+
+    def forget_from(self, stage: str) -> None:
+        for s in STAGES[STAGES.index(stage) :]:
+            self.done.pop(s, None)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    ran: list[str]
+    skipped: list[str]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    report_html: Path
+    report_md: Path
+
+
+def _load_curate(recipe: Recipe, base: Path) -> Any:
+    from instructkit.data.pipeline import CurateConfig
+
+    if recipe.curate is None:
+        return CurateConfig()
+    if isinstance(recipe.curate, str):
+        return CurateConfig.from_yaml(_resolve(recipe.curate, base))
+    return CurateConfig.from_dict(recipe.curate)
+
+
+def _resolve(p: str, base: Path) -> Path:
+    """A path in a recipe: as given when it exists (relative to the working directory), else relative to
+    the recipe's folder."""
+    path = Path(p)
+    return path if path.exists() or path.is_absolute() else base / path
+
+
+def _train_config(recipe: Recipe, base: Path, data_dir: Path, suffix: str) -> Any:
+    from instructkit.train.config import TrainConfig
+
+    overrides = {
+        **recipe.train_overrides,
+        "data.train": str(data_dir / f"train{suffix}"),
+        "data.val": str(data_dir / f"val{suffix}"),
+        "output_dir": str(recipe.run_dir),
+        "name": "train",
+    }
+    if isinstance(recipe.train, str):
+        return TrainConfig.from_yaml(_resolve(recipe.train, base), overrides)
+    tmp = dict(recipe.train)
+    from instructkit.train.config import _set_dotted
+
+    for k, v in overrides.items():
+        _set_dotted(tmp, k, v)
+    return TrainConfig.from_dict(tmp)
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    recipe_path: str | Path | None = None,
+    force: list[str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Run the stages that are not fresh; see the module docstring."""
+    from instructkit.data.pipeline import curate
+    from instructkit.evaluate.generate import Decoding
+    from instructkit.evaluate.runner import evaluate, load_for_eval
+    from instructkit.formats import read_records
+    from instructkit.report import build_report
+    from instructkit.train.runner import _last_checkpoint, train
+    from instructkit.train.tasks import TASKS
+
+    base = Path(recipe_path).parent if recipe_path else Path.cwd()
+    run_dir = recipe.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), run_dir / "recipe.yaml")
+    stages = Stages(run_dir)
+    for s in force or []:
+        stages.forget_from(s)
+    ran, skipped = [], []
+
+    def stage(name: str, digest: str, outputs: list[Path], work: Callable[[], None]) -> None:
+        if stages.fresh(name, digest, outputs):
+            log(f"[{name}] up to date, skipped")
+            skipped.append(name)
+            return
+        log(f"[{name}] running")
+        t0 = time.perf_counter()
+        work()
+        stages.finish(name, digest, time.perf_counter() - t0)
+        ran.append(name)
+
+    # data ---------------------------------------------------------------------------------------------
+    curate_cfg = _load_curate(recipe, base)
+    inputs = [_resolve(p, base) for p in recipe.inputs]
+    data_dir = run_dir / "data"
+    suffix = curate_cfg.output_suffix
+    d_data = _digest("data", curate_cfg.to_dict(), [(str(p), _file_digest(p)) for p in inputs])
+    stage(
+        "data",
+        d_data,
+        [data_dir / "card.json", *(data_dir / f"{s}{suffix}" for s in ("train", "val", "test"))],
+        lambda: curate(inputs, data_dir, curate_cfg),
+    )
+
+    # before -------------------------------------------------------------------------------------------
+    cfg = _train_config(recipe, base, data_dir, suffix)
+    ev = recipe.eval
+    split_file = data_dir / f"{ev.split}{suffix}"
+    decoding = Decoding(max_new_tokens=ev.max_new_tokens)
+    eval_settings = dataclasses.asdict(ev)
+
+    def run_eval(model_name: str, out_name: str, labels: Any = None) -> None:
+        records = read_records(split_file)
+        lm = load_for_eval(model_name, task=cfg.task, labels=labels)
+        result = evaluate(
+            lm,
+            records,
+            ev.metrics,
+            decoding=decoding,
+            batch_size=ev.batch_size,
+            max_length=ev.max_length,
+            class_labels=ev.labels,
+            progress=progress,
+            data_path=split_file,
+        )
+        result.write(run_dir, out_name)
+        log(f"[{out_name}] {json.dumps({k: round(v, 4) for k, v in result.headline().items()})}")
+
+    def labels_from_train() -> Any:
+        task = TASKS[cfg.task]()
+        return task.labels(read_records(data_dir / f"train{suffix}")) if cfg.task != "causal-lm" else None
+
+    d_before = _digest("before", d_data, cfg.model, cfg.task, eval_settings, _file_digest(split_file))
+    stage(
+        "before",
+        d_before,
+        [run_dir / "eval" / "before.json"],
+        lambda: run_eval(cfg.model, "before", labels_from_train()),
+    )
+
+    # train --------------------------------------------------------------------------------------------
+    train_dir = cfg.run_dir
+    d_train = _digest("train", d_data, cfg.to_dict())
+
+    def run_train() -> None:
+        resume = _last_checkpoint(train_dir / "checkpoints") is not None
+        if resume:
+            log(f"[train] resuming from {_last_checkpoint(train_dir / 'checkpoints')}")
+        train(cfg, resume=resume, progress=progress)
+
+    stage("train", d_train, [train_dir / "model" / "instructkit.json"], run_train)
+
+    # after --------------------------------------------------------------------------------------------
+    d_after = _digest(
+        "after", d_train, _tree_digest(train_dir / "model"), eval_settings, _file_digest(split_file)
+    )
+    stage("after", d_after, [run_dir / "eval" / "after.json"], lambda: run_eval(str(train_dir), "after"))
+
+    # report -------------------------------------------------------------------------------------------
+    d_report = _digest("report", d_before, d_after, _file_digest(run_dir / "eval" / "after.json"))
+    html, md = run_dir / "report.html", run_dir / "report.md"
+    stage("report", d_report, [html, md], lambda: build_report(run_dir, examples=ev.examples))
+
+    before = json.loads((run_dir / "eval" / "before.json").read_text())["metrics"]
+    after = json.loads((run_dir / "eval" / "after.json").read_text())["metrics"]
+    return RunResult(run_dir, ran, skipped, before, after, html, md)
