@@ -1,6 +1,6 @@
 """Each fine-tuning method on WNUT-16 NER with MiniLM, against a plain transformers Trainer script.
 
-    python benchmarks/ner_methods.py [--epochs 4] [--methods full,lora,...]
+    python benchmarks/ner_methods.py [--epochs N] [--methods full,lora,...]
 
 The peer is the plain script a user writes today: AutoModelForTokenClassification on minilm-l6,
 first-sub-token labels, lr 1e-4, batch 16, weight decay 0.01, the same seeded 10% held out, scored
@@ -83,12 +83,18 @@ def run(cmd: list[str]) -> tuple[str, float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=float, default=4)
+    ap.add_argument(
+        "--epochs",
+        type=float,
+        default=None,
+        help="override every recipe's epochs (default: the recipes' own, "
+        "8 with early stopping; the plain script then runs 8)",
+    )
     ap.add_argument("--methods", default="full,freeze,lora,adapter,bitfit,ln-tuning")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        out, secs, mem = run([sys.executable, "-c", PLAIN, str(args.epochs), tmp + "/plain"])
+        out, secs, mem = run([sys.executable, "-c", PLAIN, str(args.epochs or 8), tmp + "/plain"])
         plain = json.loads(out.strip().splitlines()[-1])
         rows.append(("plain Trainer script (peer)", plain["f1"], plain["trainable"], secs, mem))
         for m in args.methods.split(","):
@@ -103,15 +109,14 @@ def main() -> None:
                 str(recipe),
                 "--output-dir",
                 tmp,
-                "--set",
-                f"optim.epochs={args.epochs}",
-            ]
+            ] + (["--set", f"optim.epochs={args.epochs}"] if args.epochs else [])
             _, secs, mem = run(cmd)
             name = "ner-minilm" if m == "full" else f"ner-minilm-{m}"
             metrics = json.loads((Path(tmp) / name / "train_metrics.json").read_text())
             rows.append((f"instructkit {m}", metrics["val_f1"], metrics["trainable_params"], secs, mem))
             print(f"{m}: f1 {metrics['val_f1']:.3f}", file=sys.stderr, flush=True)
-    print(f"| method ({args.epochs:g} epochs) | entity F1 (val) | trained params | time | peak memory |")
+    epochs = f"{args.epochs:g} epochs" if args.epochs else "recipe epochs"
+    print(f"| method ({epochs}) | entity F1 (val) | trained params | time | peak memory |")
     print("| --- | --- | --- | --- | --- |")
     for name, f1, params, secs, mem in rows:
         print(f"| {name} | {f1:.3f} | {params / 1e6:.2f}M | {secs / 60:.1f} min | {mem:,.0f} MiB |")

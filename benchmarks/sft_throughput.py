@@ -25,8 +25,9 @@ Each run is its own process (so peak RSS is its own) and reports, over ``trainer
   the frozen weights' gradients that are never computed are left out -- plus 4 x hidden x vocab for each
   trained token (the LM head where the loss needs it). One formula for every run, so MFU ratios equal
   throughput ratios;
-* the last logged training loss and the mean over the run (instructkit packs more samples per step,
-  so its loss is over more data).
+* the training loss after the run, measured the same way for every run: the mean assistant-token loss
+  of the trained model over all 164 chats (instructkit's masks; the last logged loss is also shown, but
+  it is one batch's, and packed and padded batches hold different samples).
 
 The last line is instructkit's non-pad tokens/s over TRL-bf16's.
 """
@@ -106,6 +107,19 @@ def flops_per_token() -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------- children
+def data_loss(model, tok, chats: Path) -> float:
+    """Mean assistant-token loss of the trained model over all 164 chats: one yardstick for every run
+    (the last logged loss is one batch's, and packed and padded batches hold different samples)."""
+    from instructkit.evaluate.metrics.perplexity import perplexity
+    from instructkit.formats import read_records
+    from instructkit.templates import ChatTemplate, Dropped
+
+    template = ChatTemplate(tok)
+    samples = [template.encode(r, MAX_LENGTH) for r in read_records(chats)]
+    samples = [{"input_ids": s.input_ids, "labels": s.labels} for s in samples if not isinstance(s, Dropped)]
+    return perplexity(model, samples, batch_size=8)["loss"]
+
+
 def child_trl(pairs: Path, steps: int, bf16: bool, out: Path) -> dict:
     from datasets import load_dataset
     from peft import LoraConfig
@@ -153,7 +167,14 @@ def child_trl(pairs: Path, steps: int, bf16: bool, out: Path) -> dict:
     result = trainer.train()
     seconds = time.perf_counter() - t0
     logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {**counts, "seconds": seconds, "final_loss": logged[-1], "mean_loss": result.training_loss}
+    loss = data_loss(trainer.model, tok, pairs.parent / "humaneval-chat.jsonl")
+    return {
+        **counts,
+        "seconds": seconds,
+        "final_loss": logged[-1],
+        "mean_loss": result.training_loss,
+        "data_loss": loss,
+    }
 
 
 def child_instructkit(chats: Path, steps: int, overrides: dict, out: Path) -> dict:
@@ -194,6 +215,7 @@ def child_instructkit(chats: Path, steps: int, overrides: dict, out: Path) -> di
         "final_loss": logged[-1],
         "mean_loss": m["train_loss"],
         "dropped": m["dropped"],
+        "data_loss": data_loss(result.model, result.tokenizer, chats),
     }
 
 
@@ -273,19 +295,25 @@ def main() -> None:
     print(
         f"\n{args.steps} optimizer steps each; trained (assistant) share of TRL's non-pad tokens: {trained_share:.1%}\n"
     )
-    print("| run | non-pad tokens | non-pad tok/s | MFU | peak RSS | final loss | mean loss |")
+    print(
+        "| run | non-pad tokens | non-pad tok/s | MFU | peak RSS | loss on all data after | last step loss |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in rows.items():
         mfu = r["tps"] * (per_token + trained_share * per_trained) / peak[r["dtype"]]
         print(
             f"| {name} ({r['dtype']}) | {r['tokens']:,} | {r['tps']:,.1f} | {mfu:.1%} | {r['rss']:,.0f} MiB "
-            f"| {r['final_loss']:.4f} | {r['mean_loss']:.4f} |"
+            f"| {r['data_loss']:.4f} | {r['final_loss']:.4f} |"
         )
     if "trl-bf16" not in rows or "instructkit" not in rows:
         return
     trl, ik = rows["trl-bf16"], rows["instructkit"]
     print(f"\npadding in TRL's batches: {1 - trl['tokens'] / trl['padded']:.1%} of positions")
     print(f"peak RSS: instructkit {ik['rss']:,.0f} MiB vs TRL-bf16 {trl['rss']:,.0f} MiB")
+    print(
+        f"loss on all 164 chats after training: instructkit {ik['data_loss']:.4f} vs TRL-bf16 "
+        f"{trl['data_loss']:.4f} ({ik['data_loss'] / trl['data_loss'] - 1:+.1%})"
+    )
     print(
         f"ratio: {ik['tps'] / trl['tps']:.2f}x non-pad tokens/s of instructkit LoRA SFT vs TRL SFTTrainer (bf16)"
     )

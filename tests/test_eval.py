@@ -224,3 +224,28 @@ def test_extract_completion_rule() -> None:
     )
     assert extract_completion("    return a + b\n", problem) == "    return a + b\n"
     assert extract_completion("text\n```py\n    return 1\n```\nmore", problem) == "    return 1\n"
+
+
+def test_cli_eval_run_report(tmp_path: Path, tiny_llama: str) -> None:
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    cli = CliRunner()
+    out = cli.invoke(app, ["eval", "--model", tiny_llama, "--data", str(DEMO), "--limit", "3",
+                           "--max-new-tokens", "4", "-o", str(tmp_path / "e"), "--name", "base"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "e" / "eval" / "base.json").read_text())["samples"] == 3
+    assert len((tmp_path / "e" / "eval" / "base.predictions.jsonl").read_text().splitlines()) == 3
+    bad = cli.invoke(app, ["eval", "--model", tiny_llama, "--data", str(DEMO), "--metrics", "bleurt"])
+    assert bad.exit_code == 1 and "bleurt" in bad.output
+
+    path = _recipe(tmp_path, tiny_llama)
+    out = cli.invoke(app, ["run", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "difference" in out.output and out.output.rstrip().endswith("report.html")
+    (tmp_path / "r" / "report.html").unlink()
+    out = cli.invoke(app, ["report", str(tmp_path / "r")])
+    assert out.exit_code == 0 and (tmp_path / "r" / "report.html").exists()
+    out = cli.invoke(app, ["run", str(path), "--force", "nonsense"])
+    assert out.exit_code != 0 and "not a stage" in out.output
