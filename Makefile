@@ -41,8 +41,12 @@ format: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 	$(VENV)/bin/ruff format src tests benchmarks
 
+# The quick benchmarks (a few minutes); the long ones (near_dup, packing, ner_methods, sft_throughput)
+# are run by hand, each with the command in its docstring.
 bench: setup
 	$(PY) benchmarks/model_load.py
+	$(PY) benchmarks/code_exec.py
+	$(PY) benchmarks/generate.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache
