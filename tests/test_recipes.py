@@ -61,7 +61,20 @@ def test_recipes_exist() -> None:
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
-def test_recipe_builds(path: Path) -> None:
+def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # recipes name their files relative to the repository root
+    raw = yaml.safe_load(path.read_text())
+    if "inputs" in raw:  # a run recipe (`instructkit run`): data -> eval -> train -> eval -> report
+        from instructkit.recipe import Recipe, _load_curate, _train_config
+
+        recipe = Recipe.from_yaml(path)
+        assert recipe.name == path.stem, "a recipe's run name is its file name"
+        for p in recipe.inputs:
+            assert (ROOT / p).exists(), p
+        assert _load_curate(recipe, path.parent).build_steps()
+        cfg = _train_config(recipe, path.parent, Path("data"), ".jsonl")
+        assert cfg.data.train == "data/train.jsonl" and cfg.name == "train"
+        return
     if path.name.startswith("curate"):
         steps = CurateConfig.from_yaml(path).build_steps()
         assert steps and all(s.name for s in steps)
@@ -69,7 +82,6 @@ def test_recipe_builds(path: Path) -> None:
     from instructkit.train.config import TrainConfig
     from instructkit.train.methods import build_method
 
-    raw = yaml.safe_load(path.read_text())
     cfg = TrainConfig.from_yaml(path)
     assert cfg.name == raw["name"] == path.stem, "a recipe's run name is its file name"
     for split in (cfg.data.train, cfg.data.val, cfg.data.test):
