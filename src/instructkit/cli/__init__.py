@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from instructkit import __version__
@@ -39,4 +41,9 @@ def root(
 
 
 def main() -> None:
+    # PEFT (0.21) reads transformers' deprecated ``is_gradient_checkpointing`` whenever it wraps a model;
+    # the FutureWarning is about that pairing of libraries, nothing a user of the command can act on.
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
     app()
