@@ -471,7 +471,7 @@ def test_generation_metrics_refuse_unpaired_inputs():
 
 
 @pytest.fixture(scope="module")
-def tiny_llama() -> LlamaForCausalLM:
+def random_lm() -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=100,
@@ -510,11 +510,11 @@ def _reference_sum_and_count(model, sample) -> tuple[float, int]:
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_perplexity_is_token_weighted_batched_loss(tiny_llama, batch_size):
+def test_perplexity_is_token_weighted_batched_loss(random_lm, batch_size):
     samples = _lm_samples()
-    ref = [_reference_sum_and_count(tiny_llama, s) for s in samples]
+    ref = [_reference_sum_and_count(random_lm, s) for s in samples]
     total, tokens = sum(s for s, _ in ref), sum(n for _, n in ref)
-    got = perplexity.perplexity(tiny_llama, samples, batch_size=batch_size)
+    got = perplexity.perplexity(random_lm, samples, batch_size=batch_size)
     assert got["tokens"] == tokens == 9 + 6 + 1 + 14 + 0 + 11 + 3 + 8
     assert got["loss"] == pytest.approx(total / tokens, abs=1e-5)
     assert got["perplexity"] == pytest.approx(math.exp(total / tokens), rel=1e-5)
@@ -523,18 +523,18 @@ def test_perplexity_is_token_weighted_batched_loss(tiny_llama, batch_size):
     assert 3 < got["loss"] < 6  # about ln(100) for a random model
 
 
-def test_perplexity_registry_form_restores_mode(tiny_llama):
-    tiny_llama.train()
-    got = get_metric("perplexity").compute(_lm_samples(), None, model=tiny_llama, batch_size=4)
-    assert tiny_llama.training
-    tiny_llama.eval()
-    assert got == pytest.approx(perplexity.perplexity(tiny_llama, _lm_samples(), batch_size=4), abs=1e-6)
+def test_perplexity_registry_form_restores_mode(random_lm):
+    random_lm.train()
+    got = get_metric("perplexity").compute(_lm_samples(), None, model=random_lm, batch_size=4)
+    assert random_lm.training
+    random_lm.eval()
+    assert got == pytest.approx(perplexity.perplexity(random_lm, _lm_samples(), batch_size=4), abs=1e-6)
 
 
-def test_perplexity_errors(tiny_llama):
+def test_perplexity_errors(random_lm):
     with pytest.raises(ValueError, match="no trained tokens"):
-        perplexity.perplexity(tiny_llama, [{"input_ids": [1, 2], "labels": [-100, -100]}])
+        perplexity.perplexity(random_lm, [{"input_ids": [1, 2], "labels": [-100, -100]}])
     with pytest.raises(ValueError, match="sample 0: 2 input_ids but 1 labels"):
-        perplexity.perplexity(tiny_llama, [{"input_ids": [1, 2], "labels": [1]}])
+        perplexity.perplexity(random_lm, [{"input_ids": [1, 2], "labels": [1]}])
     with pytest.raises(ValueError, match="references=None"):
-        perplexity.compute(_lm_samples(), ["x"], model=tiny_llama)
+        perplexity.compute(_lm_samples(), ["x"], model=random_lm)
