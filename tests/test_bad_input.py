@@ -803,7 +803,9 @@ def test_cli_raise_exits_1_naming_file_line_reason(
     assert not Path("out.jsonl").exists()
 
 
-def test_cli_skip_clears_a_stale_rejects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_skip_empties_a_stale_rejects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean rerun leaves an empty rejects file (written, not deleted: deleting whatever was at the
+    rejects path once deleted inputs; see tests/test_path_safety.py)."""
     monkeypatch.chdir(tmp_path)
     write_case(BY_NAME["jsonl_malformed_json"], Path("."))
     Path("clean.jsonl").write_bytes(jsonl(*OA))
@@ -816,7 +818,7 @@ def test_cli_skip_clears_a_stale_rejects_file(tmp_path: Path, monkeypatch: pytes
     assert Path("out.rejects.jsonl").exists()
     result = convert("clean.jsonl", "--to", "openai", "-o", "out.jsonl", "--on-error", "skip")
     assert result.exit_code == 0 and COUNTS.search(result.output).groups() == ("3", "3", "0")
-    assert not Path("out.rejects.jsonl").exists()
+    assert Path("out.rejects.jsonl").read_bytes() == b""
 
 
 def test_cli_lone_surrogate_escape_is_rejected_not_a_crash(

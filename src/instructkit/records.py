@@ -28,6 +28,8 @@ class RecordError(ValueError):
     ``reason`` is a short machine-readable code (``unknown_role``, ``missing_field``, ...); ``field`` is
     the path of the offending field (``messages[2].role``); ``file`` and ``line`` are filled in by the
     reader that met it. ``line`` is a 1-based line number, or ``None`` when only ``index`` is known.
+    ``raw`` is the source text of the bad record where the reader has it (a JSONL line, a JSON array
+    element, a CoNLL block), so a reject keeps what could not be parsed.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class RecordError(ValueError):
         file: str | None = None,
         line: int | None = None,
         index: int | None = None,
+        raw: str | None = None,
     ):
         self.reason = reason
         self.message = message
@@ -46,6 +49,7 @@ class RecordError(ValueError):
         self.file = file
         self.line = line
         self.index = index
+        self.raw = raw
         super().__init__(str(self))
 
     def located(self, *, file: str | None = None, line: int | None = None, index: int | None = None):
@@ -57,7 +61,14 @@ class RecordError(ValueError):
             file=self.file or file,
             line=self.line if self.line is not None else line,
             index=self.index if self.index is not None else index,
+            raw=self.raw,
         )
+
+    def with_raw(self, raw: str | None) -> RecordError:
+        """Return a copy holding ``raw`` as the source text (an existing one wins)."""
+        err = self.located()
+        err.raw = self.raw if self.raw is not None else raw
+        return err
 
     def where(self) -> str:
         parts = []

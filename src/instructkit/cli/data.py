@@ -12,15 +12,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from instructkit.cli._common import console, err_console, user_errors
+from instructkit.cli._common import console, err_console, printable, user_errors
 from instructkit.formats import RecordReader, dump_records, format_names, get_format
-from instructkit.formats.io import write_rows, write_text
+from instructkit.formats.io import (
+    OutputError,
+    WriteError,
+    check_outputs,
+    check_suffix,
+    commit_files,
+    container_suffix,
+    encode_rows,
+    encode_text,
+    is_rejects_file,
+)
 from instructkit.records import Record, RecordError
 
 app = typer.Typer(help="Read, convert, summarize and inspect instruction data.", no_args_is_help=True)
 
 FORMAT_HELP = f"Input format; detected from the content when not given. One of: {', '.join(format_names())}."
 ON_ERROR_HELP = "What a bad record does: 'raise' stops with file, line and field; 'skip' writes it to the rejects file with its reason."
+# What a data command reports as one red line instead of a traceback.
+DATA_ERRORS = (RecordError, FileNotFoundError, OutputError, WriteError)
+
+
+def shown(value: object) -> str:
+    """Data or a path for the console: control characters as \\xNN, rich markup escaped."""
+    return escape(printable(value))
 
 
 def _check_choice(value: str | None, choices: list[str], flag: str) -> None:
@@ -75,32 +92,54 @@ def convert(
     rejects: Path | None = typer.Option(
         None,
         "--rejects",
-        help="Where rejects go with --on-error skip (default: OUTPUT's stem + .rejects.jsonl).",
+        help="Where rejects go with --on-error skip, a .jsonl file (default: OUTPUT's stem + .rejects.jsonl).",
     ),
 ) -> None:
-    """Convert files to one output format. Prints records read = written + rejected."""
+    """Convert files to one output format. Prints records read = written + rejected.
+
+    The output and the rejects file are written as one unit: an interrupt leaves both as they were or
+    both new. An output or rejects path that is an input or the other output is refused up front.
+    """
     _check_choice(to, format_names(), "--to")
     _check_choice(fmt, format_names(), "--format")
     _check_choice(on_error, ["raise", "skip"], "--on-error")
-    with user_errors(RecordError, FileNotFoundError):
-        records, read_rejects, n_read = _read_all(inputs, fmt, on_error)
-        rows, write_rejects = dump_records(records, to, on_error)
-        if get_format(to).container == "text":
-            write_text("\n".join(rows), output)
-        else:
-            write_rows(rows, output)
-    all_rejects = read_rejects + write_rejects
     rejects_path = rejects or _default_rejects_path(output)
-    if all_rejects:
-        write_rows(all_rejects, rejects_path)
-    elif rejects_path.exists():
-        rejects_path.unlink()  # a stale rejects file from an earlier run would misstate this one
-    written = len(records) - len(write_rejects)
+    rejects_flag = "--rejects" if rejects else "the rejects file"
+    with user_errors(*DATA_ERRORS):
+        check_outputs(inputs, [("--output", output), (rejects_flag, rejects_path)])
+        check_suffix(output, get_format(to).container, "--output")
+        if container_suffix(rejects_path) != ".jsonl":
+            raise OutputError(f"--rejects {rejects_path}: a rejects file is JSON lines; name a .jsonl file")
+        # A run that can reject (skip mode, or --rejects named) always writes its rejects file, empty
+        # when nothing was rejected, so a rejects file never describes an earlier run. That used to be
+        # done by deleting the old file, which deleted whatever was at the path (the input included);
+        # now nothing is deleted, and a file that is not a rejects file is never replaced.
+        rejects_there = rejects_path.exists()
+        write_rejects = (
+            rejects is not None or on_error == "skip" or (rejects_there and is_rejects_file(rejects_path))
+        )
+        if write_rejects and rejects_there and not is_rejects_file(rejects_path):
+            raise OutputError(
+                f"{rejects_flag} {rejects_path} exists and is not a rejects file; refusing to replace it "
+                "(name another path with --rejects)"
+            )
+        records, read_rejects, n_read = _read_all(inputs, fmt, on_error)
+        rows, write_rejects_ = dump_records(records, to, on_error)
+        if get_format(to).container == "text":
+            payload = encode_text("\n".join(rows), output)
+        else:
+            payload = encode_rows(rows, output)
+        all_rejects = read_rejects + write_rejects_
+        files = [(output, payload)]
+        if write_rejects:
+            files.append((rejects_path, encode_rows(all_rejects, rejects_path)))
+        commit_files(files)
+    written = len(records) - len(write_rejects_)
     assert n_read == written + len(all_rejects), "record accounting broke"  # guarded by tests
     console.print(
-        f"read [bold]{n_read}[/] records: written [green]{written}[/] to {escape(str(output))} ({to}), "
+        f"read [bold]{n_read}[/] records: written [green]{written}[/] to {shown(output)} ({to}), "
         f"rejected [{'red' if all_rejects else 'green'}]{len(all_rejects)}[/]"
-        + (f" → {escape(str(rejects_path))}" if all_rejects else "")
+        + (f" → {shown(rejects_path)}" if all_rejects else "")
     )
     if all_rejects:
         reasons: dict[str, int] = {}
@@ -115,17 +154,19 @@ def _record_panel(rec: Record, i: int) -> Panel:
         for m in rec.messages:
             style = {"system": "magenta", "user": "bold", "assistant": "cyan"}[m.role]
             body.append(f"{m.role}: ", style=style)
-            body.append(m.content + "\n")
+            body.append(printable(m.content) + "\n")
     elif rec.tokens is not None:
         for tok, tag in zip(rec.tokens, rec.tags or [], strict=True):
-            body.append(tok, style="bold green" if tag != "O" else "")
-            body.append(f"/{tag} " if tag != "O" else " ", style="dim")
+            body.append(printable(tok), style="bold green" if tag != "O" else "")
+            body.append(f"/{printable(tag)} " if tag != "O" else " ", style="dim")
     else:
-        body.append(f"{rec.text}\n")
-        body.append(f"label: {rec.label}", style="cyan")
+        body.append(f"{printable(rec.text)}\n")
+        body.append(f"label: {printable(rec.label)}", style="cyan")
     meta = {k: v for k, v in rec.meta.items() if k != "source"}
     return Panel(
-        body, title=f"#{i} {rec.id}", subtitle=json.dumps(meta, ensure_ascii=False) if meta else None
+        body,
+        title=f"#{i} {shown(rec.id)}",
+        subtitle=shown(json.dumps(meta, ensure_ascii=False)) if meta else None,
     )
 
 
@@ -142,7 +183,7 @@ def show(
 
     _check_choice(fmt, format_names(), "--format")
     _check_choice(on_error, ["raise", "skip"], "--on-error")
-    with user_errors(RecordError, FileNotFoundError):
+    with user_errors(*DATA_ERRORS):
         reader = RecordReader(path, fmt=fmt, on_error=on_error)
         records = list(reader)
     summary = summarize(records)
@@ -154,7 +195,7 @@ def show(
         return
     for i, rec in enumerate(records[:n]):
         console.print(_record_panel(rec, i))
-    table = Table(title=f"{path.name} ({reader.fmt})", show_header=False)
+    table = Table(title=f"{shown(path.name)} ({reader.fmt})", show_header=False)
     for key in (
         "read",
         "rejected",
@@ -171,12 +212,13 @@ def show(
         value = summary[key]
         if value in ({}, None):
             continue
-        table.add_row(key.replace("_", " "), escape(json.dumps(value, ensure_ascii=False)))
+        table.add_row(key.replace("_", " "), shown(json.dumps(value, ensure_ascii=False)))
     console.print(table)
     for r in reader.rejects[:5]:
-        console.print(
-            f"[red]rejected[/] {escape(RecordError(r['reason'], r['message'], field=r['field'], file=r['file'], line=r['line'], index=r['index']).where())}: {escape(r['message'])} [{r['reason']}]"
-        )
+        where = RecordError(
+            r["reason"], r["message"], field=r["field"], file=r["file"], line=r["line"], index=r["index"]
+        ).where()
+        console.print(f"[red]rejected[/] {shown(where)}: {shown(r['message'])} [{r['reason']}]")
 
 
 @app.command()
@@ -203,7 +245,7 @@ def inspect(
     from instructkit.templates import ChatTemplate, TemplateError
 
     _check_choice(fmt, format_names(), "--format")
-    with user_errors(RecordError, FileNotFoundError, ModelNotFoundError, TemplateError):
+    with user_errors(*DATA_ERRORS, ModelNotFoundError, TemplateError):
         records = list(RecordReader(path, fmt=fmt))
         tok = load_tokenizer(model)
         template = ChatTemplate(tok, chat_template.read_text() if chat_template else None, name=model)
@@ -212,12 +254,12 @@ def inspect(
         text = Text()
         for tid, label in zip(s.input_ids, s.labels, strict=True):
             piece = tok.decode([tid])
-            text.append(piece, style="bold black on green" if label != -100 else "dim")
+            text.append(printable(piece), style="bold black on green" if label != -100 else "dim")
         trunc = " (truncated)" if s.truncated else ""
         console.print(
             Panel(text, title=f"sample {i}: {len(s.input_ids)} tokens, {s.n_trained} trained{trunc}")
         )
-    table = Table(title=f"loss masks: {path.name} with {model}", show_header=False)
+    table = Table(title=f"loss masks: {shown(path.name)} with {shown(model)}", show_header=False)
     table.add_row("samples", str(stats.samples))
     table.add_row("kept", str(stats.kept))
     table.add_row("dropped", ", ".join(f"{k}: {v}" for k, v in stats.dropped.items()) or "0")
@@ -236,7 +278,11 @@ def curate(
         ..., help="One or more input files, any supported format.", exists=True, dir_okay=False
     ),
     output: Path = typer.Option(
-        ..., "--output", "-o", help="Output folder: train/val/test files, rejects.jsonl, card.json, card.md."
+        ...,
+        "--output",
+        "-o",
+        help="Output folder: train/val/test files, rejects.jsonl, card.json, card.md. Replaced as a whole; "
+        "refused when it holds an input or files curate did not write.",
     ),
     config: Path | None = typer.Option(
         None,
@@ -264,7 +310,7 @@ def curate(
 
     _check_choice(fmt, format_names(), "--format")
     _check_choice(on_error, ["raise", "skip"], "--on-error")
-    with user_errors(StepConfigError, RecordError, FileNotFoundError):
+    with user_errors(StepConfigError, *DATA_ERRORS):
         cfg = CurateConfig.from_yaml(config) if config else CurateConfig()
         if num_proc is not None:
             cfg.num_proc = num_proc
@@ -293,7 +339,7 @@ def curate(
         f"(train {card['splits']['train']}, val {card['splits']['val']}, test {card['splits']['test']}) "
         f"+ rejected [red]{acc['rejected']}[/]"
     )
-    console.print(f"card: {escape(str(output / 'card.md'))}")
+    console.print(f"card: {shown(output / 'card.md')}")
 
 
 @app.command()
@@ -312,17 +358,17 @@ def stats(
     from instructkit.data.split import SPLITS
     from instructkit.data.stats import collect, plot
 
-    with user_errors(RecordError):
+    with user_errors(*DATA_ERRORS):
         splits = {}
         for name in SPLITS:
             found = sorted(p for p in folder.glob(f"{name}.*") if not p.name.endswith(".tmp"))
             if found:
                 splits[name] = list(RecordReader(found[0]))
     if not splits:
-        err_console.print(f"[bold red]error:[/] {escape(str(folder))} has no train/val/test files")
+        err_console.print(f"[bold red]error:[/] {shown(folder)} has no train/val/test files")
         raise typer.Exit(1)
     result = collect(splits)
-    table = Table(title=f"{folder}")
+    table = Table(title=shown(folder))
     for col in ("split", "records", "words p50", "words p90", "multi-turn"):
         table.add_column(col)
     for name, s in result["splits"].items():
@@ -335,9 +381,9 @@ def stats(
     pairs.add_column("pair")
     pairs.add_column("count")
     for pair, n in result["top_verb_noun"][:10]:
-        pairs.add_row(pair, str(n))
+        pairs.add_row(shown(pair), str(n))
     console.print(pairs)
     console.print(f"questions and statements (not imperatives): {result['questions']}")
-    console.print("balance: " + escape(", ".join(f"{k} {v}" for k, v in result["balance"][:12])))
+    console.print("balance: " + shown(", ".join(f"{k} {v}" for k, v in result["balance"][:12])))
     for path in plot(result, plots or folder / "plots"):
-        console.print(f"plot: {escape(str(path))}")
+        console.print(f"plot: {shown(path)}")

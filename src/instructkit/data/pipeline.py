@@ -4,6 +4,11 @@ Records travel between steps as a Hugging Face ``datasets.Dataset`` (Arrow, memo
 serialized records; per-record steps run through ``Dataset.map`` (batched, ``num_proc`` workers, a
 progress bar each), whole-dataset steps (dedup) see all records at once. Every dropped record goes to
 ``rejects.jsonl`` with its step, reason and detail; records in = kept (all splits) + rejected, always.
+
+The output folder is replaced as a unit: every file is written into a staging folder beside it, then
+swapped in (see ``formats.io.replaced_folder``), so an interrupted curate leaves the old folder or the
+new one, never new splits beside an old card. A folder that holds an input, or files curate did not
+write, is refused before anything is read.
 """
 
 from __future__ import annotations
@@ -24,8 +29,15 @@ from instructkit.data.base import DatasetStep, Drop, Filter, Mapper, Step, StepC
 from instructkit.data.card import render_card_md
 from instructkit.data.split import SPLITS, SplitConfig, split_records
 from instructkit.data.summary import summarize
-from instructkit.formats import RecordReader, format_names, write_records
-from instructkit.formats.io import write_rows, write_text
+from instructkit.formats import RecordReader, format_names, get_format, write_records
+from instructkit.formats.io import (
+    OutputError,
+    check_suffix,
+    recover_folder,
+    replaced_folder,
+    write_rows,
+    write_text,
+)
 from instructkit.records import Record
 
 DEFAULT_STEPS: list[Any] = [
@@ -103,6 +115,12 @@ class CurateConfig:
             raise StepConfigError("curate config: on_error must be skip or raise")
         if self.num_proc < 1:
             raise StepConfigError("curate config: num_proc must be at least 1")
+        try:
+            check_suffix(
+                f"train{self.output_suffix}", get_format(self.output_format).container, "output_suffix"
+            )
+        except OutputError as e:
+            raise StepConfigError(f"curate config: {e}") from None
         self.build_steps()
 
     def build_steps(self) -> list[Step]:
@@ -237,10 +255,49 @@ def run_steps(
     return [_loads(s) for s in ds["rec"]], reports, rejects
 
 
+# What a curate folder may hold besides the split files (train.*, val.*, test.*): curate's own files,
+# and the plots `instructkit data stats` draws from the splits (stale once the splits are replaced).
+OWN_FILES = ("rejects.jsonl", "card.json", "card.md", "plots")
+
+
+def check_output_folder(inputs: list[str | Path], out_dir: str | Path) -> None:
+    """Refuse an output folder that is a file, that holds one of the inputs, or that holds files curate
+    did not write (they would go with the old folder when the new one is swapped in)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"the output {out_dir} is a file; curate writes a folder (train/val/test, card)")
+    for parent in out_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"the output {out_dir}: {parent} is a file, not a folder")
+            break
+    where = out_dir.resolve()
+    for p in map(Path, inputs):
+        if p.resolve().is_relative_to(where):
+            raise OutputError(
+                f"the output folder {out_dir} holds the input {p}; curate replaces that folder, so "
+                "choose another output folder"
+            )
+    if out_dir.is_dir():
+        foreign = sorted(
+            e.name
+            for e in out_dir.iterdir()
+            if e.name not in OWN_FILES and e.name.split(".", 1)[0] not in SPLITS
+        )
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise OutputError(
+                f"the output folder {out_dir} holds files curate did not write ({shown}); curate "
+                "replaces the whole folder, so choose an empty or new folder"
+            )
+
+
 def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | None = None) -> CurateResult:
     cfg = cfg or CurateConfig()
     cfg.validate()
     out_dir = Path(out_dir)
+    recover_folder(out_dir)  # an earlier curate stopped mid-swap: put the old folder back first
+    check_output_folder(inputs, out_dir)
     steps = cfg.build_steps()
     records: list[Record] = []
     rejects: list[dict[str, Any]] = []
@@ -302,10 +359,10 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
         "stats": {name: summarize(recs) for name, recs in splits.items()},
         "files": {name: f"{name}{cfg.output_suffix}" for name in SPLITS},
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
-        write_records(splits[name], out_dir / f"{name}{cfg.output_suffix}", cfg.output_format)
-    write_rows(rejects, out_dir / "rejects.jsonl")
-    write_text(json.dumps(card, indent=2, ensure_ascii=False, sort_keys=True) + "\n", out_dir / "card.json")
-    write_text(render_card_md(card), out_dir / "card.md")
+    with replaced_folder(out_dir) as stage:
+        for name in SPLITS:
+            write_records(splits[name], stage / f"{name}{cfg.output_suffix}", cfg.output_format)
+        write_rows(rejects, stage / "rejects.jsonl")
+        write_text(json.dumps(card, indent=2, ensure_ascii=False, sort_keys=True) + "\n", stage / "card.json")
+        write_text(render_card_md(card), stage / "card.md")
     return CurateResult(out_dir, card, splits, rejects)

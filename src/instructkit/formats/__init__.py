@@ -17,6 +17,7 @@ from instructkit.formats import alpaca, conll, native, openai, prompt_completion
 from instructkit.formats.base import FORMATS, Format
 from instructkit.formats.io import (
     Row,
+    check_suffix,
     container_of,
     iter_json_array,
     iter_jsonl,
@@ -82,7 +83,8 @@ class RecordReader:
 
     ``on_error="raise"`` stops at the first bad record with a :class:`RecordError` naming file, line
     and field. ``on_error="skip"`` appends a reject (``file``, ``line``, ``index``, ``field``,
-    ``reason``, ``message``, ``raw``) to :attr:`rejects` and goes on. After iteration
+    ``reason``, ``message``, ``raw``: the record's source text, or for damage the file cannot resync
+    after, the rest of the file) to :attr:`rejects` and goes on. After iteration
     ``n_read == n_ok + len(rejects)``.
     """
 
@@ -129,7 +131,7 @@ class RecordReader:
         source = self.path.name
         for item in self._rows():
             if isinstance(item, RecordError):
-                self._reject(item.located(file=str(self.path)))
+                self._reject(item.located(file=str(self.path)), item.raw)
                 continue
             if fmt is None:
                 fmt = detect_format(item.data)
@@ -199,8 +201,10 @@ def write_records(
     records: list[Record], path: str | Path, fmt: str = "instructkit", on_error: str = "raise"
 ) -> list[dict[str, Any]]:
     """Write records atomically in ``fmt``; the container follows the suffix (.jsonl, .json, .parquet,
-    .conll/.txt for CoNLL; each may end in .gz). Returns the rejects (records ``fmt`` cannot hold)."""
+    .conll/.txt for CoNLL; each may end in .gz). Returns the rejects (records ``fmt`` cannot hold).
+    A suffix that is not ``fmt``'s container (CoNLL text into .parquet) is an OutputError."""
     path = Path(path)
+    check_suffix(path, get_format(fmt).container)
     rows, rejects = dump_records(records, fmt, on_error)
     if get_format(fmt).container == "text":
         write_text("\n".join(rows), path)
