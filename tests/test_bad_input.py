@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -895,3 +896,253 @@ def test_conll_file_starting_with_a_bracket_token(tmp_path: Path) -> None:
     path.write_bytes(data)
     records = read_records(path)
     assert records[0].tokens == ["[", "sic", "]"] and len(records) == 5
+
+
+# ------------------------------------------------------------------------------------ edge cases (#9)
+# JSON the stdlib parser accepts but that cannot be read back or written faithfully: an integer over
+# Python's 4,300-digit limit (a ValueError traceback, even under skip), NaN/Infinity (not JSON; written
+# back as invalid JSON), a number that overflows to infinity, a key given twice (the last silently won).
+HUGE = b"9" * 5000
+EDGE_CASES = [
+    Case(
+        "jsonl_integer_over_4300_digits",
+        ".jsonl",
+        jsonl(
+            *around(
+                OA,
+                b'{"messages": [{"role": "user", "content": "Hi"}, '
+                b'{"role": "assistant", "content": "Hey"}], "meta": {"n": ' + HUGE + b"}}",
+            )
+        ),
+        None,
+        "number_too_large",
+        3,
+        "meta.n",
+    ),  # fmt: skip
+    Case(
+        "json_array_integer_over_4300_digits",  # the array reads on past the bad element
+        ".json",
+        json_array(*around(AL, b'{"instruction": "x", "input": "", "output": "y", "n": [1, ' + HUGE + b"]}")),
+        None,
+        "number_too_large",
+        4,
+        "n[1]",
+    ),
+    Case(
+        "jsonl_nan",
+        ".jsonl",
+        jsonl(*around(NT, b'{"tokens": ["Anna"], "tags": ["B-PER"], "meta": {"score": NaN}}')),
+        None,
+        "non_finite_number",
+        3,
+        "meta.score",
+    ),
+    Case(
+        "jsonl_negative_infinity_label",
+        ".jsonl",
+        jsonl(
+            {"text": "good", "label": 1, "meta": {}},
+            b'{"text": "bad", "label": [1, -Infinity], "meta": {}}',
+            {"text": "fine", "label": 2, "meta": {}},
+        ),
+        None,
+        "non_finite_number",
+        2,
+        "label[1]",
+        good=2,
+    ),
+    Case(
+        "json_array_float_overflows_to_infinity",
+        ".json",
+        json_array(*around(AL, b'{"instruction": "x", "input": "", "output": "y", "w": 1e400}')),
+        None,
+        "non_finite_number",
+        4,
+        "w",
+    ),
+    Case(
+        "jsonl_duplicate_key",
+        ".jsonl",
+        jsonl(
+            *around(
+                OA,
+                b'{"messages": [{"role": "user", "content": "Hi", "content": "Bye"}, '
+                b'{"role": "assistant", "content": "Hey"}]}',
+            )
+        ),
+        None,
+        "duplicate_key",
+        3,
+        "messages[0].content",
+    ),
+    Case(
+        "json_array_duplicate_key",
+        ".json",
+        json_array(*around(AL, b'{"instruction": "x", "input": "", "output": "y", "output": "z"}')),
+        None,
+        "duplicate_key",
+        4,
+        "output",
+    ),
+]
+
+
+def _parquet_with_nan() -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": f"t{i}", "label": float(i), "meta": "{}"} for i in range(4)]
+    rows[2]["label"] = float("nan")
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    return buf.getvalue()
+
+
+EDGE_CASES.append(
+    Case("parquet_nan", ".parquet", _parquet_with_nan(), None, "non_finite_number", None, "label", index=2)
+)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in EDGE_CASES])
+def test_edge_case_raise_names_file_line_field_reason(case: Case, tmp_path: Path) -> None:
+    test_raise_names_file_line_field_reason(case, tmp_path)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in EDGE_CASES])
+def test_edge_case_skip_rejects_with_reason_and_accounts(case: Case, tmp_path: Path) -> None:
+    test_skip_rejects_with_reason_and_accounts(case, tmp_path)
+
+
+def _curate(*args: str):
+    Path("steps.yaml").write_text("steps: [normalize]\n")
+    return runner.invoke(app, ["data", "curate", *args, "--config", "steps.yaml"], env=ENV)
+
+
+@pytest.mark.parametrize("name", ["jsonl_integer_over_4300_digits", "jsonl_nan", "jsonl_duplicate_key"])
+@pytest.mark.parametrize("command", ["convert", "show", "curate"])
+def test_cli_edge_cases_are_rejects_or_named_errors_never_tracebacks(
+    name: str, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = next(c for c in EDGE_CASES if c.name == name)
+    monkeypatch.chdir(tmp_path)
+    path = write_case(case, Path(".")).name
+    run = {
+        "convert": lambda *a: convert(path, "--to", "instructkit", "-o", "out.jsonl", *a),
+        "show": lambda *a: runner.invoke(app, ["data", "show", path, "--json", *a], env=ENV),
+        "curate": lambda *a: _curate(path, "-o", "curated", *a),
+    }[command]
+    skipped = run("--on-error", "skip")
+    assert skipped.exit_code == 0, skipped.output  # today: a ValueError traceback for the huge integer
+    if command == "convert":
+        assert (
+            COUNTS.search(skipped.output).groups() == ("4", "3", "1") and f"{case.reason} 1" in skipped.output
+        )
+    elif command == "show":
+        summary = json.loads(skipped.output)
+        assert (summary["read"], summary["rejected"]) == (4, 1)
+    else:
+        card = json.loads(Path("curated/card.json").read_text())
+        assert card["accounting"]["in"] == 4 and card["rejected_by_reason"] == {case.reason: 1}
+    stopped = run("--on-error", "raise")
+    assert stopped.exit_code == 1, stopped.output
+    assert stopped.exception is None or isinstance(stopped.exception, SystemExit), repr(stopped.exception)
+    assert f"line {case.line}" in stopped.output and f"field '{case.field}'" in stopped.output
+    assert f"[{case.reason}]" in stopped.output
+
+
+def test_nan_is_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN read from a file is a reject, not output; a record holding NaN made in code is refused on write."""
+    from instructkit.formats import write_records
+    from instructkit.records import Record
+
+    monkeypatch.chdir(tmp_path)
+    path = write_case(next(c for c in EDGE_CASES if c.name == "jsonl_nan"), Path("."))
+    assert convert(path.name, "--to", "instructkit", "-o", "out.jsonl", "--on-error", "skip").exit_code == 0
+
+    def strict(name: str) -> None:
+        raise AssertionError(f"{name} written into a JSON file")
+
+    for name in ("out.jsonl", "out.rejects.jsonl"):
+        for line in Path(name).read_text().splitlines():
+            json.loads(line, parse_constant=strict)
+    rec = Record(text="x", label=float("nan"), meta={})
+    for suffix in (".jsonl", ".json", ".parquet"):
+        with pytest.raises(RecordError) as info:
+            write_records([rec], tmp_path / f"nan{suffix}")
+        assert info.value.reason == "non_finite_number" and info.value.field == "label"
+        assert not (tmp_path / f"nan{suffix}").exists()
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    if not Path("/sys").is_dir():  # root writes anywhere but a read-only or virtual file system
+        pytest.skip("running as root without /sys: no folder root cannot write")
+    return Path("/sys")
+
+
+@pytest.mark.parametrize("where", ["a_folder", "under_a_file", "unwritable_folder"])
+def test_cli_output_paths_that_cannot_be_written_are_named_errors(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("in.jsonl").write_bytes(jsonl(*OA))
+    Path("notes.txt").write_text("mine")
+    Path("folder").mkdir()
+    out = {
+        "a_folder": "folder",
+        "under_a_file": "notes.txt/out.jsonl",
+        "unwritable_folder": str(_unwritable_folder(tmp_path) / "out.jsonl"),
+    }[where]
+    result = convert("in.jsonl", "--to", "openai", "-o", out)
+    assert result.exit_code == 1, result.output  # today: IsADirectoryError / NotADirectoryError tracebacks
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "error:" in result.output and out in result.output, result.output
+    assert Path("notes.txt").read_text() == "mine" and list(Path("folder").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "to,out",
+    [
+        ("conll", "x.parquet"),
+        ("conll", "x.jsonl"),
+        ("openai", "x.conll"),
+        ("openai", "x.txt"),
+        ("openai", "x"),
+    ],
+)
+def test_cli_output_suffix_must_fit_the_format(
+    to: str, out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("in.conll").write_bytes(conll())
+    result = convert("in.conll", "--to", to, "-o", out)
+    assert result.exit_code == 1 and "error:" in result.output and out in result.output, result.output
+    assert not Path(out).exists()  # today: CoNLL text inside x.parquet
+    assert convert("in.conll", "--to", "conll", "-o", "fine.conll.gz").exit_code == 0
+
+
+ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x9b31m\r"  # clear screen, set title (BEL), C1 CSI, carriage return
+
+
+def test_show_prints_control_characters_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rows = [
+        {"messages": turns(("user", f"Hi{ESCAPES}"), ("assistant", "ok")), "meta": {"id": f"r{ESCAPES}"}},
+        {"tokens": [f"A{ESCAPES}"], "tags": ["B-PER"], "meta": {}},
+        {"text": f"t{ESCAPES}", "label": f"l{ESCAPES}", "meta": {"note": ESCAPES}},
+        {"messages": turns(("user", "Hi"), (f"bot{ESCAPES}", "Hey"))},  # a reject whose message holds them
+    ]
+    Path("esc.jsonl").write_bytes(jsonl(*rows))
+    shown = runner.invoke(app, ["data", "show", "esc.jsonl", "--on-error", "skip", "-n", "3"], env=ENV)
+    stopped = runner.invoke(app, ["data", "show", "esc.jsonl"], env=ENV)  # the error line, too
+    assert shown.exit_code == 0 and stopped.exit_code == 1, (shown.output, stopped.output)
+    for result in (shown, stopped):
+        raw = [c for c in result.output if c in "\x1b\x07\x9b\r"]
+        assert raw == [], f"control characters printed raw: {raw!r}"
+        assert "\\x1b[2J" in result.output and "\\x9b" in result.output
