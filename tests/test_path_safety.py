@@ -355,3 +355,11 @@ def test_outputs_follow_the_umask(here: Path, umask: int, mode: int) -> None:
     for path in [Path("out.jsonl"), Path("out.rejects.jsonl"), *Path("curated").iterdir()]:
         assert path.stat().st_mode & 0o777 == mode, (path, oct(path.stat().st_mode))  # today: 0600
     assert Path("curated").stat().st_mode & 0o777 == 0o777 & ~umask  # a folder: 0755 under 022
+
+
+def test_curate_into_the_current_folder_is_refused(here: Path) -> None:
+    Path("sub").mkdir()
+    Path("in.jsonl").write_bytes(CLEAN)
+    named_error(curate_cli(str(here / "in.jsonl"), "-o", "."), "current folder")
+    named_error(curate_cli("in.jsonl", "-o", str(here.parent)), "current folder")
+    assert Path("in.jsonl").read_bytes() == CLEAN and Path("sub").is_dir()

@@ -114,11 +114,9 @@ def convert(
         # when nothing was rejected, so a rejects file never describes an earlier run. That used to be
         # done by deleting the old file, which deleted whatever was at the path (the input included);
         # now nothing is deleted, and a file that is not a rejects file is never replaced.
-        rejects_there = rejects_path.exists()
-        write_rejects = (
-            rejects is not None or on_error == "skip" or (rejects_there and is_rejects_file(rejects_path))
-        )
-        if write_rejects and rejects_there and not is_rejects_file(rejects_path):
+        ours = is_rejects_file(rejects_path) if rejects_path.exists() else None
+        write_rejects = rejects is not None or on_error == "skip" or bool(ours)
+        if write_rejects and ours is False:
             raise OutputError(
                 f"{rejects_flag} {rejects_path} exists and is not a rejects file; refusing to replace it "
                 "(name another path with --rejects)"

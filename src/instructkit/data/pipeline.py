@@ -272,6 +272,11 @@ def check_output_folder(inputs: list[str | Path], out_dir: str | Path) -> None:
                 raise OutputError(f"the output {out_dir}: {parent} is a file, not a folder")
             break
     where = out_dir.resolve()
+    if Path.cwd().resolve().is_relative_to(where):
+        raise OutputError(
+            f"the output folder {out_dir} is (or holds) the current folder; curate replaces that folder, "
+            "so name a folder inside it instead"
+        )
     for p in map(Path, inputs):
         if p.resolve().is_relative_to(where):
             raise OutputError(

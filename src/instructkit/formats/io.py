@@ -4,7 +4,14 @@ Readers here know containers (JSONL, JSON array, Parquet, column text; optionall
 instruction formats. Every row carries its 1-based line number (or record index for Parquet) so a
 format parser's error can name file, line and field. Damage is reported per row where the container
 allows it (a bad JSONL line, an undecodable line, a truncated tail) so ``--on-error skip`` can keep
-the rest; it is never repaired silently.
+the rest; it is never repaired silently. The JSON parser also refuses what the stdlib accepts but
+cannot round-trip (NaN, integers over Python's digit limit, a key given twice), and a reject keeps
+the record's source text.
+
+Writing: every file goes to a synced temp beside it and is renamed into place, with the mode the
+umask gives. ``commit_files`` writes several files as one unit and ``replaced_folder`` swaps in a
+whole folder, so an interrupt leaves the old set or the new set; ``check_outputs`` refuses an output
+that is an input or another output before anything is written.
 """
 
 from __future__ import annotations
@@ -139,10 +146,13 @@ class CheckedJSON:
             if len(obj) == len(items):
                 return obj
             seen: set[str] = set()
-            dup = next(k for k, _ in items if k in seen or seen.add(k))
-            self.flagged = True
             marked = _DupKeys(obj)
-            marked.duplicate = dup
+            for key, _ in items:
+                if key in seen:
+                    marked.duplicate = key
+                    break
+                seen.add(key)
+            self.flagged = True
             return marked
 
         self.decoder = json.JSONDecoder(
@@ -698,9 +708,7 @@ def replaced_folder(dest: str | Path) -> Iterator[Path]:
     ``dest`` (old folder renamed aside, new renamed in, old removed). An interrupt before the swap
     leaves the old folder as it was; one between the two renames puts the old folder back; a crash
     there is undone by :func:`recover_folder`, which runs first on every later swap to ``dest``."""
-    dest = Path(dest)
-    if dest.is_symlink():
-        dest = dest.resolve()
+    dest = Path(dest).resolve()  # a symlink's target is replaced; '.' gets a real name and parent
     recover_folder(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -712,11 +720,10 @@ def replaced_folder(dest: str | Path) -> Iterator[Path]:
         yield stage
         _fsync_dir(stage)
         with interrupts_deferred():
-            _swap_in(stage, dest)
-    except OSError as e:
-        if isinstance(e, WriteError):
-            raise
-        raise WriteError(dest, e) from None
+            try:
+                _swap_in(stage, dest)
+            except OSError as e:
+                raise WriteError(dest, e) from None
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
@@ -743,7 +750,7 @@ def recover_folder(dest: str | Path) -> None:
     is aside, the swap stopped between its renames, so the old folder goes back; staging folders and
     old copies left over beside a present ``dest`` are removed (only names this module makes:
     ``.NAME.new-*`` and ``.NAME.old-*``)."""
-    dest = Path(dest)
+    dest = Path(dest).resolve()
     parent = dest.parent
     if not parent.is_dir():
         return
