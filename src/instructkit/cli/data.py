@@ -122,17 +122,17 @@ def convert(
                 "(name another path with --rejects)"
             )
         records, read_rejects, n_read = _read_all(inputs, fmt, on_error)
-        rows, write_rejects_ = dump_records(records, to, on_error)
+        rows, dump_rejects = dump_records(records, to, on_error)
         if get_format(to).container == "text":
             payload = encode_text("\n".join(rows), output)
         else:
             payload = encode_rows(rows, output)
-        all_rejects = read_rejects + write_rejects_
+        all_rejects = read_rejects + dump_rejects
         files = [(output, payload)]
         if write_rejects:
             files.append((rejects_path, encode_rows(all_rejects, rejects_path)))
         commit_files(files)
-    written = len(records) - len(write_rejects_)
+    written = len(records) - len(dump_rejects)
     assert n_read == written + len(all_rejects), "record accounting broke"  # guarded by tests
     console.print(
         f"read [bold]{n_read}[/] records: written [green]{written}[/] to {shown(output)} ({to}), "
