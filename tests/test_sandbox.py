@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import random
 import select
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -36,6 +38,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="uid drop and network namespace need root")
+#: A world-writable folder of the host that samples see as it is (not /tmp or /dev/shm: those are their own).
+HOST_DIR = "/var/tmp"
 CORRECT = "import heapq\nassert heapq.nlargest(2, [3, 1, 4, 1, 5]) == [5, 4]\nprint('ok')"
 
 
@@ -52,8 +56,11 @@ def sandbox(request):
 
 @pytest.fixture(scope="module")
 def victim():
-    """A root-owned 0o644 file in a 0o755 directory only root can write: readable, not deletable."""
-    folder = tempfile.mkdtemp(prefix="sandbox-victim-")
+    """A root-owned 0o644 file in a 0o755 directory only root can write: readable, not deletable.
+
+    Outside /tmp, which a sample sees replaced by its own.
+    """
+    folder = tempfile.mkdtemp(prefix="sandbox-victim-", dir=HOST_DIR)
     os.chmod(folder, 0o755)
     path = os.path.join(folder, "precious.txt")
     with open(path, "w") as f:
@@ -158,8 +165,9 @@ def test_red_team_program_is_contained(attack, sandbox, victim, listener):
         assert 1.0 <= result.seconds < 1.5
     if attack == "allocate_8gb":
         assert "MemoryError" in result.stderr
-    if attack in ("delete_file", "overwrite_file"):
-        assert "PermissionError" in result.stderr
+    if attack in ("delete_file", "overwrite_file"):  # the uid drop, and before it the read-only mounts
+        refusal = "Read-only file system" if sandbox.isolation["read_only_host"] else "PermissionError"
+        assert refusal in result.stderr
     if attack == "socket_localhost":
         assert "unreachable" in result.stderr.lower()
     if attack == "stdout_1gb":
@@ -200,19 +208,87 @@ def test_samples_get_own_uid_and_removed_temp_dir(sandbox):
     assert result.passed, result
     uid, gid, groups, owner, cwd = result.stdout.split(maxsplit=4)
     assert int(uid) in sandbox.sample_uids and uid == gid == owner and groups == "[]"
-    assert cwd.strip().startswith(tempfile.gettempdir()) and not os.path.exists(cwd.strip())
-    assert os.path.isdir(os.path.dirname(cwd.strip()))  # the sandbox's own folder, removed on close
+    assert not os.path.exists(cwd.strip())
+    if sandbox.isolation["private_tmp"]:  # made in the sample's own /tmp, named as the host's would be
+        assert cwd.strip() == os.path.join(
+            "/tmp", os.path.basename(sandbox._workdir), os.path.basename(cwd.strip())
+        )
+    else:  # in the sandbox's own folder, removed on close
+        assert os.path.dirname(cwd.strip()) == sandbox._workdir
     assert sandbox.isolation["network"] == "netns"
 
 
 @needs_root
 def test_socket_guard_fallback_refuses_sockets(listener):
     program = f"import socket\nsocket.create_connection(('127.0.0.1', {listener.getsockname()[1]}))\n"
+    # past the Python-level guard, as ctypes gets: the seccomp filter refuses socket() of every family
+    raw = textwrap.dedent(f"""
+        import ctypes, errno, socket
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
+        if fd >= 0:
+            address = socket.inet_aton("127.0.0.1")
+            sockaddr = (2).to_bytes(2, "little") + ({listener.getsockname()[1]}).to_bytes(2, "big") + address
+            print("connect", libc.connect(fd, (sockaddr + bytes(8)), 16))
+        print(fd, errno.errorcode.get(ctypes.get_errno()))
+    """)
     with Sandbox(workers=1, network="guard", timeout=2.0) as guarded:
-        assert guarded.isolation["network"] == "guard"
+        assert guarded.isolation["network"] == "guard" and guarded.isolation["seccomp"]
         result = guarded.run(program)
+        raw_result = guarded.run(raw)
     assert result.status == "failed" and "network access is disabled" in result.stderr
+    assert raw_result.passed and raw_result.stdout == "-1 EPERM\n"
     assert select.select([listener], [], [], 0.05)[0] == []
+
+
+def _python_for(uid: int) -> str | None:
+    """An interpreter ``uid`` can run: this one unless it lives under /root (pyenv), else the system's."""
+    for python in (sys.executable, "/usr/bin/python3"):
+        probe = [python, "-c", "import sys; assert sys.version_info >= (3, 10)"]
+        try:
+            if subprocess.run(probe, user=uid, group=uid, extra_groups=[]).returncode == 0:
+                return python
+        except OSError:  # not there, or not executable by uid
+            pass
+    return None
+
+
+@needs_root
+def test_without_root_the_seccomp_filter_still_holds():
+    """The sandbox as an ordinary user: no namespaces and no uid drop, said so, but the filter holds."""
+    import json
+
+    nobody = 65534
+    python = _python_for(nobody)
+    if python is None:
+        pytest.skip("no Python interpreter that an unprivileged user can run")
+    module = os.path.join(os.path.dirname(__file__), "..", "src", "instructkit", "evaluate", "sandbox.py")
+    script = textwrap.dedent(f"""
+        import importlib.util, json, sys
+        spec = importlib.util.spec_from_file_location("sandbox", {os.path.abspath(module)!r})
+        sandbox = importlib.util.module_from_spec(spec)
+        sys.modules["sandbox"] = sandbox  # dataclasses look their module up
+        spec.loader.exec_module(sandbox)
+        with sandbox.Sandbox(workers=1, timeout=5.0) as sb:
+            result = sb.run({NAMESPACE_AND_KERNEL_ESCAPES + SOCKETS!r})
+            print(json.dumps({{"isolation": sb.isolation, "result": result.__dict__}}))
+    """)
+    run = subprocess.run([python, "-c", script], user=nobody, group=nobody, extra_groups=[], cwd="/",
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    isolation, result = report["isolation"], report["result"]
+    assert isolation["uid"] is None and isolation["network"] == "guard" and isolation["seccomp"]
+    assert not (isolation["pid_namespace"] or isolation["ipc_namespace"] or isolation["private_tmp"])
+    assert [m.split(":")[0] for m in isolation["missing"]] == [
+        "uid drop", "network namespace", "PID namespace", "IPC namespace", "private /tmp and /dev/shm",
+        "read-only host mounts", "private /proc",
+    ]  # fmt: skip
+    assert "sandbox started without: uid drop" in run.stderr  # the warning, at start
+    assert result["status"] == "passed", result
+    expected = ["unshare -U 1"] if shutil.which("unshare") else []
+    expected += ["clone EPERM", "io_uring_setup EPERM", "add_key EPERM", "unshare EPERM"]
+    assert result["stdout"].splitlines() == expected + ["socket AF_UNIX EPERM", "socket AF_INET EPERM"]
 
 
 @needs_root
@@ -249,8 +325,272 @@ def test_killed_worker_is_replaced_and_its_leftovers_killed(mode):
         # the kernel (namespace) or the replacement (uid sweep) killed them; zombies are left to init
         assert not [p for p, (u, _, state) in _processes().items() if u == uid and state != "Z"]
         workdir = sb._workdir
-        assert len(os.listdir(workdir)) == 1  # the temp dir of the sample that was running when killed
+        # the temp dir of the sample that was running when killed, unless it was in the sample's own /tmp
+        assert len(os.listdir(workdir)) == (0 if sb.isolation["private_tmp"] else 1)
     assert not os.path.exists(workdir)
+
+
+# -- what a sample leaves behind and what it can reach, beyond its own files and processes ----------------
+
+
+def _sysv_segments_of(uids: list[int]) -> list[int]:
+    """shmids of the host's SysV shared memory segments created by any of ``uids``."""
+    with open("/proc/sysvipc/shm") as f:
+        rows = [line.split() for line in f.read().splitlines()[1:]]
+    return [int(row[1]) for row in rows if int(row[9]) in uids]  # columns: key shmid ... uid gid cuid
+
+
+def _remove_sysv_segments(shmids: list[int]) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for shmid in shmids:
+        libc.shmctl(shmid, 0, None)  # IPC_RMID
+
+
+SYSV_SHM = textwrap.dedent("""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    size = 64 << 20
+    shmid = libc.shmget(0, size, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600, and never IPC_RMID
+    assert shmid >= 0, ctypes.get_errno()
+    address = libc.shmat(shmid, None, 0)
+    assert address not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+    ctypes.memset(address, 1, size)  # resident, as the 512 MiB left by two samples were
+    print(shmid)
+""")
+
+
+@needs_root
+def test_sysv_shared_memory_is_gone_after_the_sample(sandbox):
+    try:
+        result = sandbox.run(SYSV_SHM)
+        assert result.passed, result
+        assert int(result.stdout) >= 0  # the sample did make a segment
+        assert _sysv_segments_of(sandbox.sample_uids) == []
+    finally:
+        _remove_sysv_segments(_sysv_segments_of(sandbox.sample_uids))  # should the assertion fail
+
+
+@needs_root
+def test_files_in_tmp_and_dev_shm_are_gone_after_the_sample(sandbox):
+    name = f"instructkit-sandbox-test-{os.urandom(4).hex()}"
+    host_file = os.path.join("/tmp", name + "-host")  # the host's: a sample with its own /tmp does not see it
+    with open(host_file, "w") as f:
+        f.write("host")
+    os.chmod(host_file, 0o644)
+    program = textwrap.dedent(f"""
+        import os
+        for folder in ("/tmp", "/dev/shm"):
+            with open(os.path.join(folder, {name!r}), "wb") as f:
+                f.write(b"x" * (1 << 20))
+            assert os.path.getsize(os.path.join(folder, {name!r})) == 1 << 20
+        print(os.path.exists({host_file!r}))
+    """)
+    left = [os.path.join(folder, name) for folder in ("/tmp", "/dev/shm")]
+    try:
+        result = sandbox.run(program)
+        assert result.passed, result
+        assert [path for path in left if os.path.exists(path)] == []
+        assert result.stdout == "False\n"
+    finally:
+        for path in left + [host_file]:
+            if os.path.exists(path):
+                os.remove(path)
+
+
+@needs_root
+def test_private_tmp_dev_shm_and_cwd_are_capped_at_tmp_mb(sandbox):
+    program = textwrap.dedent("""
+        import errno, os
+        for folder in (os.getcwd(), "/dev/shm"):
+            written = 0
+            try:
+                for i in range(16):  # 64 MiB at most, in files under max_file_mb
+                    with open(os.path.join(folder, f"fill-{i}"), "wb") as f:
+                        f.write(b"x" * (4 << 20))
+                    written += 4
+            except OSError as exc:
+                print(written, errno.errorcode[exc.errno])
+            else:
+                print(written, "no error")
+            for i in range(16):
+                if os.path.exists(os.path.join(folder, f"fill-{i}")):
+                    os.remove(os.path.join(folder, f"fill-{i}"))
+    """)
+    result = sandbox.run(program, tmp_mb=10)
+    assert result.passed, result
+    # a third 4 MiB file does not fit in 10 MiB, in each of the two tmpfs (the cwd is in the /tmp one)
+    assert result.stdout.splitlines() == ["8 ENOSPC", "8 ENOSPC"]
+
+
+@pytest.fixture
+def unix_listeners():
+    """Host UNIX sockets at paths any uid may connect to, as D-Bus's, syslog's or docker's are.
+
+    Outside /tmp, so that a sample sees the path as the host does (its /tmp is its own).
+    """
+    folder = tempfile.mkdtemp(prefix="sandbox-unix-", dir=HOST_DIR)
+    os.chmod(folder, 0o777)
+    stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream.bind(os.path.join(folder, "stream.sock"))
+    stream.listen()
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(os.path.join(folder, "dgram.sock"))
+    for server in (stream, dgram):
+        os.chmod(server.getsockname(), 0o777)
+        server.setblocking(False)
+    yield stream, dgram
+    for server in (stream, dgram):
+        os.remove(server.getsockname())
+        server.close()
+    os.rmdir(folder)
+
+
+@needs_root
+def test_host_unix_sockets_are_unreachable(sandbox, unix_listeners):
+    stream, dgram = unix_listeners
+    program = textwrap.dedent(f"""
+        import asyncio, socket
+        attempts = {{
+            "connect": lambda: socket.socket(socket.AF_UNIX).connect({stream.getsockname()!r}),
+            "sendto": lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"x", {dgram.getsockname()!r}),
+            "socketpair sendto": lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0].sendto(
+                b"x", {dgram.getsockname()!r}
+            ),
+        }}
+        for name, attempt in attempts.items():
+            try:
+                attempt()
+                print(name, "reached the host")
+            except OSError as exc:
+                print(name, type(exc).__name__)
+        # unnamed stream pairs still work: asyncio's event loop and multiprocessing.Pipe are made of them
+        a, b = socket.socketpair()
+        a.sendall(b"hi")
+        assert b.recv(2) == b"hi"
+        asyncio.run(asyncio.sleep(0))
+    """)
+    result = sandbox.run(program)
+    assert result.passed, result
+    assert result.stdout.splitlines() == [
+        "connect PermissionError",
+        "sendto PermissionError",
+        "socketpair sendto PermissionError",
+    ]
+    assert select.select([stream, dgram], [], [], 0.05)[0] == []
+
+
+NAMESPACE_AND_KERNEL_ESCAPES = textwrap.dedent("""
+    import ctypes, errno, os, shutil, subprocess
+    libc = ctypes.CDLL(None, use_errno=True)
+    number = {
+        "x86_64": {"clone": 56, "io_uring_setup": 425, "add_key": 248},
+        "aarch64": {"clone": 220, "io_uring_setup": 425, "add_key": 217},
+    }[os.uname().machine]
+    CLONE_NEWUSER, SIGCHLD = 0x10000000, 17
+
+    def outcome(returned):
+        return "allowed" if returned >= 0 else errno.errorcode[ctypes.get_errno()]
+
+    # each before unshare(): a process already in a new user namespace could not make another one
+    if shutil.which("unshare"):
+        print("unshare -U", subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode)
+    # no new stack: the child goes on like a fork's
+    pid = libc.syscall(ctypes.c_long(number["clone"]), ctypes.c_long(CLONE_NEWUSER | SIGCHLD),
+                       ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+    if pid == 0:
+        os._exit(0)
+    if pid > 0:
+        os.waitpid(pid, 0)
+    print("clone", outcome(pid))
+    params = ctypes.create_string_buffer(120)
+    print("io_uring_setup", outcome(libc.syscall(ctypes.c_long(number["io_uring_setup"]), ctypes.c_long(1), params)))
+    key = libc.syscall(ctypes.c_long(number["add_key"]), b"user", b"left-behind", b"x", ctypes.c_long(1),
+                       ctypes.c_long(-4))  # KEY_SPEC_USER_KEYRING
+    print("add_key", outcome(key))
+    print("unshare", outcome(libc.unshare(CLONE_NEWUSER)))
+""")
+
+
+#: Appended to the program above: every socket family, as the filter of a sandbox without a network namespace
+#: refuses them.
+SOCKETS = textwrap.dedent("""
+    import socket
+    for family in (socket.AF_UNIX, socket.AF_INET):
+        print("socket", family.name, outcome(libc.socket(family, socket.SOCK_STREAM, 0)))
+""")
+
+
+@needs_root
+@pytest.mark.skipif(
+    os.uname().machine not in ("x86_64", "aarch64"), reason="the seccomp filter's architectures"
+)
+def test_user_namespaces_io_uring_and_keyrings_are_refused(sandbox):
+    result = sandbox.run(NAMESPACE_AND_KERNEL_ESCAPES)
+    assert result.passed, result
+    expected = ["unshare -U 1"] if shutil.which("unshare") else []
+    expected += ["clone EPERM", "io_uring_setup EPERM", "add_key EPERM", "unshare EPERM"]
+    assert result.stdout.splitlines() == expected
+
+
+@needs_root
+def test_proc_shows_only_the_sandbox_pid_namespace(sandbox):
+    marker = f"instructkit-host-process-{os.urandom(4).hex()}"
+    host = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    program = textwrap.dedent("""
+        import os
+        seen = {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/cmdline", "rb") as f:
+                        seen[int(name)] = f.read().replace(b"\\0", b" ").decode(errors="replace")
+                except OSError:
+                    pass
+        print(os.getpid() in seen, len(seen))
+        print(seen.get(1, ""))
+        print(" | ".join(seen.values()))
+    """)
+    try:
+        for _ in range(500):  # until the host process has exec'd and shows the marker
+            with open(f"/proc/{host.pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    break
+            time.sleep(0.01)
+        result = sandbox.run(program)
+    finally:
+        host.kill()
+        host.wait()
+    assert result.passed, result
+    sees_itself, count = result.stdout.splitlines()[0].split()
+    assert sees_itself == "True"
+    if sandbox.isolation["pid_namespace"]:
+        assert sandbox.isolation["private_proc"]
+        assert marker not in result.stdout
+        assert "--worker" in result.stdout.splitlines()[1]  # pid 1: the worker, init of the namespace
+        assert int(count) == 2  # the worker and the sample
+    else:  # the fallback without a PID namespace keeps the host's /proc, and says so
+        assert not sandbox.isolation["private_proc"]
+        assert marker in result.stdout
+        assert any("/proc" in missing for missing in sandbox.isolation["missing"])
+
+
+@needs_root
+def test_isolation_says_what_each_sandbox_got(sandbox, caplog):
+    isolation = sandbox.isolation
+    assert isolation["ipc_namespace"] and isolation["private_tmp"] and isolation["seccomp"]
+    assert isolation["private_proc"] == isolation["pid_namespace"]
+    assert (isolation["missing"] == []) == isolation["pid_namespace"]
+    logger = "instructkit.evaluate.sandbox"
+    with (
+        caplog.at_level("WARNING", logger),
+        Sandbox(workers=1, pid_namespace=False, network="guard") as weaker,
+    ):
+        missing = weaker.isolation["missing"]
+    assert [m.split(":")[0] for m in missing] == ["network namespace", "PID namespace", "private /proc"]
+    assert all(m in caplog.text for m in missing)
 
 
 def test_statuses_exit_codes_and_output(sandbox):
@@ -286,6 +626,27 @@ def test_sample_imports_stdlib_and_site_packages(sandbox):
     result = sandbox.run(program)
     assert result.passed, result.stderr
     assert result.stdout == "1.5 1/3\n"
+
+
+@needs_root
+def test_sample_imports_from_a_sys_path_entry_under_tmp(monkeypatch):
+    """A project or virtual environment under /tmp stays importable though the sample's /tmp is its own."""
+    folder = tempfile.mkdtemp(prefix="sandbox-syspath-", dir="/tmp")
+    os.chmod(folder, 0o755)
+    with open(os.path.join(folder, "ik_module_under_tmp.py"), "w") as f:
+        f.write("VALUE = 42\n")
+    os.chmod(os.path.join(folder, "ik_module_under_tmp.py"), 0o644)
+    monkeypatch.syspath_prepend(folder)
+    try:
+        with Sandbox(workers=1, timeout=2.0) as sb:
+            result = sb.run(
+                f"import os, ik_module_under_tmp\nprint(ik_module_under_tmp.VALUE, os.path.exists({folder!r}))"
+            )
+            private_tmp = sb.isolation["private_tmp"]
+    finally:
+        shutil.rmtree(folder)
+    assert result.passed, result
+    assert result.stdout == f"42 {not private_tmp}\n"  # imported, though the folder is not there by its path
 
 
 def test_options_are_validated(sandbox):

@@ -8,8 +8,14 @@ Here a :class:`Sandbox` keeps a few long-lived worker interpreters (``python -I 
 stdlib only, so they stay small whatever the calling process has imported). A worker forks one fresh
 child per sample (a few milliseconds); before the child runs the program it
 
-* starts its own session, gets a fresh temp directory as its cwd (removed afterwards) and /dev/null as
-  stdin; stdout and stderr go to unlinked files, of which ``max_output_bytes`` are kept;
+* starts its own session, gets a fresh temp directory as its cwd and /dev/null as stdin; stdout and
+  stderr go to unlinked files, of which ``max_output_bytes`` are kept;
+* gets its own IPC namespace: SysV shared memory, semaphores and message queues (and POSIX message
+  queues) that it makes and never removes go with it;
+* gets its own mount namespace (propagation private, so nothing reaches the host's mounts) in which every
+  host mount is read-only; ``/tmp`` (which holds its cwd) and ``/dev/shm`` are fresh tmpfs of ``tmp_mb``
+  each, so all it can write is bounded and in RAM, and gone with its last process; ``/proc`` is mounted
+  afresh for the worker's PID namespace, so it shows the worker (pid 1) and the sample, no host process;
 * gets ``RLIMIT_CPU``, ``RLIMIT_AS`` (``memory_mb``), ``RLIMIT_FSIZE`` (``max_file_mb``, for any file it
   writes, stdout included: past it a write fails with "File too large"), ``RLIMIT_NPROC``
   (``max_processes``, threads included) and ``RLIMIT_CORE=0``;
@@ -19,20 +25,34 @@ child per sample (a few milliseconds); before the child runs the program it
   root with ordinary permissions cannot be changed, and no process outside the sample can be signalled;
 * has no network: each worker moves into a new, empty network namespace at start (as root), so not even
   127.0.0.1 is reachable. Without the privilege for that, a guard replaces Python's ``socket`` functions
-  in the child: that guard is a fallback for honest programs, not a boundary (ctypes or a subprocess
-  gets past it).
+  in the child (a clear error for honest programs) and the seccomp filter refuses every ``socket()``;
+* installs, last, a seccomp filter (x86_64 and aarch64; see ``_seccomp_program``): no ``socket(AF_UNIX)``
+  (a network namespace does not isolate UNIX sockets bound to a path: D-Bus, syslog, docker), unnamed
+  stream ``socketpair``s only, no new user namespace and no ``setns``, no io_uring, no kernel keyrings.
+  So ``multiprocessing``'s Manager and forkserver, which listen on a UNIX socket path, fail in a sample.
 
 Cleanup, on exit or timeout (wall clock; ``RLIMIT_CPU`` is the backstop): a root worker also makes itself
 init of a new PID namespace at start, so one ``kill(-1, SIGKILL)`` from it ends every process a sample
 left, daemons included, and if the worker dies the kernel kills them all. Where that is not allowed, the
 worker kills the sample's process group and then every process of the sample's uid (from a helper that
-takes that uid), and reaps them as a child subreaper. ``Sandbox.isolation`` says what a sandbox got.
+takes that uid), and reaps them as a child subreaper. The sample's namespaces, and the tmpfs and SysV
+segments in them, end with its last process.
 
-The per-process limits bound a sample in total by ``max_processes * memory_mb`` of address space. What
-this does not do: hide readable files (a sample can read what any user can read), confine a sample's
-writes to world-writable places such as /tmp (each file capped at ``max_file_mb``), or isolate samples of
-one worker from each other (they share a uid, one after the other). Without root there is no uid drop
-(``RLIMIT_NPROC`` then counts all of the user's processes) and only the socket guard. Linux only.
+A worker tries each protection once at start; ``Sandbox.isolation`` says what a sandbox got, and lists
+each one missing, with the reason, under ``missing`` (also logged as a warning). Without root: no uid drop
+(``RLIMIT_NPROC`` then counts all of the user's processes) and no namespaces, so /tmp, /dev/shm and SysV
+IPC are the host's and what a sample leaves there stays, and /proc shows the host's processes; the
+seccomp filter still holds, and refuses every socket. Without a PID namespace, /proc is the host's.
+Before Linux 5.12 (no ``mount_setattr``) the host's world-writable folders other than /tmp and /dev/shm
+(/var/tmp) stay writable. On another architecture there is no seccomp filter.
+
+The per-process limits bound a sample in total by ``max_processes * memory_mb`` of address space, plus
+``2 * tmp_mb`` of files in RAM. What this does not do: hide readable files (a sample can read what any
+user can read, /sys included), bound the kernel memory its syscalls use (beyond the tmpfs inode caps),
+or guard against kernel bugs (the filter narrows what a sample can reach; it is not an allow-list).
+Samples of one worker share a uid and the worker's network namespace, one after the other; with the
+per-sample namespaces and read-only mounts, no file, IPC object or process of one reaches the next.
+Linux only.
 """
 
 from __future__ import annotations
@@ -45,7 +65,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -77,13 +97,17 @@ class RunOptions:
     raises ``OSError: [Errno 27] File too large`` (Python ignores SIGXFSZ; other programs die of it)."""
     max_output_bytes: int = 64 * 1024
     """How much of stdout and of stderr the result keeps."""
+    tmp_mb: int = 64
+    """Size of the sample's own ``/tmp`` (which holds its cwd) and of its own ``/dev/shm``: each a fresh tmpfs
+    (RAM), gone when the sample ends; past it a write raises ``OSError: [Errno 28] No space left on device``.
+    Only where the sandbox has a mount namespace (``Sandbox.isolation["private_tmp"]``)."""
     run_name: str = "__main__"
     """``__name__`` of the program's module; anything else skips its ``if __name__ == "__main__":`` block."""
     must_finish: bool = False
     """Passed only if the program's last statement ran: an early ``sys.exit(0)``/``os._exit(0)`` fails."""
 
     def __post_init__(self) -> None:
-        for name in ("timeout", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes"):
+        for name in ("timeout", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes", "tmp_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
@@ -165,13 +189,27 @@ class Sandbox:
             raise
         self._threads = ThreadPoolExecutor(n, thread_name_prefix="sandbox")
         self._closed = False
+        if self._workers[0].info["missing"]:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "sandbox started without: %s", "; ".join(self._workers[0].info["missing"])
+            )
 
     @property
     def isolation(self) -> dict[str, object]:
-        """What the workers got: ``network`` ("netns" or "guard"), ``uid`` (None: not root, no uid drop) and
-        ``pid_namespace`` (False: leftovers are found by process group and uid instead)."""
+        """What the workers got (the module docstring says what each gives):
+
+        * ``network``: "netns" or "guard"; ``uid``: None when not root (no uid drop);
+        * ``pid_namespace`` (False: leftovers are found by process group and uid instead);
+        * per sample: ``ipc_namespace``, ``private_tmp`` (its own /tmp, /dev/shm and cwd on tmpfs),
+          ``read_only_host`` (every other mount read-only), ``private_proc`` (a /proc of the PID
+          namespace), ``seccomp`` (the syscall filter);
+        * ``missing``: one line per protection not obtained, saying why (also logged as a warning at start).
+        """
         info = self._workers[0].info
-        keys = ("network", "uid", "pid_namespace")
+        keys = ("network", "uid", "pid_namespace", "ipc_namespace", "private_tmp", "read_only_host",
+                "private_proc", "seccomp", "missing")  # fmt: skip
         return {**{k: info[k] for k in keys}, "workers": len(self._workers)}
 
     @property
@@ -363,25 +401,37 @@ class _Worker:
 # environment, stdio objects, sys.path and sys.argv, no_new_privs, which fds to close) is done once in the
 # worker, and per-sample values (rlimits) are computed before the fork; the child makes a few syscalls.
 
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
+_CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
 _PR_SET_PDEATHSIG = 1
+_PR_SET_SECCOMP = 22
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
+_SECCOMP_MODE_FILTER = 2
+_SYS_MOUNT_SETATTR = 442  # the same number on x86_64 and aarch64 (and every other architecture but alpha)
+_AT_FDCWD, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY = -100, 0x8000, 0x1
 _DONE_FD = 3  # the sample writes b"S" here once set up, and a nonce once its program has run to the end
+_PRIVATE_TMPFS = ("/tmp", "/dev/shm")  # a fresh tmpfs on each, per sample, where the kernel allows
 _libc = None
+_seccomp_buffers: list = []  # the filter the samples install, kept alive for the worker's lifetime
 
 
-def _libc_call(name: str, *args: int) -> None:
+def _libc_call(name: str, *args: int | bytes | None) -> int:
     import ctypes
 
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    # c_ulong: prctl is variadic, and the kernel checks unused arguments are exactly 0.
-    if getattr(_libc, name)(*(ctypes.c_ulong(a) for a in args)) != 0:
+    # c_ulong: prctl and syscall are variadic, and the kernel checks unused arguments are exactly 0.
+    returned = getattr(_libc, name)(*(ctypes.c_ulong(a) if isinstance(a, int) else a for a in args))
+    if returned == -1:
         err = ctypes.get_errno()
-        raise OSError(err, f"{name}: {os.strerror(err)}")
+        raise OSError(err, f"{os.strerror(err)} ({name})")
+    return returned
 
 
 @dataclass
@@ -392,6 +442,11 @@ class _Confinement:
     network: str  # "netns" or "guard"
     pid_namespace: bool  # the worker is init of its own PID namespace, and samples live in it
     sample_dir: str  # each sample's cwd, made for it and removed after it; one path, so one environment
+    unshare_flags: int  # each sample's own namespaces (IPC, mount); 0: none
+    tmpfs: tuple[bytes, ...]  # fresh tmpfs per sample (the cwd made in /tmp's); empty: the host's /tmp
+    read_only_host: bool  # in the sample's mount namespace, every mount but its tmpfs is read-only
+    private_proc: bool  # a fresh /proc per sample, showing the worker's PID namespace only
+    seccomp: int  # address of the sock_fprog each sample installs; 0: none
     devnull: int  # fds the child needs, opened once
     out_fd: int
     err_fd: int
@@ -414,20 +469,50 @@ def _worker_main(config: dict) -> None:
             out.write(json.dumps({"error": error}).encode() + b"\n")
             out.flush()
             return
+    why_not = {"uid drop": None if uid is not None else "the worker is not root"}
     network = config["network"]
+    why_not["network namespace"] = f"turned off (network={network!r})"
     if network == "auto":
         try:
             _libc_call("unshare", _CLONE_NEWNET)
-            network = "netns"
-        except OSError:
-            network = "guard"
+            network, why_not["network namespace"] = "netns", None
+        except OSError as exc:
+            network, why_not["network namespace"] = "guard", f"refused ({exc.strerror})"
     if config.get("sweep_uid") is not None and uid is not None:
         # leftovers of a killed worker that had no PID namespace; from out here, where kill(-1) sees them
         _kill_uid(config["sweep_uid"])
-    pid_namespace = uid is not None and config["pid_namespace"] and _become_pid_namespace_init()
+    pid_namespace = False
+    if uid is None:
+        why_not["PID namespace"] = "needs root"
+    elif not config["pid_namespace"]:
+        why_not["PID namespace"] = "turned off (pid_namespace=False)"
+    else:
+        try:
+            _become_pid_namespace_init()
+            pid_namespace, why_not["PID namespace"] = True, None
+        except OSError as exc:
+            why_not["PID namespace"] = f"refused ({exc.strerror})"
     _libc_call("prctl", _PR_SET_CHILD_SUBREAPER, 1)  # orphans of samples come back to this process
-    # inherited by every sample, and no setuid binary can then give root back; harmless to the worker
+    # inherited by every sample, and no setuid binary can then give root back; harmless to the worker.
+    # It also lets a sample of any uid install the seccomp filter.
     _libc_call("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    seccomp = 0
+    try:
+        seccomp = _load_seccomp(_seccomp_program(all_sockets=network == "guard"))
+    except ValueError as exc:
+        found = _probe_isolation(uid, pid_namespace, 0)
+        found["seccomp"] = str(exc)
+    else:
+        found = _probe_isolation(uid, pid_namespace, seccomp)
+    got = {key: why is None for key, why in found.items()}
+    if why_not["network namespace"]:
+        instead = (
+            "the seccomp filter refuses socket()" if got["seccomp"] else "only a Python-level socket guard"
+        )
+        why_not["network namespace"] += f"; {instead}"
+    why_not.update((_PROTECTIONS[key], why) for key, why in found.items())
+    missing = [f"{name}: {why}" for name, why in why_not.items() if why is not None]
+    seccomp = seccomp if got["seccomp"] else 0
     import builtins  # noqa: F401  what a sample needs, imported from the worker's own clean sys.path
     import linecache  # noqa: F401
     import resource  # noqa: F401
@@ -435,8 +520,9 @@ def _worker_main(config: dict) -> None:
     if network == "guard":
         import socket  # noqa: F401
     host_pid = int(os.readlink("/proc/self"))  # os.getpid() is 1 inside a PID namespace
-    conf = _prepare(config, uid, network, pid_namespace, f"worker-{host_pid}")
-    info = {"network": network, "uid": uid, "pid": host_pid, "pid_namespace": pid_namespace}
+    conf = _prepare(config, uid, network, pid_namespace, f"worker-{host_pid}", got, seccomp)
+    info = {"network": network, "uid": uid, "pid": host_pid, "pid_namespace": pid_namespace, **got,
+            "missing": missing}  # fmt: skip
     out.write(json.dumps(info).encode() + b"\n")
     out.flush()
     for line in inp:
@@ -453,21 +539,18 @@ def _worker_main(config: dict) -> None:
             return
 
 
-def _become_pid_namespace_init() -> bool:
-    """Fork into a new PID namespace; the child, its init, carries on as the worker and returns True.
+def _become_pid_namespace_init() -> None:
+    """Fork into a new PID namespace; the child, its init, carries on as the worker and returns.
 
     Inside, ``kill(-1, SIGKILL)`` ends every process of every sample and nothing else, orphans come to
     the worker to be reaped, and if the worker dies the kernel kills the whole namespace. The original
-    process only waits for it and exits with it. False where namespaces are not allowed.
+    process only waits for it and exits with it. OSError where namespaces are not allowed.
     """
-    try:
-        _libc_call("unshare", _CLONE_NEWPID)
-    except OSError:
-        return False
+    _libc_call("unshare", _CLONE_NEWPID)
     inner = os.fork()
     if inner == 0:
         _libc_call("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL)
-        return True
+        return
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)  # let go of the pipes: the parent sees end of file as soon as the inner worker exits
     os.dup2(null, 1)
@@ -475,12 +558,211 @@ def _become_pid_namespace_init() -> bool:
     os._exit(max(os.waitstatus_to_exitcode(status), 0))
 
 
-def _prepare(config: dict, uid: int | None, network: str, pid_namespace: bool, name: str) -> _Confinement:
+#: What the probe tries, as ``Sandbox.isolation`` names it and as its ``missing`` lines say it.
+_PROTECTIONS = {
+    "ipc_namespace": "IPC namespace",
+    "private_tmp": "private /tmp and /dev/shm",
+    "read_only_host": "read-only host mounts",
+    "private_proc": "private /proc",
+    "seccomp": "seccomp filter",
+}
+
+
+def _probe_isolation(uid: int | None, pid_namespace: bool, seccomp: int) -> dict[str, str | None]:
+    """Try each per-sample protection once, in a throwaway child, as a sample will: key -> why not, or None.
+
+    So that ``Sandbox.isolation`` says at start what the samples get, and each sample does only what works.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        found: dict[str, str | None] = {}
+
+        def attempt(key: str, why_not: str | None, step: Callable[[], object]) -> None:
+            if why_not is None:
+                try:
+                    step()
+                except OSError as exc:
+                    why_not = f"refused ({exc.strerror})"
+            found[key] = why_not
+            os.write(write, json.dumps([key, why_not]).encode() + b"\n")  # line by line: the probe may die
+
+        def private_tmp() -> None:
+            _libc_call("unshare", _CLONE_NEWNS)
+            _make_mounts_private()
+            _mount_tmpfs(_tmpfs_targets(), b"size=1m")
+
+        root = None if uid is not None else "needs root"
+        attempt("ipc_namespace", root, lambda: _libc_call("unshare", _CLONE_NEWIPC))
+        attempt("private_tmp", root, private_tmp)
+        mounts = found["private_tmp"] and "needs the mount namespace"
+        attempt("read_only_host", mounts, _remount_read_only)
+        attempt("private_proc", mounts or (None if pid_namespace else "needs the PID namespace"), _mount_proc)
+        attempt("seccomp", None if seccomp else "not built", lambda: _install_seccomp(seccomp, check=True))
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    with open(read, "rb") as lines:
+        found = dict(json.loads(line) for line in lines)
+    died = f"the probe died (exit status {os.waitstatus_to_exitcode(status)})"
+    return {key: found.get(key, died) for key in _PROTECTIONS}
+
+
+def _tmpfs_targets() -> tuple[bytes, ...]:
+    return tuple(target.encode() for target in _PRIVATE_TMPFS if os.path.isdir(target))
+
+
+def _make_mounts_private() -> None:
+    """In a new mount namespace: no mount made here reaches the host's (``mount --make-rprivate /``)."""
+    _libc_call("mount", None, b"/", None, _MS_REC | _MS_PRIVATE, None)
+
+
+def _remount_read_only() -> None:
+    """Every mount of this (new) namespace read-only in one call: ``mount_setattr(2)``, Linux 5.12+.
+
+    Files opened before stay writable (the sample's stdout and stderr): they belong to the worker's mounts.
+    """
+    import ctypes
+
+    # struct mount_attr: attributes to set, to clear, propagation, user namespace fd
+    attr = (ctypes.c_uint64 * 4)(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+    _libc_call("syscall", _SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE, attr, ctypes.sizeof(attr))
+
+
+def _mount_tmpfs(targets: tuple[bytes, ...], options: bytes) -> None:
+    for target in targets:
+        _libc_call("mount", b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
+
+
+def _mount_proc() -> None:
+    """A /proc of the PID namespace this process is in: the worker's, which holds only it and the sample."""
+    _libc_call("mount", b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
+
+
+def _install_seccomp(address: int, check: bool = False) -> None:
+    _libc_call("prctl", _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, address, 0, 0)
+    if check:  # the filter must refuse socket(AF_UNIX, SOCK_STREAM) with EPERM
+        try:
+            os.close(_libc_call("socket", 1, 1, 0))
+        except PermissionError:
+            return
+        raise OSError(0, "the filter let socket(AF_UNIX) through")
+
+
+#: Syscalls the filter checks, for the architectures it knows: (AUDIT_ARCH_*, numbers).
+_SECCOMP_ARCHES = {
+    "x86_64": (0xC000003E, {"socket": 41, "socketpair": 53, "clone": 56, "unshare": 272, "setns": 308,
+                            "clone3": 435, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+                            "add_key": 248, "request_key": 249, "keyctl": 250}),
+    "aarch64": (0xC00000B7, {"socket": 198, "socketpair": 199, "clone": 220, "unshare": 97, "setns": 268,
+                             "clone3": 435, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+                             "add_key": 217, "request_key": 218, "keyctl": 219}),
+}  # fmt: skip
+
+
+def _seccomp_program(all_sockets: bool) -> bytes:
+    """The samples' syscall filter: classic BPF, as ``struct sock_filter`` entries, for this machine.
+
+    * ``socket(AF_UNIX)`` is refused (EPERM): a network namespace does not isolate UNIX sockets bound to a
+      path (D-Bus, syslog, docker), and BPF cannot read the path a ``connect`` names, so no such socket
+      is made at all. With ``all_sockets`` (no network namespace) every ``socket()`` is. ``socketpair``
+      stays, stream and seqpacket only (asyncio and multiprocessing use them): a datagram pair can
+      ``sendto`` a path. Abstract UNIX addresses belong to the network namespace, so are the sample's own.
+    * A new user namespace (``unshare``/``clone`` with ``CLONE_NEWUSER``) and ``setns`` are refused: as
+      root of its own user namespace a process reaches much kernel code (mounts, netfilter) meant for
+      root only. ``clone3`` answers ENOSYS (its flags sit in memory BPF cannot read), so libc falls back
+      to ``clone``, which the filter can check.
+    * io_uring is refused: its operations (connect, openat, socket) run without passing the filter.
+    * Kernel keyrings are refused: keys belong to the uid, not the process, and would outlive the sample.
+    * Syscalls of another architecture (32-bit ones on a 64-bit kernel) kill the process, and x32 numbers
+      are refused: the numbers above would not mean the same syscalls there.
+
+    Hand-written rather than through libseccomp: the worker runs ``python -I`` with the stdlib only, on
+    purpose (see the cost model), and libseccomp's Python binding is a Debian package for the system
+    Python, not something this interpreter can import; the filter is a dozen comparisons. ValueError on
+    a machine it has no syscall numbers for.
+    """
+    import struct
+
+    machine = os.uname().machine
+    if machine not in _SECCOMP_ARCHES or sys.maxsize < 2**32 or sys.byteorder != "little":
+        raise ValueError(
+            f"no syscall numbers for {machine} ({struct.calcsize('P') * 8}-bit, {sys.byteorder})"
+        )
+    arch, nr = _SECCOMP_ARCHES[machine]
+    load, jeq, jge, jset, and_, ret = 0x20, 0x15, 0x35, 0x45, 0x54, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|...
+    allow, kill = 0x7FFF0000, 0x80000000  # SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS
+    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38  # SECCOMP_RET_ERRNO | errno
+    arg = [16, 24]  # offsets of the low 32 bits of arguments 0 and 1 in struct seccomp_data (little-endian)
+    # (opcode, k, jump if true, jump if false); a jump names a label below, None goes on to the next one
+    code: list = [(load, 4), (jeq, arch, None, "kill"), (load, 0)]
+    if machine == "x86_64":  # the x32 ABI: the same syscalls again, under numbers with bit 30 set
+        code.append((jge, 0x40000000, "eperm", None))
+    refused = ("setns", "io_uring_setup", "io_uring_enter", "io_uring_register", "add_key", "request_key")
+    refused += ("keyctl",)
+    code += [
+        (jeq, nr["socket"], "socket", None),
+        (jeq, nr["socketpair"], "socketpair", None),
+        (jeq, nr["unshare"], "namespace flags", None),
+        (jeq, nr["clone"], "namespace flags", None),
+        (jeq, nr["clone3"], "enosys", None),
+        *[(jeq, nr[name], "eperm", None) for name in refused],
+        (ret, allow),
+        "socket",
+        *([(ret, eperm)] if all_sockets else [(load, arg[0]), (jeq, 1, "eperm", "allow")]),  # AF_UNIX
+        "socketpair",  # its type without SOCK_NONBLOCK/SOCK_CLOEXEC: SOCK_STREAM or SOCK_SEQPACKET
+        *[(load, arg[1]), (and_, 0xF), (jeq, 1, "allow", None), (jeq, 5, "allow", "eperm")],
+        "namespace flags",
+        *[(load, arg[0]), (jset, _CLONE_NEWUSER, "eperm", "allow")],
+        "allow",
+        (ret, allow),
+        "eperm",
+        (ret, eperm),
+        "enosys",
+        (ret, enosys),
+        "kill",
+        (ret, kill),
+    ]
+    labels, n = {}, 0
+    for item in code:
+        if isinstance(item, str):
+            labels[item] = n
+        else:
+            n += 1
+    program = []
+    for item in code:
+        if not isinstance(item, str):
+            op, k, *jumps = item
+            jt, jf = (labels[j] - len(program) - 1 if j else 0 for j in [*jumps, None, None][:2])
+            program.append(struct.pack("=HBBI", op, jt, jf, k))
+    return b"".join(program)
+
+
+def _load_seccomp(program: bytes) -> int:
+    """The filter as a ``struct sock_fprog`` that lives as long as the worker; returns its address."""
+    import ctypes
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    _seccomp_buffers.extend([buffer, fprog])
+    return ctypes.addressof(fprog)
+
+
+def _prepare(config: dict, uid: int | None, network: str, pid_namespace: bool, name: str, got: dict[str, bool],
+             seccomp: int) -> _Confinement:  # fmt: skip
     """Set up, once, everything that is the same for each sample (see the cost model above)."""
     import fcntl
 
-    sample_dir = os.path.join(config["workdir"], name)
-    path_fds = _ImportView.build(config["sys_path"], uid).install()
+    if got["private_tmp"]:  # made, per sample, in the sample's own /tmp
+        sample_dir = os.path.join("/tmp", os.path.basename(config["workdir"]), name)
+    else:
+        sample_dir = os.path.join(config["workdir"], name)
+    hidden = _PRIVATE_TMPFS if got["private_tmp"] else ()
+    path_fds = _ImportView.build(config["sys_path"], uid, hidden).install()
 
     def high_fd(fd: int) -> int:  # out of the way of fds 0-3 of a child and of the worker's per-sample fds
         moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 256)
@@ -516,17 +798,22 @@ def _prepare(config: dict, uid: int | None, network: str, pid_namespace: bool, n
     sys.path.insert(0, "")  # the sample's cwd, as for `python program.py` there; for the worker:
     os.chdir(config["workdir"])  # root's, where no sample can write a module to shadow a late import
     sys.argv = [""]
-    return _Confinement(uid, network, pid_namespace, sample_dir, devnull, out_fd, err_fd, close_ranges)
+    unshare_flags = _CLONE_NEWIPC if got["ipc_namespace"] else 0
+    unshare_flags |= _CLONE_NEWNS if got["private_tmp"] else 0
+    tmpfs = _tmpfs_targets() if got["private_tmp"] else ()
+    return _Confinement(uid, network, pid_namespace, sample_dir, unshare_flags, tmpfs, got["read_only_host"],
+                        got["private_proc"], seccomp, devnull, out_fd, err_fd, close_ranges)  # fmt: skip
 
 
 @dataclass
 class _ImportView:
     """The parent's sys.path, as the sample's uid can reach it.
 
-    A Python under /root (pyenv, 0700) is unreachable to any other uid, so ``import heapq`` would fail.
-    The worker opens each such directory while root, and imports (its own and the samples') go through
-    ``/proc/self/fd/N``, which reaches the directory without walking its parents. Packages imported
-    already (``encodings``, for one) get their ``__path__`` rewritten the same way.
+    A Python under /root (pyenv, 0700) is unreachable to any other uid, so ``import heapq`` would fail;
+    a virtual environment under /tmp is hidden by the sample's own /tmp. The worker opens each such
+    directory while root, and imports (its own and the samples') go through ``/proc/self/fd/N``, which
+    reaches the directory without walking its parents. Packages imported already (``encodings``, for one)
+    get their ``__path__`` rewritten the same way.
     """
 
     sys_path: list[str]
@@ -534,13 +821,17 @@ class _ImportView:
     remap: list[tuple[str, str]]  # (unreachable directory, its /proc/self/fd path)
 
     @classmethod
-    def build(cls, entries: list[str], uid: int | None) -> _ImportView:
+    def build(cls, entries: list[str], uid: int | None, hidden: tuple[str, ...] = ()) -> _ImportView:
+        """``hidden``: folders a sample sees replaced by its own (its /tmp, its /dev/shm)."""
         import fcntl
 
         view = cls([], [], [])
         for entry in entries:
             real = os.path.realpath(entry)
-            if uid is None or not os.path.isdir(real) or _world_reachable(real):
+            seen = not any(
+                p == h or p.startswith(h + "/") for h in hidden for p in (os.path.abspath(entry), real)
+            )
+            if uid is None or not os.path.isdir(real) or (seen and _world_reachable(real)):
                 view.sys_path.append(entry)
                 continue
             low = os.open(real, os.O_PATH | os.O_DIRECTORY)
@@ -576,27 +867,22 @@ def _world_reachable(path: str) -> bool:
 
 
 def _execute(job: dict, conf: _Confinement) -> dict:
-    tmpdir = conf.sample_dir
+    tmpdir = None if conf.tmpfs else conf.sample_dir  # with its own /tmp, the sample makes its cwd there
+    if tmpdir is not None:
+        _make_sample_dir(tmpdir, conf.uid)
     try:
-        os.mkdir(tmpdir, 0o700)
-    except FileExistsError:  # left by a sample whose cleanup failed
-        import shutil
-
-        shutil.rmtree(tmpdir)
-        os.mkdir(tmpdir, 0o700)
-    try:
-        if conf.uid is not None:
-            os.chown(tmpdir, conf.uid, conf.uid)
         for fd in (conf.out_fd, conf.err_fd):
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
         limits = _rlimits(job)
+        # inodes too: an empty file costs no space but about 1 KiB of kernel memory
+        tmpfs_options = b"size=%dm,nr_inodes=%d,mode=1777" % (job["tmp_mb"], job["tmp_mb"] * 1024)
         done_r, done_w = os.pipe()
         nonce = os.urandom(8).hex().encode()
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            _child(job["code"], job["run_name"], nonce, limits, done_w, conf)
+            _child(job["code"], job["run_name"], nonce, limits, tmpfs_options, done_w, conf)
         os.close(done_w)
         try:
             exited = _wait_exit(pid, job["timeout"])
@@ -612,12 +898,13 @@ def _execute(job: dict, conf: _Confinement) -> dict:
             os.pread(fd, limit, 0).decode(errors="replace") for fd in (conf.out_fd, conf.err_fd)
         )
     finally:
-        try:
-            os.rmdir(tmpdir)  # the common case: the program left nothing behind
-        except OSError:
-            import shutil
+        if tmpdir is not None:
+            try:
+                os.rmdir(tmpdir)  # the common case: the program left nothing behind
+            except OSError:
+                import shutil
 
-            shutil.rmtree(tmpdir, ignore_errors=True)
+                shutil.rmtree(tmpdir, ignore_errors=True)
     returncode = os.waitstatus_to_exitcode(wstatus)
     cpu = usage.ru_utime + usage.ru_stime
     if not marker.startswith(b"S"):
@@ -634,6 +921,18 @@ def _execute(job: dict, conf: _Confinement) -> dict:
         status = "failed"
     return dict(status=status, returncode=returncode, stdout=stdout, stderr=stderr, seconds=round(seconds, 6),
                 peak_memory_mb=round(usage.ru_maxrss / 1024, 1))  # fmt: skip
+
+
+def _make_sample_dir(path: str, uid: int | None) -> None:
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:  # left by a sample whose cleanup failed
+        import shutil
+
+        shutil.rmtree(path)
+        os.mkdir(path, 0o700)
+    if uid is not None:
+        os.chown(path, uid, uid)
 
 
 def _rlimits(job: dict) -> list[tuple[int, tuple[int, int]]]:
@@ -657,7 +956,15 @@ def _rlimits(job: dict) -> list[tuple[int, tuple[int, int]]]:
     return limits
 
 
-def _child(code: str, run_name: str, nonce: bytes, limits: list, done_w: int, conf: _Confinement) -> None:
+def _child(
+    code: str,
+    run_name: str,
+    nonce: bytes,
+    limits: list,
+    tmpfs_options: bytes,
+    done_w: int,
+    conf: _Confinement,
+) -> None:
     """The sample process: confine itself, run the program, exit. Never returns into the worker."""
     import resource
 
@@ -669,6 +976,17 @@ def _child(code: str, run_name: str, nonce: bytes, limits: list, done_w: int, co
         os.dup2(done_w, _DONE_FD, inheritable=False)
         for low, high in conf.close_ranges:  # the worker's pipes to the parent, among others
             os.closerange(low, high)
+        if conf.unshare_flags:  # all of it goes when the sample's last process does
+            _libc_call("unshare", conf.unshare_flags)
+        if conf.tmpfs:
+            _make_mounts_private()
+            if conf.read_only_host:  # before the tmpfs mounts, which stay writable
+                _remount_read_only()
+            _mount_tmpfs(conf.tmpfs, tmpfs_options)
+            os.mkdir(os.path.dirname(conf.sample_dir), 0o755)
+            _make_sample_dir(conf.sample_dir, conf.uid)
+        if conf.private_proc:
+            _mount_proc()
         os.chdir(conf.sample_dir)
         for which, value in limits:
             resource.setrlimit(which, value)
@@ -682,6 +1000,8 @@ def _child(code: str, run_name: str, nonce: bytes, limits: list, done_w: int, co
                 os._exit(125)
         if conf.network == "guard":
             _install_socket_guard()
+        if conf.seccomp:  # last: it refuses unshare, which the set-up above needed
+            _install_seccomp(conf.seccomp)
         os.write(_DONE_FD, b"S")
     except BaseException:
         try:
