@@ -14,17 +14,15 @@ from rich.text import Text
 
 from instructkit.cli._common import console, err_console, printable, user_errors
 from instructkit.formats import RecordReader, dump_records, format_names, get_format
-from instructkit.formats.io import (
+from instructkit.formats.atomic import (
     OutputError,
     WriteError,
     check_outputs,
     check_suffix,
     commit_files,
     container_suffix,
-    encode_rows,
-    encode_text,
-    is_rejects_file,
 )
+from instructkit.formats.io import encode_rows, encode_text, is_rejects_file
 from instructkit.records import Record, RecordError
 
 app = typer.Typer(help="Read, convert, summarize and inspect instruction data.", no_args_is_help=True)

@@ -6,7 +6,7 @@ progress bar each), whole-dataset steps (dedup) see all records at once. Every d
 ``rejects.jsonl`` with its step, reason and detail; records in = kept (all splits) + rejected, always.
 
 The output folder is replaced as a unit: every file is written into a staging folder beside it, then
-swapped in (see ``formats.io.replaced_folder``), so an interrupted curate leaves the old folder or the
+swapped in (see ``formats.atomic.replaced_folder``), so an interrupted curate leaves the old folder or the
 new one, never new splits beside an old card. A folder that holds an input, or files curate did not
 write, is refused before anything is read.
 """
@@ -30,14 +30,8 @@ from instructkit.data.card import render_card_md
 from instructkit.data.split import SPLITS, SplitConfig, split_records
 from instructkit.data.summary import summarize
 from instructkit.formats import RecordReader, format_names, get_format, write_records
-from instructkit.formats.io import (
-    OutputError,
-    check_suffix,
-    recover_folder,
-    replaced_folder,
-    write_rows,
-    write_text,
-)
+from instructkit.formats.atomic import OutputError, check_suffix, recover_folder, replaced_folder
+from instructkit.formats.io import write_rows, write_text
 from instructkit.records import Record
 
 DEFAULT_STEPS: list[Any] = [

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from instructkit.formats import alpaca, conll, native, openai, prompt_completion, self_instruct, sharegpt  # noqa: F401
+from instructkit.formats.atomic import check_suffix
 from instructkit.formats.base import FORMATS, Format
 from instructkit.formats.io import (
     Row,
-    check_suffix,
     container_of,
     iter_json_array,
     iter_jsonl,
