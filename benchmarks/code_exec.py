@@ -102,7 +102,8 @@ def main() -> None:
         isolation = sandbox.isolation
         ours = [r.passed for r in check_humaneval_many(pairs, args.timeout, sandbox=sandbox)]
     ik_seconds = time.perf_counter() - start
-    how = ", ".join(f"{k}: {isolation[k]}" for k in ("network", "uid", "pid_namespace"))
+    shown = ("network", "uid", "pid_namespace", "ipc_namespace", "private_tmp", "private_proc", "seccomp")
+    how = ", ".join(f"{k}: {isolation[k]}" for k in shown)
     print(f"instructkit sandbox: {ik_seconds:.2f} s, {len(pairs) / ik_seconds:.1f} samples/s ({how})")
 
     start = time.perf_counter()
