@@ -5,6 +5,10 @@
 sample's memory stayed under its limit) and the pool still runs the next program correctly. Shell
 commands are not forbidden as such: ``os.system`` runs them as the sample's unprivileged uid, under the
 same limits, with no network, so they can do no more than the Python code itself.
+
+The leak tests reproduce what a passing sample could leave or reach before each sample had its own IPC
+and mount namespaces and the seccomp filter: SysV segments, files in /tmp and /dev/shm, a host UNIX
+socket at a path, a new user namespace, the host's processes in /proc.
 """
 
 from __future__ import annotations
