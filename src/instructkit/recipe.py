@@ -12,8 +12,16 @@ a mapping), and how to evaluate. The run folder ``<output_dir>/<name>/`` holds::
 
 A stage is skipped when its outputs exist and the hash of its inputs (config section + content hashes of
 the files it reads + the hashes of the stages before it) equals the one recorded when it finished, so a
-rerun after a crash resumes at the stage that broke (training itself resumes from its last checkpoint),
-and a changed input reruns exactly the stages downstream of it.
+rerun after a crash resumes at the stage that broke, and a changed input reruns exactly the stages
+downstream of it.
+
+Training resumes only from checkpoints made with the same inputs: each checkpoint's manifest records the
+training config and the content hashes of the curated splits (``train/checkpoints.py``). After a change
+(a new ``optim.lr``, other input data) or ``--force`` of train or an earlier stage, the old checkpoints
+are moved to ``train/checkpoints-previous/`` and training starts at step 0; the log says which.
+
+``stages.json`` is written atomically; if it is unreadable anyway, the run stops with an error naming it
+rather than guessing which stages finished (delete it to rerun every stage).
 """
 
 from __future__ import annotations
@@ -91,6 +99,11 @@ class Recipe:
             if key not in ev_known:
                 raise RecipeError(f"{path}: unknown key 'eval.{key}' (known: {', '.join(sorted(ev_known))})")
         recipe = cls(**data, eval=EvalSettings(**ev))
+        from instructkit.train.rundir import run_name_problem
+
+        problem = run_name_problem(recipe.name)
+        if problem:
+            raise RecipeError(f"{path}: 'name' {problem} (the run folder is output_dir/name)")
         if not recipe.inputs:
             raise RecipeError(f"{path}: 'inputs' lists no data files")
         if not recipe.train:
@@ -132,7 +145,20 @@ class Stages:
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "stages.json"
-        self.done: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            try:
+                done = json.loads(self.path.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise RecipeError(f"{self.path} is damaged ({e}); delete it to rerun every stage") from None
+            if not isinstance(done, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("inputs"), str) for v in done.values()
+            ):
+                raise RecipeError(
+                    f"{self.path} is damaged (not a mapping of stage -> {{inputs: hash}}); "
+                    "delete it to rerun every stage"
+                )
+            self.done = done
 
     def fresh(self, stage: str, digest: str, outputs: list[Path]) -> bool:
         entry = self.done.get(stage)
@@ -209,11 +235,18 @@ def run_recipe(
     from instructkit.evaluate.runner import evaluate, load_for_eval
     from instructkit.formats import read_records
     from instructkit.report import build_report
-    from instructkit.train.runner import _last_checkpoint, train
+    from instructkit.train.checkpoints import move_aside
+    from instructkit.train.rundir import RECIPE_MARKERS, check_run_folder
+    from instructkit.train.runner import train
     from instructkit.train.tasks import TASKS
 
     base = Path(recipe_path).parent if recipe_path else Path.cwd()
     run_dir = recipe.run_dir
+    problem = check_run_folder(run_dir, RECIPE_MARKERS)
+    if problem:
+        raise RecipeError(f"output_dir/name: {problem}")
+    if (run_dir / "stages.json").exists():
+        Stages(run_dir)  # a damaged stages.json stops the run before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), run_dir / "recipe.yaml")
     stages = Stages(run_dir)
@@ -285,11 +318,14 @@ def run_recipe(
     train_dir = cfg.run_dir
     d_train = _digest("train", d_data, cfg.to_dict())
 
+    forced = [s for s in force or [] if STAGES.index(s) <= STAGES.index("train")]
+
     def run_train() -> None:
-        resume = _last_checkpoint(train_dir / "checkpoints") is not None
-        if resume:
-            log(f"[train] resuming from {_last_checkpoint(train_dir / 'checkpoints')}")
-        train(cfg, resume=resume, progress=progress)
+        if forced:
+            move_aside(train_dir / "checkpoints", log, f"--force {forced[0]}")
+            train(cfg, progress=progress, log=log)
+        else:  # resume a crashed run, unless its checkpoints were made with other inputs
+            train(cfg, resume=True, restart_if_changed=True, progress=progress, log=log)
 
     stage("train", d_train, [train_dir / "model" / "instructkit.json"], run_train)
 

@@ -113,6 +113,7 @@ def run(
     from instructkit.models import ModelNotFoundError
     from instructkit.recipe import STAGES, Recipe, RecipeError, run_recipe
     from instructkit.records import RecordError
+    from instructkit.train.checkpoints import CheckpointError
     from instructkit.train.config import ConfigError
     from instructkit.train.methods import MethodError
 
@@ -123,6 +124,7 @@ def run(
     with user_errors(
         RecipeError,
         ConfigError,
+        CheckpointError,
         StepConfigError,
         MethodError,
         RecordError,

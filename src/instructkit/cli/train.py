@@ -24,13 +24,21 @@ def train(
     resume: bool = typer.Option(
         False,
         "--resume",
-        help="Continue from the run's last checkpoint (optimizer, scheduler, RNG, data order).",
+        help="Continue from the run's newest intact checkpoint (optimizer, scheduler, RNG, data order); "
+        "refused when the config or data changed since it was made.",
+    ),
+    resume_weights_only: bool = typer.Option(
+        False,
+        "--resume-weights-only",
+        help="Resume from the checkpoint's weights and step alone, with a fresh optimizer, schedule and "
+        "RNG (when optimizer.pt/scheduler.pt/rng_state.pth are lost); not an exact continuation.",
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
 ) -> None:
     """Fine-tune a model: full, freeze, LoRA, adapters, prompt tuning, BitFit or LN-tuning; writes a run folder."""
     from instructkit.models import ModelNotFoundError
     from instructkit.records import RecordError
+    from instructkit.train.checkpoints import CheckpointError
     from instructkit.train.config import ConfigError, TrainConfig
     from instructkit.train.methods import MethodError
     from instructkit.train.runner import train as run_train
@@ -45,11 +53,23 @@ def train(
     for key, value in (("name", name), ("output_dir", output_dir), ("optim.max_steps", max_steps)):
         if value is not None:
             overrides[key] = value
+    if resume_weights_only:
+        overrides["resume_weights_only"] = True
     with user_errors(
-        ConfigError, MethodError, TaskDataError, RecordError, ModelNotFoundError, FileNotFoundError
+        ConfigError,
+        CheckpointError,
+        MethodError,
+        TaskDataError,
+        RecordError,
+        ModelNotFoundError,
+        FileNotFoundError,
     ):
         cfg = TrainConfig.from_yaml(config, {k: v if isinstance(v, str) else v for k, v in overrides.items()})
-        result = run_train(cfg, resume=resume)
+        result = run_train(
+            cfg,
+            resume=resume or resume_weights_only,
+            log=lambda m: console.print(escape(m), highlight=False),
+        )
     table = Table(title=f"run {cfg.name}", show_header=False)
     for key, value in result.metrics.items():
         if isinstance(value, float):

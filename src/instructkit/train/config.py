@@ -115,6 +115,10 @@ class TrainConfig:
     """Batch samples of similar length together (less padding)."""
     logging_steps: int = 5
     """Log loss and learning rate every N steps."""
+    resume_weights_only: bool = False
+    """On resume, take only the weights and the step count from the checkpoint and start the optimizer,
+    schedule and RNG fresh (for a checkpoint whose optimizer.pt/scheduler.pt/rng_state.pth is lost or
+    damaged). Not an exact continuation; without it such a checkpoint is refused."""
 
     def packing_enabled(self) -> bool:
         s = str(self.packing).lower()
@@ -150,6 +154,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        from instructkit.train.rundir import run_name_problem
+
+        problem = run_name_problem(self.name)
+        if problem:
+            raise ConfigError(f"'name' {problem} (the run folder is output_dir/name)")
         if self.task not in TASK_NAMES:
             raise ConfigError(f"task must be one of {', '.join(TASK_NAMES)}, not {self.task!r}")
         if not isinstance(self.method, dict) or "name" not in self.method:

@@ -13,6 +13,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,7 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
         eval_steps=every,
         save_strategy=save_strategy,
         save_steps=save_steps or 500,
-        save_total_limit=cfg.save_total_limit,
+        save_total_limit=None,  # rotated by ManifestCallback, once the new checkpoint is complete
         load_best_model_at_end=bool(has_val and e.load_best),
         metric_for_best_model=metric if has_val else None,
         greater_is_better=(metric != "loss" and task.greater_is_better) if has_val else None,
@@ -176,19 +177,71 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
     )
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    *,
+    weights_only: bool | None = None,
+    restart_if_changed: bool = False,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train as ``cfg`` says. ``resume``: continue from the newest intact checkpoint made with the same
+    inputs (see ``train/checkpoints.py``); a changed config or data is an error naming the keys, unless
+    ``restart_if_changed`` (``instructkit run``), which moves the old checkpoints aside and starts over.
+    Without ``resume`` existing checkpoints are moved aside too: two runs never share a checkpoints
+    folder. ``weights_only`` (default ``cfg.resume_weights_only``): resume from the weights and step
+    alone, with a fresh optimizer, schedule and RNG."""
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.integrations import TensorBoardCallback
 
     from instructkit.models import load_tokenizer
     from instructkit.train.callbacks import MetricsFileCallback, RichProgressCallback
+    from instructkit.train.checkpoints import (
+        CheckpointError,
+        ManifestCallback,
+        move_aside,
+        run_inputs,
+        select_for_resume,
+    )
     from instructkit.train.methods import build_method
+    from instructkit.train.rundir import TRAIN_MARKERS, check_run_folder
     from instructkit.train.trainer import TOKENS_KEY, InstructTrainer
 
     cfg.validate()
+    if weights_only is None:
+        weights_only = cfg.resume_weights_only
     set_seed(cfg.seed)
     run_dir = cfg.run_dir
+    problem = check_run_folder(run_dir, TRAIN_MARKERS)
+    if problem:
+        raise ConfigError(f"output_dir/name: {problem}")
+    method_params = {k: v for k, v in cfg.method.items() if k != "name"}
+    method = build_method(cfg.method["name"], method_params)
+    cfg.method = {"name": method.name, **method_params}  # the canonical name is what reloads
     main = _is_main_process()
+    ckpt_dir = run_dir / "checkpoints"
+    inputs = run_inputs(cfg.to_dict())
+    last = None
+    if resume:
+        try:
+            last = select_for_resume(ckpt_dir, inputs, weights_only, log if main else _quiet, move=main)
+        except CheckpointError as e:
+            if not restart_if_changed:
+                raise
+            if main:
+                why = (
+                    f"the checkpoints were made with other inputs (changed: {', '.join(e.changes)})"
+                    if e.changes
+                    else f"no intact checkpoint ({'; '.join(str(e).splitlines()[1:-1]).strip()})"
+                )
+                move_aside(ckpt_dir, log, why)
+        if last is not None:
+            log(f"[train] resuming from {last}" + (" (weights only)" if weights_only else ""))
+        elif main and not restart_if_changed:
+            log(f"[train] no checkpoint in {ckpt_dir} to resume; training from step 0")
+    elif main:
+        move_aside(ckpt_dir, log, "a new run (not --resume)")
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), run_dir / "config.yaml")
@@ -216,9 +269,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     model = load_base(cfg.model, task, labels, cfg.seed)
     if cfg.optim.dropout is not None:
         _apply_dropout(model, cfg.optim.dropout)
-    method_params = {k: v for k, v in cfg.method.items() if k != "name"}
-    method = build_method(cfg.method["name"], method_params)
-    cfg.method = {"name": method.name, **method_params}  # the canonical name is what reloads
     model = method.apply(model, cfg.task)
     summary = method.trainable_summary(model)
 
@@ -247,9 +297,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
             n_tokens = sum(min(sum(len(s["input_ids"]) for s in b), cfg.data.max_length) for b in batch)
             return {**packed(batch), TOKENS_KEY: n_tokens}
 
-    ckpt_dir = run_dir / "checkpoints"
     args = _training_args(cfg, task, bool(val_feats), ckpt_dir)
-    callbacks: list[Any] = [MetricsFileCallback(run_dir / "metrics.jsonl", enabled=main)]
+    callbacks: list[Any] = [
+        ManifestCallback(inputs, cfg.save_total_limit),
+        MetricsFileCallback(run_dir / "metrics.jsonl", enabled=main),
+    ]
     if main:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -262,6 +314,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     trainer = InstructTrainer(
         model=model,
         trained_positions_head=head_only,
+        weights_only_resume=weights_only,
         args=args,
         train_dataset=train_ds,
         eval_dataset=ListDataset(val_feats) if val_feats else None,
@@ -273,7 +326,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # the rich bar shows loss; raw dicts are noise
-    last = _last_checkpoint(ckpt_dir) if resume else None
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = time.perf_counter() - start
@@ -312,14 +364,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     return TrainResult(run_dir, model_dir, metrics, model, tokenizer)
 
 
-def _last_checkpoint(folder: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return (
-        Path(get_last_checkpoint(str(folder)))
-        if folder.exists() and get_last_checkpoint(str(folder))
-        else None
-    )
+def _quiet(message: str) -> None:
+    """The log of processes other than rank 0: one copy of each message is enough."""
 
 
 def save_trained(

@@ -12,6 +12,13 @@
 * **Non-padding token counts for packed batches.** The Trainer counts tokens from a 2D attention mask;
   packed rows carry a 4D additive mask, so the packing collator passes its real-token count under
   ``TOKENS_KEY``, which is taken out of the batch before the model sees it.
+* **Length-grouped order that a resume replays.** HF's ``LengthGroupedSampler`` draws each epoch's order
+  from torch's global RNG when the epoch's iterator starts. A run resumed mid-epoch starts that iterator
+  right after setup, so it draws epoch k's order from the RNG state of epoch 0 and trains on other
+  batches (the random sampler is exact because accelerate swaps it for a sampler seeded with
+  ``seed + epoch``). ``EpochSeededLengthGroupedSampler`` does the same for length grouping.
+* **Weights-only resume.** ``weights_only_resume`` skips loading the optimizer, scheduler, scaler and RNG
+  state (see ``train/checkpoints.py``: a checkpoint missing them is refused unless asked for this).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from instructkit.templates import IGNORE_INDEX
 
@@ -57,12 +65,56 @@ def causal_lm_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return keep, nxt[nxt != IGNORE_INDEX]
 
 
-class InstructTrainer(Trainer):
-    """``Trainer`` + the trained-positions LM head (causal-lm) + packed-batch token counts."""
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """``LengthGroupedSampler`` whose order depends on ``seed + epoch`` only (accelerate and the Trainer
+    call ``set_epoch`` before each epoch's iterator, also after skipping the batches a resume has seen)."""
 
-    def __init__(self, *args: Any, trained_positions_head: bool = False, **kwargs: Any):
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class InstructTrainer(Trainer):
+    """``Trainer`` + the trained-positions LM head (causal-lm) + packed-batch token counts + a
+    length-grouped order that resumes exactly + weights-only resume."""
+
+    def __init__(
+        self,
+        *args: Any,
+        trained_positions_head: bool = False,
+        weights_only_resume: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.trained_positions_head = trained_positions_head
+        self.weights_only_resume = weights_only_resume
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if not self.weights_only_resume:
+            super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _load_scaler(self, checkpoint: str | None) -> None:
+        if not self.weights_only_resume:
+            super()._load_scaler(checkpoint)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if not self.weights_only_resume:
+            super()._load_rng_state(checkpoint)
 
     def _output_head(self, model: torch.nn.Module) -> torch.nn.Module | None:
         m = self.accelerator.unwrap_model(model)
