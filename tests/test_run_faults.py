@@ -110,3 +110,27 @@ def test_cli_run_refuses_an_escaping_name(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["run", str(path), "--name", "../../x"])
     assert out.exit_code == 1 and "'name'" in out.output and "Traceback" not in out.output, out.output
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_run_resumes_a_killed_train_stage_under_the_same_inputs(tmp_path: Path, tiny_llama: str) -> None:
+    """The other side of the rule: a crash mid-training with unchanged inputs still resumes (from the
+    step-2 checkpoint here) and ends with the uninterrupted run's weights."""
+    from .test_train_faults import killed_at
+
+    def recipe(folder: Path) -> Path:
+        folder.mkdir()
+        path = write_recipe(folder, tiny_llama, DEMO)
+        raw = yaml.safe_load(path.read_text())
+        raw["train"]["optim"]["max_steps"] = 4
+        raw["train"]["save_every_steps"] = 2
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    reference, _ = run(recipe(tmp_path / "a"))
+    path = recipe(tmp_path / "b")
+    with killed_at(2):
+        run(path)
+    resumed, log = run(path)
+    assert resumed.ran == ["train", "after", "report"], resumed.ran
+    assert any("resuming from" in line and "checkpoint-2" in line for line in log), log
+    assert trained(resumed)[0] == trained(reference)[0]

@@ -285,3 +285,37 @@ def test_weights_only_skips_state_files(tmp_path: Path) -> None:
     assert verify(ckpt, weights_only=True) is None
     (ckpt / "trainer_state.json").write_text("{}")
     assert "trainer_state.json" in (verify(ckpt, weights_only=True) or "")
+
+
+def test_save_total_limit_one_has_no_fallback(tmp_path: Path, tiny_llama: str) -> None:
+    """With one checkpoint kept there is nothing to fall back to: a clear error, not a traceback."""
+    from instructkit.train.checkpoints import CheckpointError
+
+    with killed_at(6):
+        train(make_cfg(tmp_path, tiny_llama, save_total_limit=1), progress=False)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in ckpts.iterdir()] == ["checkpoint-6"]  # rotated once step 6 was complete
+    damage(ckpts / "checkpoint-6", "flipped-bytes")
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint.*\n.*checkpoint-6: model\.safetensors"):
+        train(make_cfg(tmp_path, tiny_llama, save_total_limit=1), resume=True, progress=False)
+
+
+def test_cli_resume_errors_and_weights_only(tmp_path: Path, tiny_llama: str, killed_run) -> None:
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    folder = copy_run(killed_run[0], tmp_path)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump(make_cfg(folder, tiny_llama, optim__lr=1e-3).to_dict()))
+    out = CliRunner().invoke(app, ["train", str(cfg), "--resume"])
+    assert out.exit_code == 1 and "optim.lr" in out.output and "Traceback" not in out.output, out.output
+
+    cfg.write_text(yaml.safe_dump(make_cfg(folder, tiny_llama).to_dict()))
+    for step in (3, 6):
+        (folder / "run" / "checkpoints" / f"checkpoint-{step}" / "scheduler.pt").unlink()
+    out = CliRunner().invoke(app, ["train", str(cfg), "--resume"])
+    assert out.exit_code == 1 and "--resume-weights-only" in out.output, out.output
+    out = CliRunner().invoke(app, ["train", str(cfg), "--resume-weights-only"])
+    assert out.exit_code == 0, out.output
+    assert "checkpoint-6 (weights only)" in out.output.replace("\n", "")
