@@ -134,3 +134,16 @@ def test_run_resumes_a_killed_train_stage_under_the_same_inputs(tmp_path: Path, 
     assert resumed.ran == ["train", "after", "report"], resumed.ran
     assert any("resuming from" in line and "checkpoint-2" in line for line in log), log
     assert trained(resumed)[0] == trained(reference)[0]
+
+
+def test_cli_eval_refuses_an_escaping_name(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    out = CliRunner().invoke(
+        app,
+        ["eval", "--model", "unused", "--data", str(DEMO), "-o", str(tmp_path / "e"), "--name", "../../x"],
+    )
+    assert out.exit_code == 2 and "--name" in out.output and "Traceback" not in out.output, out.output
+    assert not (tmp_path / "x.json").exists() and not list(tmp_path.rglob("x.json"))

@@ -55,9 +55,12 @@ def eval_(
     from instructkit.formats import read_records
     from instructkit.models import ModelNotFoundError
     from instructkit.records import RecordError
+    from instructkit.train.rundir import run_name_problem
 
     if (data is None) == (benchmark is None):
         raise typer.BadParameter("give either --data or --benchmark", param_hint="--data/--benchmark")
+    if problem := run_name_problem(name):  # eval/NAME.json must stay inside --output-dir
+        raise typer.BadParameter(problem, param_hint="--name")
     with user_errors(ModelNotFoundError, RecordError, FileNotFoundError, ValueError, KeyError):
         if benchmark:
             if benchmark != "humaneval":
