@@ -236,13 +236,13 @@ def test_run_name_is_one_path_component(tmp_path: Path, name: str) -> None:
 def test_run_folder_must_be_a_run_folder(
     tmp_path: Path, tiny_llama: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from instructkit.train.rundir import check_run_folder
-
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="output_dir.*name|name.*output_dir"):
         train(make_cfg(tmp_path, tiny_llama, name="project"), progress=False)
     assert sorted(p.name for p in (tmp_path / "project").iterdir()) == ["notes.txt"]
+
+    from instructkit.train.rundir import check_run_folder
 
     home = tmp_path / "home"
     home.mkdir()
