@@ -266,7 +266,16 @@ def test_without_root_the_seccomp_filter_still_holds():
     python = _python_for(nobody)
     if python is None:
         pytest.skip("no Python interpreter that an unprivileged user can run")
-    module = os.path.join(os.path.dirname(__file__), "..", "src", "instructkit", "evaluate", "sandbox.py")
+    # A copy the unprivileged user can read: the checkout may sit in a folder only root may enter
+    # (mktemp -d makes 0700 folders), and the worker interpreters run this same file.
+    import shutil
+    import tempfile
+
+    source = os.path.join(os.path.dirname(__file__), "..", "src", "instructkit", "evaluate", "sandbox.py")
+    copy_dir = tempfile.mkdtemp(prefix="sandbox-nobody-")
+    os.chmod(copy_dir, 0o755)
+    module = shutil.copy(source, os.path.join(copy_dir, "sandbox.py"))
+    os.chmod(module, 0o644)
     script = textwrap.dedent(f"""
         import importlib.util, json, sys
         spec = importlib.util.spec_from_file_location("sandbox", {os.path.abspath(module)!r})
@@ -279,6 +288,7 @@ def test_without_root_the_seccomp_filter_still_holds():
     """)
     run = subprocess.run([python, "-c", script], user=nobody, group=nobody, extra_groups=[], cwd="/",
                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    shutil.rmtree(copy_dir, ignore_errors=True)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     isolation, result = report["isolation"], report["result"]

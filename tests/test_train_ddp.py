@@ -14,6 +14,16 @@ import yaml
 
 from .test_train import DEMO
 
+
+def _free_port() -> int:
+    """A port nobody listens on now: a fixed one collides with another run of this test on the machine."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 HERE = Path(__file__).parent
 
 
@@ -32,7 +42,7 @@ def test_two_process_ddp_equal_weights_rank0_writes(tmp_path: Path, tiny_llama: 
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            str(HERE / "ddp_worker.py"), str(path), str(tmp_path)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
