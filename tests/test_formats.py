@@ -206,7 +206,7 @@ def round_trip_formats() -> list[str]:
 
 
 def _strategy(fmt: str) -> st.SearchStrategy:
-    return FORMAT_STRATEGIES.get(fmt) or chat_records(system=False, multi=False)
+    return FORMAT_STRATEGIES[fmt] if fmt in FORMAT_STRATEGIES else chat_records(system=False, multi=False)
 
 
 def _kept_meta(fmt: str, rec: Record) -> dict:
