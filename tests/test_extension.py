@@ -249,3 +249,40 @@ def test_every_metric_module_registers_a_metric() -> None:
     assert modules == {m.module for m in METRICS.values()}
     for name, metric in METRICS.items():
         assert callable(metric.function_object()), name
+
+
+# ------------------------------------------------------------------------------------- names compared nowhere else
+def _string_constants(path: Path) -> set[str]:
+    """String literals of a module, docstrings left out (docs may name a task)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    }
+
+
+def test_task_names_are_written_only_in_train_tasks() -> None:
+    """Code outside train/tasks asks the task class for a capability instead of comparing a task name, so
+    a new head is one module: no literal task name elsewhere in the library. (A metric kind spelled like a
+    task, ``token-classification``, names what a metric's predictions hold, not a task.)"""
+    from instructkit.evaluate.metrics import KINDS
+
+    src = ROOT / "src" / "instructkit"
+    found = [
+        f"{path.relative_to(src)}: {name!r}"
+        for path in sorted(src.rglob("*.py"))
+        if not path.relative_to(src).as_posix().startswith("train/tasks/")
+        for name in _string_constants(path) & (set(TASKS) - set(KINDS))
+    ]
+    assert not found, found

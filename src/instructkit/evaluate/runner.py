@@ -363,7 +363,7 @@ def _eval_ner(lm, records, metrics, *, batch_size, max_length, **_):
 
 
 # ------------------------------------------------------------------------------------------- masked-lm
-@evaluation("masked-lm")
+@evaluation("masked-token-loss")
 def _eval_masked_lm(lm, records, metrics, *, batch_size, max_length, **_):
     """Token-weighted loss over the masked positions, and its exp. The task's own collator masks (15%, as
     in training) under a fixed seed in a forked RNG, so the score is reproducible and the caller's random
