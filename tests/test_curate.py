@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from instructkit.cli import app
-from instructkit.data.base import StepConfigError, build_step
+from instructkit.data.base import STEPS, StepConfigError, build_step
 from instructkit.data.normalize import normalize_text
 from instructkit.data.pii import find_pii, mask_pii
 from instructkit.data.pipeline import DEFAULT_STEPS, CurateConfig, curate
@@ -221,3 +221,13 @@ def test_cli_curate_and_stats(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     for name in ("lengths", "turns", "balance", "verb_noun"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_every_registered_step_builds_by_name_and_rebuilds_from_its_params(name: str) -> None:
+    """Read from the registry, so a new step module is in this matrix without an edit here."""
+    step = build_step(name)
+    assert type(step) is STEPS[name] and step.name == name
+    assert build_step({"step": name, **step.params()}) == step
+    with pytest.raises(StepConfigError, match="no_such_param"):
+        build_step({"step": name, "no_such_param": 1})

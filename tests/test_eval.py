@@ -255,3 +255,67 @@ def test_cli_eval_run_report(tmp_path: Path, tiny_llama: str) -> None:
     assert out.exit_code == 0 and (tmp_path / "r" / "report.html").exists()
     out = cli.invoke(app, ["run", str(path), "--force", "nonsense"])
     assert out.exit_code != 0 and "not a stage" in out.output
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer BERT with its masked-LM head (the bundled MiniLM's WordPiece tokenizer)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from instructkit.models import resolve
+
+    tok = AutoTokenizer.from_pretrained(resolve("minilm-l6").path)
+    folder = tmp_path_factory.mktemp("tiny-mlm")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64)  # fmt: skip
+    BertForMaskedLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def test_masked_lm_eval_is_the_seeded_masked_token_loss(tmp_path: Path, tiny_mlm: str) -> None:
+    """masked-lm eval = HF's own MLM loss on the training collator's 15% masking under the eval seed;
+    reproducible, and it leaves the caller's random state alone."""
+    import torch
+
+    from instructkit.evaluate.runner import MASKED_LM_SEED
+    from instructkit.train.tasks import TASKS
+
+    records = read_records(DEMO)[:8]
+    lm = load_for_eval(tiny_mlm, task="masked-lm")
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = evaluate(lm, records, batch_size=len(records), progress=False, data_path=DEMO)
+    assert torch.equal(torch.get_rng_state(), state), "eval moved the global RNG"
+    second = evaluate(lm, records, batch_size=len(records), progress=False)
+    assert first.metrics == second.metrics
+
+    task = TASKS["masked-lm"]()
+    feats, _ = task.features(records, lm.tokenizer, lm.labels, 512)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(MASKED_LM_SEED)
+        batch = task.collator(lm.tokenizer)(feats)
+        reference = lm.model(**batch)  # HF's loss: mean cross-entropy over the masked tokens
+        masked = int((batch["labels"] != -100).sum())
+    assert first.metrics["tokens"] == masked > 0
+    assert first.metrics["loss"] == pytest.approx(reference.loss.item(), rel=1e-5)
+    assert first.metrics["perplexity"] == pytest.approx(math.exp(first.metrics["loss"]), rel=1e-9)
+    assert first.metrics["loss"] > 5  # a random head over a 30k vocabulary: near ln(30522) ≈ 10.3
+    assert [p["id"] for p in first.predictions] == [r.id for r in records]
+    assert sum(p["masked_tokens"] for p in first.predictions) == masked
+    assert first.info["decoding"] is None and first.info["metric_names"] == ["perplexity"]
+
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    out = CliRunner().invoke(app, ["eval", "--model", tiny_mlm, "--task", "masked-lm", "--data", str(DEMO),
+                                   "--limit", "8", "--batch-size", "8", "-o", str(tmp_path), "--name", "mlm"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    doc = json.loads((tmp_path / "eval" / "mlm.json").read_text())
+    assert doc["task"] == "masked-lm" and doc["metrics"]["loss"] == pytest.approx(first.metrics["loss"])
+    bad = CliRunner().invoke(app, ["eval", "--model", tiny_mlm, "--task", "masked-lm", "--data", str(DEMO),
+                                   "--metrics", "rouge", "-o", str(tmp_path)])  # fmt: skip
+    assert bad.exit_code == 1 and "loss and perplexity" in bad.output

@@ -66,7 +66,20 @@ REFUSED = {
     ("prompt-tuning", "bert-ner"),
     ("prompt-tuning", "bert-mlm"),
 }
-PAIRS = [(m, k) for m in sorted(METHODS) for k in MODELS if (m, k) not in REFUSED]
+
+
+def method_pairs() -> list[tuple[str, str]]:
+    """Every registered method on every tiny model of a task it applies to: read from the registry, so a
+    new method module is in the matrix without an edit here (tests/test_extension.py checks that)."""
+    return [
+        (m, k)
+        for m in sorted(METHODS)
+        for k, (task, _) in MODELS.items()
+        if (m, k) not in REFUSED and task in METHODS[m].task_names()
+    ]
+
+
+PAIRS = method_pairs()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -107,8 +120,9 @@ def is_head(name: str) -> bool:
     return name.startswith(("score.", "classifier.")) or "modules_to_save" in name
 
 
-def expected_trainable(method: str, key: str, name: str) -> bool:
-    """The parameters each method means to train, by name after apply()."""
+def expected_trainable(method: str, key: str, name: str) -> bool | None:
+    """The parameters each method means to train, by name after apply(); None for a method this table
+    does not know (a new one), which is held to the rest of the matrix test."""
     if method == "full":
         return True
     if method == "freeze":  # layers=1: the top layer and what sits above it; embeddings never
@@ -128,6 +142,8 @@ def expected_trainable(method: str, key: str, name: str) -> bool:
     }
     if method == "bitfit":
         return name.endswith(".bias") or is_head(name)
+    if method not in marker:
+        return None
     return marker[method] in name or is_head(name)
 
 
@@ -151,8 +167,9 @@ def test_method_trains_only_what_it_means_to_and_reloads(method: str, key: str, 
     inputs = batch(task)
 
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    expected = {n for n, _ in model.named_parameters() if expected_trainable(method, key, n)}
-    assert trainable == expected
+    known = [(n, expected_trainable(method, key, n)) for n, _ in model.named_parameters()]
+    if all(e is not None for _, e in known):
+        assert trainable == {n for n, e in known if e}
     summary = m.trainable_summary(model)
     assert 0 < summary["trainable"] <= summary["total"]
     assert summary["share"] == pytest.approx(summary["trainable"] / summary["total"])

@@ -304,7 +304,7 @@ def run_recipe(
 
     def labels_from_train() -> Any:
         task = TASKS[cfg.task]()
-        return task.labels(read_records(data_dir / f"train{suffix}")) if cfg.task != "causal-lm" else None
+        return task.labels(read_records(data_dir / f"train{suffix}")) if task.has_labels else None
 
     d_before = _digest("before", d_data, cfg.model, cfg.task, eval_settings, _file_digest(split_file))
     stage(

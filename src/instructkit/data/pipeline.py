@@ -24,7 +24,6 @@ from typing import Any
 import yaml
 
 from instructkit import __version__
-from instructkit.data import decontaminate, dedup, filters, normalize, pii  # noqa: F401  (register steps)
 from instructkit.data.base import DatasetStep, Drop, Filter, Mapper, Step, StepConfigError, build_step
 from instructkit.data.card import render_card_md
 from instructkit.data.split import SPLITS, SplitConfig, split_records

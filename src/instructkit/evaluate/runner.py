@@ -10,7 +10,12 @@ as it was trained: base + method + trained weights, with its task and labels). W
   the reference's tokens (the same assistant-only mask training uses);
 * ``sequence-classification``: the predicted label, scored with accuracy and macro/micro F1;
 * ``token-classification``: word-level tags (first sub-token's prediction), scored with seqeval entity F1
-  in the default and the strict IOB2 mode.
+  in the default and the strict IOB2 mode;
+* ``masked-lm``: loss and perplexity over the tokens masked by the training collator (15%, seeded, so two
+  evals of one model on one file mask the same tokens).
+
+Which of these a model gets is the task class's choice (``Task.evaluation``, ``Task.default_metrics``,
+``Task.generative`` in ``train/tasks/``); this module holds the routines, registered in ``EVALUATIONS``.
 
 Every result carries the decoding settings, the data file's content hash and the sample count, so two
 results can be compared only when they were produced the same way.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,11 +40,32 @@ from instructkit.evaluate.generate import Decoding, generate, render_prompts
 from instructkit.formats.io import write_text
 from instructkit.records import Record
 
-DEFAULT_METRICS = {
-    "causal-lm": ["rouge", "perplexity"],
-    "sequence-classification": ["accuracy"],
-    "token-classification": ["entity-f1", "entity-f1-strict"],
-}
+MASKED_LM_SEED = 0
+"""Seed of the masking in masked-lm eval: the same tokens are masked every time."""
+
+EVALUATIONS: dict[str, Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+"""Eval routines by the name a task class gives as ``Task.evaluation``."""
+
+
+def evaluation(name: str) -> Callable[[Callable], Callable]:
+    def register(fn: Callable) -> Callable:
+        EVALUATIONS[name] = fn
+        return fn
+
+    return register
+
+
+def task_spec(task: str) -> Any:
+    """The registered task class of ``task``: its capabilities decide how a model is scored.
+
+    Evaluate asks the task registry in ``train/tasks`` instead of keeping its own table of task names:
+    a task head is then one module, and ``load_for_eval`` already needs that registry to rebuild a run.
+    """
+    from instructkit.train.tasks import TASKS
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    return TASKS[task]
 
 
 @dataclass
@@ -92,7 +119,7 @@ def load_for_eval(name: str, task: str | None = None, labels: Any = None) -> Loa
     """A trained run (its own task and labels), or a pretrained model for ``task`` (default causal-lm;
     a classification head on an untrained model is newly initialised, seeded: the chance-level baseline)."""
     from instructkit.serve.chat import is_trained_run
-    from instructkit.train.tasks import TASKS, LabelInfo
+    from instructkit.train.tasks import DEFAULT_TASK, LabelInfo
 
     if is_trained_run(name):
         from instructkit.train.runner import load_trained
@@ -104,12 +131,12 @@ def load_for_eval(name: str, task: str | None = None, labels: Any = None) -> Loa
     from instructkit.models import load_tokenizer
     from instructkit.train.runner import load_base
 
-    task = task or "causal-lm"
+    task = task or DEFAULT_TASK
     labels = labels or LabelInfo()
     tok = load_tokenizer(name)
     if tok.pad_token_id is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
-    model = load_base(name, TASKS[task](), labels, seed=0)
+    model = load_base(name, task_spec(task)(), labels, seed=0)
     model.eval()
     return LoadedModel(model, tok, task, labels, name, False)
 
@@ -137,24 +164,28 @@ def evaluate(
     progress: bool = True,
     data_path: str | Path | None = None,
 ) -> EvalResult:
-    """Score ``lm`` on ``records`` with ``metrics`` (default: the task's, see ``DEFAULT_METRICS``)."""
-    metrics = list(metrics or DEFAULT_METRICS[lm.task])
+    """Score ``lm`` on ``records`` with ``metrics`` (default: the task's ``Task.default_metrics``)."""
+    spec = task_spec(lm.task)
+    metrics = list(metrics or spec.default_metrics)
     if not records:
         raise ValueError("no records to evaluate")
+    if spec.evaluation not in EVALUATIONS:
+        from instructkit.train.tasks import TASKS
+
+        built = ", ".join(n for n, t in TASKS.items() if t.evaluation in EVALUATIONS)
+        raise ValueError(f"eval for {lm.task} models is not built yet ({built} are)")
     decoding = decoding or Decoding()
     t0 = time.perf_counter()
-    if lm.task == "causal-lm":
-        scores, preds = _eval_generation(
-            lm, records, metrics, decoding, batch_size, max_length, class_labels, progress
-        )
-    elif lm.task == "sequence-classification":
-        scores, preds = _eval_classification(lm, records, metrics, batch_size, max_length)
-    elif lm.task == "token-classification":
-        scores, preds = _eval_ner(lm, records, metrics, batch_size, max_length)
-    else:
-        raise ValueError(
-            f"eval for {lm.task} models is not built yet (causal-lm, classification and NER are)"
-        )
+    scores, preds = EVALUATIONS[spec.evaluation](
+        lm,
+        records,
+        metrics,
+        decoding=decoding,
+        batch_size=batch_size,
+        max_length=max_length,
+        class_labels=class_labels,
+        progress=progress,
+    )
     info = {
         "model": lm.name,
         "trained": lm.trained,
@@ -163,7 +194,7 @@ def evaluate(
         "data_sha256": file_hash(data_path) if data_path and Path(data_path).is_file() else None,
         "samples": len(records),
         "metric_names": metrics,
-        "decoding": decoding.to_dict() if lm.task == "causal-lm" else None,
+        "decoding": decoding.to_dict() if spec.generative else None,
         "seconds": round(time.perf_counter() - t0, 2),
         "instructkit_version": __version__,
     }
@@ -196,7 +227,8 @@ def split_chat(rec: Record, i: int) -> tuple[list[dict[str, str]], str | None]:
     return msgs[: last + 1], ref
 
 
-def _eval_generation(lm, records, metrics, decoding, batch_size, max_length, class_labels, progress):
+@evaluation("generation")
+def _eval_generation(lm, records, metrics, *, decoding, batch_size, max_length, class_labels, progress, **_):
     from instructkit.evaluate.metrics import get_metric
 
     convs, refs = zip(*(split_chat(r, i) for i, r in enumerate(records)), strict=True)
@@ -271,16 +303,16 @@ def _collator(lm: LoadedModel) -> Any:
     return DataCollatorWithPadding(lm.tokenizer)
 
 
-def _eval_classification(lm, records, metrics, batch_size, max_length):
+@evaluation("classification")
+def _eval_classification(lm, records, metrics, *, batch_size, max_length, **_):
     from instructkit.evaluate.metrics import get_metric
-    from instructkit.train.tasks import TASKS
     from instructkit.train.tasks.seq_cls import _label, _text
 
     if lm.labels.problem_type != "single_label_classification":
         raise ValueError(
             f"eval of {lm.labels.problem_type} classification is not built yet (single-label is)"
         )
-    task = TASKS["sequence-classification"]()
+    task = task_spec(lm.task)()
     feats, _ = task.features(records, lm.tokenizer, lm.labels, max_length)
     logits = _forward_batches(lm, feats, batch_size)
     names = lm.labels.names
@@ -296,7 +328,8 @@ def _eval_classification(lm, records, metrics, batch_size, max_length):
     return scores, preds
 
 
-def _eval_ner(lm, records, metrics, batch_size, max_length):
+@evaluation("tagging")
+def _eval_ner(lm, records, metrics, *, batch_size, max_length, **_):
     from instructkit.evaluate.metrics import get_metric
 
     names = lm.labels.names
@@ -326,4 +359,45 @@ def _eval_ner(lm, records, metrics, batch_size, max_length):
         if name.endswith("-strict"):
             res = {f"strict_{k}": v for k, v in res.items()}
         scores.update(res)
+    return scores, preds
+
+
+# ------------------------------------------------------------------------------------------- masked-lm
+@evaluation("masked-token-loss")
+def _eval_masked_lm(lm, records, metrics, *, batch_size, max_length, **_):
+    """Token-weighted loss over the masked positions, and its exp. The task's own collator masks (15%, as
+    in training) under a fixed seed in a forked RNG, so the score is reproducible and the caller's random
+    state is left as it was."""
+    unknown = [m for m in metrics if m not in ("perplexity", "loss")]
+    if unknown:
+        raise ValueError(f"masked-lm eval reports loss and perplexity; not {', '.join(unknown)}")
+    task = task_spec(lm.task)()
+    feats, _ = task.features(records, lm.tokenizer, lm.labels, max_length)
+    collate = task.collator(lm.tokenizer)
+    device = next(lm.model.parameters()).device
+    per_sample: list[tuple[float, int]] = []
+    lm.model.eval()
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(MASKED_LM_SEED)
+        for start in range(0, len(feats), batch_size):
+            batch = collate(feats[start : start + batch_size])
+            labels = batch.pop("labels").to(device)
+            logits = lm.model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+            nll = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+            )  # [batch, seq]; 0 where not masked
+            scored = labels != -100
+            per_sample += [
+                (float(nll[j].double().sum()), int(scored[j].sum())) for j in range(labels.shape[0])
+            ]
+    total, tokens = sum(x for x, _ in per_sample), sum(n for _, n in per_sample)
+    if tokens == 0:
+        raise ValueError("masked-lm eval: no token was masked (texts too short?)")
+    loss = total / tokens
+    scores: dict[str, Any] = {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
+    scores["tokens"] = tokens
+    preds = [
+        {"id": r.id, "loss": (x / n if n else None), "masked_tokens": n}
+        for r, (x, n) in zip(records, per_sample, strict=True)
+    ]
     return scores, preds

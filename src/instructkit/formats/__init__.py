@@ -9,11 +9,12 @@ write_records(records, "out.parquet", fmt="sharegpt")
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from instructkit.formats import alpaca, conll, native, openai, prompt_completion, self_instruct, sharegpt  # noqa: F401
 from instructkit.formats.atomic import check_suffix
 from instructkit.formats.base import FORMATS, Format
 from instructkit.formats.io import (
@@ -29,17 +30,11 @@ from instructkit.formats.io import (
 )
 from instructkit.records import Record, RecordError
 
-# Detection order matters where keys overlap: self-instruct before alpaca (both have 'instruction').
-DETECT_ORDER = [
-    "instructkit",
-    "self-instruct",
-    "alpaca",
-    "dolly",
-    "sharegpt",
-    "openai",
-    "prompt-completion",
-    "conll",
-]
+# Every module of this package is imported, so a format registers itself by being a module here with
+# ``@register``; where it stands in detection is its own ``detect_priority``.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
 ON_ERROR = ("raise", "skip")
 
 
@@ -61,18 +56,19 @@ def resolve_path(path: str | Path) -> Path:
 
 
 def format_names() -> list[str]:
-    return list(DETECT_ORDER)
+    """Registered formats in detection order (``Format.detect_priority``, then name)."""
+    return sorted(FORMATS, key=lambda n: (FORMATS[n].detect_priority, n))
 
 
 def get_format(name: str) -> type[Format]:
     try:
         return FORMATS[name]
     except KeyError:
-        raise ValueError(f"unknown format '{name}'; choose one of: {', '.join(DETECT_ORDER)}") from None
+        raise ValueError(f"unknown format '{name}'; choose one of: {', '.join(format_names())}") from None
 
 
 def detect_format(row: Any) -> str | None:
-    for name in DETECT_ORDER:
+    for name in format_names():
         if FORMATS[name].detect(row):
             return name
     return None

@@ -28,6 +28,7 @@ from instructkit.records import Message, Record, RecordError
 @register
 class Alpaca(Format):
     name = "alpaca"
+    detect_priority = 30
     description = "instruction/input/output (+ optional system, history)"
 
     @classmethod
@@ -82,6 +83,7 @@ class Alpaca(Format):
 @register
 class Dolly(Format):
     name = "dolly"
+    detect_priority = 40
     description = "instruction/context/response/category (databricks-dolly)"
 
     @classmethod

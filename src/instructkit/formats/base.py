@@ -25,6 +25,9 @@ class Format:
     name: ClassVar[str]
     container: ClassVar[str] = "json"
     description: ClassVar[str] = ""
+    detect_priority: ClassVar[int] = 100
+    """Place in detection: lower asks first (ties by name). It matters where keys overlap: self-instruct
+    (20) before alpaca (30), as both have 'instruction'; a new format slots in by its number."""
 
     @classmethod
     def detect(cls, row: Any) -> bool:

@@ -31,6 +31,7 @@ def to_iob2(tags: list[str]) -> list[str]:
 @register
 class CoNLL(Format):
     name = "conll"
+    detect_priority = 80
     container = "text"
     description = "token ... tag columns, blank line between sentences (BIO or IOB1)"
 

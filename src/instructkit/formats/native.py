@@ -12,6 +12,7 @@ from instructkit.records import Record
 @register
 class Native(Format):
     name = "instructkit"
+    detect_priority = 10
     description = "canonical records: messages | tokens+tags | text+label, with meta"
 
     @classmethod

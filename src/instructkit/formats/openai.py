@@ -39,6 +39,7 @@ def _flatten_parts(turns: Any) -> Any:
 @register
 class OpenAIChat(Format):
     name = "openai"
+    detect_priority = 60
     description = "messages: [{role: system|user|assistant, content}]"
 
     @classmethod

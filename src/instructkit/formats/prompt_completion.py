@@ -19,6 +19,7 @@ from instructkit.records import Message, Record, RecordError
 @register
 class PromptCompletion(Format):
     name = "prompt-completion"
+    detect_priority = 70
     description = "prompt/completion pairs"
 
     @classmethod

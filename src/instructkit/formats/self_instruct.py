@@ -15,6 +15,7 @@ from instructkit.records import Message, Record, RecordError
 @register
 class SelfInstruct(Format):
     name = "self-instruct"
+    detect_priority = 20
     description = "instruction + instances[{input, output}] + is_classification"
 
     @classmethod

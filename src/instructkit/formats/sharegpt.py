@@ -35,6 +35,7 @@ WRITE_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
 @register
 class ShareGPT(Format):
     name = "sharegpt"
+    detect_priority = 50
     description = "conversations: [{from: human|gpt|system, value}]"
 
     @classmethod

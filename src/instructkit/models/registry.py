@@ -171,20 +171,14 @@ def load_tokenizer(name: str, **kwargs: Any):
     return AutoTokenizer.from_pretrained(ref.path, **ref.kwargs, **kwargs)
 
 
-def load_model(name: str, task: str = "causal-lm", **kwargs: Any):
-    """Load weights for ``task`` (``causal-lm``, ``sequence-classification``, ``token-classification``,
-    ``masked-lm`` or ``base``)."""
+def load_model(name: str, auto_class: str = "AutoModelForCausalLM", **kwargs: Any):
+    """Load weights with the transformers Auto class named ``auto_class`` (a task head declares its own as
+    ``Task.auto_model``; models/ imports nothing of ours, so it takes the class name, not the task)."""
     import transformers
 
-    classes = {
-        "causal-lm": transformers.AutoModelForCausalLM,
-        "sequence-classification": transformers.AutoModelForSequenceClassification,
-        "token-classification": transformers.AutoModelForTokenClassification,
-        "masked-lm": transformers.AutoModelForMaskedLM,
-        "base": transformers.AutoModel,
-    }
-    if task not in classes:
-        raise ValueError(f"unknown task '{task}'; choose one of {sorted(classes)}")
+    cls = getattr(transformers, auto_class, None) if auto_class.startswith("AutoModel") else None
+    if cls is None:
+        raise ValueError(f"unknown model class '{auto_class}'; expected a transformers AutoModel... class")
     ref = resolve(name)
     if not ref.gguf_file:
         # A cached or float model loads in well under a second; a per-tensor bar is only noise there.
@@ -192,7 +186,7 @@ def load_model(name: str, task: str = "causal-lm", **kwargs: Any):
 
         hf_logging.disable_progress_bar()
     try:
-        return classes[task].from_pretrained(ref.path, **ref.kwargs, **kwargs)
+        return cls.from_pretrained(ref.path, **ref.kwargs, **kwargs)
     finally:
         from transformers.utils import logging as hf_logging
 

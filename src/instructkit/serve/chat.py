@@ -18,10 +18,12 @@ def is_trained_run(name: str) -> bool:
 def load_chat_model(name: str) -> tuple[Any, Any]:
     if is_trained_run(name):
         from instructkit.train.runner import load_trained
+        from instructkit.train.tasks import TASKS
 
         model, tok, info = load_trained(name)
-        if info["task"] != "causal-lm":
-            raise ValueError(f"{name} was trained for {info['task']}, not causal-lm; it cannot chat")
+        if not TASKS[info["task"]].generative:
+            chat = ", ".join(n for n, t in TASKS.items() if t.generative)
+            raise ValueError(f"{name} was trained for {info['task']}, not {chat}; it cannot chat")
         return model, tok
     from instructkit.models import load_model, load_tokenizer
 

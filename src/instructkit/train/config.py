@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-TASK_NAMES = ("causal-lm", "sequence-classification", "token-classification", "masked-lm")
+from instructkit.train.tasks import DEFAULT_TASK, TASKS
 
 
 class ConfigError(ValueError):
@@ -85,7 +85,7 @@ class EvalConfig:
 class TrainConfig:
     model: str = "smollm2-135m-instruct"
     """Base model: bundled alias, local folder or hub id."""
-    task: str = "causal-lm"
+    task: str = DEFAULT_TASK
     """causal-lm, sequence-classification, token-classification or masked-lm."""
     method: dict[str, Any] = field(default_factory=lambda: {"name": "full"})
     """Fine-tuning method and its parameters: {name: lora, r: 8, ...}."""
@@ -106,7 +106,8 @@ class TrainConfig:
     """auto (bf16 autocast where the CPU supports it fast), true or false."""
     packing: str | bool = "auto"
     """causal-lm: pack samples into rows with a block-diagonal mask (no cross-sample attention); a batch is
-    then batch_size rows of up to max_length tokens. auto: on for causal-lm except prompt-tuning."""
+    then batch_size rows of up to max_length tokens. auto: on where the task and the method both support it
+    (causal-lm, any method but prompt-tuning)."""
     trained_positions_head: bool = True
     """causal-lm: compute the LM head only at positions whose next token is trained (same loss, less work)."""
     gradient_checkpointing: bool = False
@@ -123,10 +124,13 @@ class TrainConfig:
     def packing_enabled(self) -> bool:
         s = str(self.packing).lower()
         if s == "auto":
-            return self.task == "causal-lm" and self.method.get("name") not in (
-                "prompt-tuning",
-                "prompt_tuning",
-            )
+            from instructkit.train.methods import MethodError, method_class
+
+            try:
+                method_packs = method_class(str(self.method.get("name", ""))).packing
+            except MethodError:
+                method_packs = True  # an unknown method is reported where it is built, not here
+            return self.task in TASKS and TASKS[self.task].packing and method_packs
         return s == "true"
 
     @property
@@ -159,8 +163,8 @@ class TrainConfig:
         problem = run_name_problem(self.name)
         if problem:
             raise ConfigError(f"'name' {problem} (the run folder is output_dir/name)")
-        if self.task not in TASK_NAMES:
-            raise ConfigError(f"task must be one of {', '.join(TASK_NAMES)}, not {self.task!r}")
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
         if not isinstance(self.method, dict) or "name" not in self.method:
             raise ConfigError("method must be a mapping with a 'name' (e.g. {name: lora, r: 8})")
         if not self.data.train:

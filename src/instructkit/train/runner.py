@@ -107,8 +107,8 @@ def load_base(model_name: str, task: Task, labels: LabelInfo, seed: int) -> Any:
     from instructkit.models import load_model
 
     torch.manual_seed(seed)  # a new task head is initialised the same way every run
-    model = load_model(model_name, task=task.name, **task.model_kwargs(labels))
-    if getattr(model.config, "pad_token_id", None) is None and task.name == "sequence-classification":
+    model = load_model(model_name, auto_class=task.auto_model, **task.model_kwargs(labels))
+    if getattr(model.config, "pad_token_id", None) is None and task.pools_last_token:
         from instructkit.models import load_tokenizer
 
         tok = load_tokenizer(model_name)
@@ -275,11 +275,12 @@ def train(
     collator = task.collator(tokenizer)
     train_ds: Any = ListDataset(train_feats)
     if cfg.packing_enabled():
-        if cfg.task != "causal-lm":
-            raise ConfigError("packing applies to causal-lm only")
-        if method.name == "prompt-tuning":
+        if not task.packing:
+            packs = ", ".join(n for n, t in TASKS.items() if t.packing)
+            raise ConfigError(f"packing applies to {packs} only, not {cfg.task}")
+        if not method.packing:
             raise ConfigError(
-                "packing cannot combine with prompt-tuning (PEFT drops the per-sample position ids)"
+                f"packing cannot combine with {method.name} (it loses the per-sample position ids of packed rows)"
             )
         from instructkit.train.packing import PackedCollator, pack_samples
 
@@ -310,7 +311,7 @@ def train(
         callbacks.append(RichProgressCallback())
     if val_feats and cfg.eval.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.eval.patience))
-    head_only = cfg.trained_positions_head and cfg.task == "causal-lm" and method.name != "prompt-tuning"
+    head_only = cfg.trained_positions_head and task.trained_positions_head and method.trained_positions_head
     trainer = InstructTrainer(
         model=model,
         trained_positions_head=head_only,

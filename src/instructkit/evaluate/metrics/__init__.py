@@ -7,13 +7,15 @@ Each score keeps its reference's scale, so numbers compare with published ones: 
 and ROUGE are 0-1 (scikit-learn, seqeval, rouge_score); SQuAD EM/F1, BLEU and chrF are 0-100 (the official
 SQuAD script, sacrebleu).
 
-Metric modules are imported on first ``compute``, not here: listing the metrics must not pull in torch,
-scikit-learn or a module another part of the package may not ship yet (``pass@k``).
+Every module of this package is imported when the package is, so a metric registers itself by being a
+module here with ``@register``; nothing else lists the metrics. Listing them must not pull in torch,
+scikit-learn, seqeval, rouge_score or sacrebleu, so metric modules import those inside their functions.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,22 +60,23 @@ class Metric:
         return getattr(module, self.function)
 
 
-_PKG = "instructkit.evaluate.metrics"
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in [
-        Metric("accuracy", "classification", True, f"{_PKG}.classification"),
-        Metric("entity-f1", "token-classification", True, f"{_PKG}.ner"),
-        Metric("entity-f1-strict", "token-classification", True, f"{_PKG}.ner", options={"strict": True}),
-        Metric("exact-match", "generation", True, f"{_PKG}.squad"),
-        Metric("squad", "generation", True, f"{_PKG}.squad"),
-        Metric("rouge", "generation", True, f"{_PKG}.rouge"),
-        Metric("bleu", "generation", True, f"{_PKG}.bleu", function="compute_bleu"),
-        Metric("chrf", "generation", True, f"{_PKG}.bleu", function="compute_chrf"),
-        Metric("perplexity", "loss", False, f"{_PKG}.perplexity"),
-        Metric("pass@k", "code", True, f"{_PKG}.pass_at_k"),
-    ]
-}
+METRICS: dict[str, Metric] = {}
+"""Metrics by name, filled by ``@register`` in the metric modules (all imported at the end of this file)."""
+
+
+def register(
+    name: str, kind: str, *, higher_is_better: bool = True, options: dict[str, Any] | None = None
+) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """Register the decorated function as metric ``name`` (stack it to give one function several names
+    with different fixed ``options``, as ``entity-f1-strict``)."""
+
+    def add(fn: Callable[..., dict]) -> Callable[..., dict]:
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is registered twice ({METRICS[name].module}, {fn.__module__})")
+        METRICS[name] = Metric(name, kind, higher_is_better, fn.__module__, fn.__name__, dict(options or {}))
+        return fn
+
+    return add
 
 
 def get_metric(name: str) -> Metric:
@@ -102,4 +105,8 @@ def is_cjk(text: str) -> bool:
     return _CJK_RE.search(text) is not None
 
 
-__all__ = ["CJK_CLASS", "is_cjk", "KINDS", "METRICS", "Metric", "check_pairs", "get_metric"]
+__all__ = ["CJK_CLASS", "is_cjk", "KINDS", "METRICS", "Metric", "check_pairs", "get_metric", "register"]
+
+# Last, so the modules find register, check_pairs and is_cjk above when they import this package.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from instructkit.evaluate.metrics import check_pairs
+from instructkit.evaluate.metrics import check_pairs, register
 
 
 def reference_streams(references: Sequence[str | Sequence[str]]) -> list[list[str | None]]:
@@ -35,6 +35,7 @@ def _corpus_score(metric: Any, key: str, predictions: Sequence[str], references:
     return {key: float(score.score), "signature": str(metric.get_signature())}
 
 
+@register("bleu", "generation")
 def compute_bleu(predictions: Sequence[str], references: Sequence[Any], **options: Any) -> dict[str, Any]:
     """Corpus BLEU (not a mean of sentence BLEUs); ``options`` are ``sacrebleu.BLEU`` arguments."""
     from sacrebleu.metrics import BLEU
@@ -42,6 +43,7 @@ def compute_bleu(predictions: Sequence[str], references: Sequence[Any], **option
     return _corpus_score(BLEU(**options), "bleu", predictions, references)
 
 
+@register("chrf", "generation")
 def compute_chrf(predictions: Sequence[str], references: Sequence[Any], **options: Any) -> dict[str, Any]:
     """Corpus chrF; ``options`` are ``sacrebleu.CHRF`` arguments."""
     from sacrebleu.metrics import CHRF

@@ -14,7 +14,7 @@ from collections.abc import Hashable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from instructkit.evaluate.metrics import check_pairs, is_cjk
+from instructkit.evaluate.metrics import check_pairs, is_cjk, register
 
 
 def normalize_reply(text: str) -> str:
@@ -95,6 +95,7 @@ def _known_labels(
         raise ValueError(f"labels mix types that do not sort together: {sorted(map(repr, pool))}") from None
 
 
+@register("accuracy", "classification")
 def compute(
     predictions: Sequence[Any],
     references: Sequence[Any],

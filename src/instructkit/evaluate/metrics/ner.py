@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from instructkit.evaluate.metrics import check_pairs
+from instructkit.evaluate.metrics import check_pairs, register
 
 _SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU")
 _AVERAGES = ("micro avg", "macro avg", "weighted avg")
@@ -30,6 +30,8 @@ def _seqeval_options(strict: bool, scheme: str) -> dict[str, Any]:
     return {"mode": "strict", "scheme": getattr(schemes, scheme)}
 
 
+@register("entity-f1-strict", "token-classification", options={"strict": True})
+@register("entity-f1", "token-classification")
 def compute(
     predictions: Sequence[Sequence[str]],
     references: Sequence[Sequence[str]],

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from instructkit.evaluate.metrics import register
+
 
 def pass_at_k(num_samples: int | Sequence[int], num_correct: Sequence[int], k: int) -> np.ndarray:
     """Per-task pass@k estimates; ``num_samples`` is one n for every task or one per task."""
@@ -49,6 +51,7 @@ def summarize_pass_at_k(
     return {f"pass@{k}": float(pass_at_k(total, correct, k).mean()) for k in ks if (total >= k).all()}
 
 
+@register("pass@k", "code")
 def compute(
     predictions: Mapping[str, Sequence[bool]] | Sequence[Sequence[bool]],
     references: Sequence[object] | None = None,

@@ -13,10 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
+from instructkit.evaluate.metrics import register
 from instructkit.templates import IGNORE_INDEX
-from instructkit.train.packing import UnpackedCollator, span_token_losses
 
 
 def _trained_tokens(sample: dict[str, Sequence[int]], i: int) -> int:
@@ -34,6 +32,10 @@ def perplexity(
     ``samples``: ``{"input_ids": [...], "labels": [...]}`` each, labels -100 where not trained. The model
     runs on its own device in eval mode under ``inference_mode``; its train/eval mode is restored after.
     """
+    import torch  # here, not at the top: listing the metrics imports this module and must stay light
+
+    from instructkit.train.packing import UnpackedCollator, span_token_losses
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     counts = [_trained_tokens(s, i) for i, s in enumerate(samples)]
@@ -67,6 +69,7 @@ def perplexity(
     return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf, "tokens": tokens}
 
 
+@register("perplexity", "loss", higher_is_better=False)
 def compute(
     predictions: Sequence[dict[str, Sequence[int]]],
     references: Sequence[Any] | None = None,

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from instructkit.evaluate.metrics import CJK_CLASS, check_pairs, is_cjk
+from instructkit.evaluate.metrics import CJK_CLASS, check_pairs, is_cjk, register
 
 TOKENIZERS = ("auto", "default", "cjk-char")
 _CJK_OR_WORD = re.compile(f"[{CJK_CLASS}]|[a-z0-9]+")
@@ -48,6 +48,7 @@ def resolve_tokenizer(tokenizer: str, texts: Sequence[str]) -> str:
     return tokenizer
 
 
+@register("rouge", "generation")
 def compute(
     predictions: Sequence[str],
     references: Sequence[str | Sequence[str]],

@@ -15,7 +15,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-from instructkit.evaluate.metrics import check_pairs
+from instructkit.evaluate.metrics import check_pairs, register
 
 _PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -40,6 +40,8 @@ def exact_match(prediction: str, ground_truth: str) -> bool:
     return normalize_answer(prediction) == normalize_answer(ground_truth)
 
 
+@register("squad", "generation")
+@register("exact-match", "generation")
 def compute(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
     """``exact_match`` and ``f1`` (0-100); each reference is one gold answer or a list of them."""
     check_pairs(predictions, references, "squad")

@@ -1,7 +1,14 @@
 """Fine-tuning methods, one module each, registered by name: full, freeze, lora, adapter, prompt-tuning,
-bitfit, ln-tuning. ``build_method(name, params)`` makes one; ``METHODS[name].load_trained`` rebuilds."""
+bitfit, ln-tuning. ``build_method(name, params)`` makes one; ``METHODS[name].load_trained`` rebuilds.
+Every module of this package is imported here, so a new method registers itself by being a module here
+with ``@register``; nothing else lists the methods."""
 
-from instructkit.train.methods import adapter, bitfit, freeze, full, ln_tuning, lora, prompt_tuning  # noqa: F401
-from instructkit.train.methods.base import METHODS, Method, MethodError, build_method, register
+import importlib
+import pkgutil
 
-__all__ = ["METHODS", "Method", "MethodError", "build_method", "register"]
+from instructkit.train.methods.base import METHODS, Method, MethodError, build_method, method_class, register
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "Method", "MethodError", "build_method", "method_class", "register"]

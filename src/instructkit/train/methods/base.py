@@ -12,10 +12,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from instructkit.train.config import TASK_NAMES
+from instructkit.train.tasks import TASKS
 
 METHODS: dict[str, type[Method]] = {}
-CLASSIFICATION_TASKS = ("sequence-classification", "token-classification")
 WEIGHTS_FILE = "trained.safetensors"
 """Non-PEFT methods save the parameters they trained here (PEFT methods: adapter_model.safetensors)."""
 METHOD_FILE = "method.json"
@@ -31,12 +30,18 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def build_method(name: str, params: dict[str, Any] | None = None) -> Method:
-    """The method ``name`` with ``params``; an unknown name or parameter is a MethodError naming it."""
+def method_class(name: str) -> type[Method]:
+    """The registered class of ``name`` (``prompt_tuning`` and ``Prompt-Tuning`` name ``prompt-tuning``)."""
     key = name.strip().lower().replace("_", "-")
     if key not in METHODS:
         raise MethodError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    cls = METHODS[key]
+    return METHODS[key]
+
+
+def build_method(name: str, params: dict[str, Any] | None = None) -> Method:
+    """The method ``name`` with ``params``; an unknown name or parameter is a MethodError naming it."""
+    cls = method_class(name)
+    key = cls.name
     params = dict(params or {})
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in params if k not in known]
@@ -52,18 +57,27 @@ class Method:
     right under it) and whose ``apply`` returns the model to train with ``requires_grad`` set."""
 
     name: ClassVar[str]
-    tasks: ClassVar[tuple[str, ...]] = TASK_NAMES
-    """Tasks the method applies to."""
+    task_types: ClassVar[tuple[str, ...] | None] = None
+    """PEFT task types (``Task.peft_task_type``) of the tasks the method applies to; None: every task."""
+    packing: ClassVar[bool] = True
+    """Works on packed rows (per-sample position ids and a block-diagonal mask reach the model intact)."""
+    trained_positions_head: ClassVar[bool] = True
+    """Leaves the model's forward able to run the LM head only at trained positions (``train/trainer.py``)."""
 
     def apply(self, model: Any, task: str) -> nn.Module:
         raise NotImplementedError
 
+    @classmethod
+    def task_names(cls) -> list[str]:
+        """The registered tasks this method applies to."""
+        return [n for n, t in TASKS.items() if cls.task_types is None or t.peft_task_type in cls.task_types]
+
     def check_task(self, task: str) -> None:
-        if task not in TASK_NAMES:
-            raise MethodError(f"unknown task {task!r}; one of {', '.join(TASK_NAMES)}")
-        if task not in self.tasks:
+        if task not in TASKS:
+            raise MethodError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+        if task not in self.task_names():
             raise MethodError(
-                f"{self.name} applies to {' and '.join(self.tasks)} only, not {task}; use lora or full"
+                f"{self.name} applies to {' and '.join(self.task_names())} only, not {task}; use lora or full"
             )
 
     def for_loading(self) -> Method:
@@ -160,8 +174,8 @@ def layer_stack(model: Any, method: str) -> tuple[str, nn.ModuleList]:
 
 
 def head_module_names(model: Any, task: str) -> list[str]:
-    """The task head's top-level modules (``classifier``, ``score``) for classification tasks, else []."""
-    if task not in CLASSIFICATION_TASKS:
+    """The task head's top-level modules (``classifier``, ``score``) for tasks with a new head, else []."""
+    if not TASKS[task].has_labels:
         return []
     prefix = model.base_model_prefix
     return [n for n, child in model.named_children() if n != prefix and any(True for _ in child.parameters())]
@@ -170,7 +184,7 @@ def head_module_names(model: Any, task: str) -> list[str]:
 def head_parameter_names(model: Any, task: str) -> set[str]:
     """Parameters outside the base model (``model.base_model_prefix``), for classification tasks only:
     a new head starts random and always trains."""
-    if task not in CLASSIFICATION_TASKS:
+    if not TASKS[task].has_labels:
         return set()
     prefix = model.base_model_prefix + "."
     return {n for n, _ in model.named_parameters() if not n.startswith(prefix)}
@@ -182,14 +196,9 @@ def train_only(model: nn.Module, names: set[str]) -> None:
         p.requires_grad_(n in names)
 
 
-PEFT_TASK_TYPES = {
-    "causal-lm": "CAUSAL_LM",
-    "sequence-classification": "SEQ_CLS",
-    "token-classification": "TOKEN_CLS",
-    "masked-lm": None,  # PEFT has no masked-LM task type; a plain PeftModel forwards everything
-}
-
-
 def peft_task_kwargs(model: Any, task: str) -> dict[str, Any]:
     """``task_type`` and ``modules_to_save`` (the classification head, trained in full) for a PEFT config."""
-    return {"task_type": PEFT_TASK_TYPES[task], "modules_to_save": head_module_names(model, task) or None}
+    return {
+        "task_type": TASKS[task].peft_task_type,
+        "modules_to_save": head_module_names(model, task) or None,
+    }

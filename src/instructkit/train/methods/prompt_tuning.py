@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from instructkit.train.methods.base import Method, MethodError, peft_task_kwargs, register, require_peft
+from instructkit.train.tasks import TASKS
 
 
 def _left_align(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
@@ -32,7 +33,11 @@ def _left_align(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple
 @dataclass
 class PromptTuning(Method):
     name = "prompt-tuning"
-    tasks = ("causal-lm", "sequence-classification")
+    task_types = ("CAUSAL_LM", "SEQ_CLS")
+    packing = False
+    """PEFT drops the per-sample position ids that packed rows need."""
+    trained_positions_head = False
+    """PEFT prepends the virtual tokens inside forward, so labels and logits no longer line up by position."""
     num_virtual_tokens: int = 20
     """Learned embeddings prepended to every input."""
     init: str = "random"
@@ -52,10 +57,10 @@ class PromptTuning(Method):
             raise MethodError("prompt-tuning: init: text needs init_text and tokenizer_path")
 
     def check_task(self, task: str) -> None:
-        if task in ("token-classification", "masked-lm"):
+        if task in TASKS and task not in self.task_names():
             raise MethodError(
-                f"prompt-tuning prepends virtual tokens, which shifts per-token outputs; it applies to causal-lm "
-                f"and sequence-classification only, not {task}; use lora or ln-tuning"
+                f"prompt-tuning prepends virtual tokens, which shifts per-token outputs; it applies to "
+                f"{' and '.join(self.task_names())} only, not {task}; use lora or ln-tuning"
             )
         super().check_task(task)
 
@@ -76,7 +81,7 @@ class PromptTuning(Method):
             **text,
             **peft_task_kwargs(model, task),
         )
-        pools_last_token = task == "sequence-classification" and hasattr(model, "score")
+        pools_last_token = TASKS[task].pools_last_token and hasattr(model, "score")
         model = peft.get_peft_model(model, config)
         if pools_last_token:
             model.register_forward_pre_hook(_left_align, with_kwargs=True)

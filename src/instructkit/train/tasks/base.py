@@ -40,9 +40,33 @@ class LabelInfo:
 
 
 class Task:
+    """Base class. A subclass sets ``name`` and the capabilities below; everything outside ``train/tasks/``
+    asks these attributes instead of comparing task names, so a new head is one module here."""
+
     name: ClassVar[str]
     default_metric: ClassVar[str] = "loss"
+    """Validation metric that picks the best checkpoint (``compute_metrics`` key, or loss)."""
     greater_is_better: ClassVar[bool] = False
+    auto_model: ClassVar[str] = "AutoModel"
+    """The transformers Auto class that loads this head (``models.load_model(auto_class=...)``)."""
+    peft_task_type: ClassVar[str | None] = None
+    """PEFT ``TaskType`` name for PEFT methods; None: a plain PeftModel, which forwards everything."""
+    has_labels: ClassVar[bool] = False
+    """Reads a label set from the training data and puts a new head sized to it on the model; the head
+    starts random, so every method trains it in full."""
+    generative: ClassVar[bool] = False
+    """Generates replies from a chat template (chat, HumanEval, the chat server)."""
+    packing: ClassVar[bool] = False
+    """Samples can be packed into rows with a block-diagonal mask (``train/packing.py``)."""
+    trained_positions_head: ClassVar[bool] = False
+    """The LM head may run only at positions whose next token is trained (same loss, less work)."""
+    pools_last_token: ClassVar[bool] = False
+    """Predicts from one pooled position; on a decoder that is the last non-pad token, found from
+    ``input_ids`` and the model's pad id."""
+    evaluation: ClassVar[str | None] = None
+    """Name of the routine in ``evaluate/runner.py`` that scores this head (``EVALUATIONS``); None: no eval."""
+    default_metrics: ClassVar[tuple[str, ...]] = ()
+    """Metrics ``instructkit eval`` reports when none are asked for."""
 
     def labels(self, records: list[Record]) -> LabelInfo:
         return LabelInfo()

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import torch
-
 from instructkit.records import Record
 from instructkit.templates import IGNORE_INDEX, ChatTemplate, Dropped
 from instructkit.train.tasks.base import LabelInfo, Task, register, require_kind
@@ -19,7 +17,9 @@ class PadCollator:
     def __init__(self, pad_token_id: int):
         self.pad = pad_token_id
 
-    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch  # here, not at the top: the train config imports this registry and stays light
+
         n = max(len(b["input_ids"]) for b in batch)
         ids = torch.full((len(batch), n), self.pad, dtype=torch.long)
         labels = torch.full((len(batch), n), IGNORE_INDEX, dtype=torch.long)
@@ -35,6 +35,13 @@ class PadCollator:
 @register
 class CausalLM(Task):
     name = "causal-lm"
+    auto_model = "AutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
+    generative = True
+    packing = True
+    trained_positions_head = True
+    evaluation = "generation"
+    default_metrics = ("rouge", "perplexity")
 
     def features(
         self,

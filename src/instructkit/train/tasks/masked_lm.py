@@ -12,6 +12,9 @@ from instructkit.train.tasks.base import LabelInfo, Task, register
 @register
 class MaskedLM(Task):
     name = "masked-lm"
+    auto_model = "AutoModelForMaskedLM"
+    evaluation = "masked-token-loss"
+    default_metrics = ("perplexity",)
 
     def features(self, records: list[Record], tokenizer: Any, labels: LabelInfo, max_length: int, **kw: Any):
         out = []

@@ -33,6 +33,12 @@ class SequenceClassification(Task):
     name = "sequence-classification"
     default_metric = "accuracy"
     greater_is_better = True
+    auto_model = "AutoModelForSequenceClassification"
+    peft_task_type = "SEQ_CLS"
+    has_labels = True
+    pools_last_token = True
+    evaluation = "classification"
+    default_metrics = ("accuracy",)
 
     def labels(self, records: list[Record]) -> LabelInfo:
         values = [_label(r, i) for i, r in enumerate(records)]

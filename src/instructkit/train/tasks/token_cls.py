@@ -27,6 +27,11 @@ class TokenClassification(Task):
     name = "token-classification"
     default_metric = "f1"
     greater_is_better = True
+    auto_model = "AutoModelForTokenClassification"
+    peft_task_type = "TOKEN_CLS"
+    has_labels = True
+    evaluation = "tagging"
+    default_metrics = ("entity-f1", "entity-f1-strict")
 
     def labels(self, records: list[Record]) -> LabelInfo:
         for i, r in enumerate(records):
