@@ -4,8 +4,9 @@ Tiers (markers declared in pyproject.toml; README's Development section says the
 
 - fast: every test not marked ``slow``. `make test-fast` (`pytest -m "not slow"`) runs only these, in
   under 2 minutes on 2 cores; plain `pytest` selects no tier, so a slow test named on the command line runs.
-- ``slow``: loads a bundled model's real weights, trains more than a few steps, spawns processes (DDP,
-  the CLI in a subprocess) or drives a browser. `make test` runs every tier (`-m "slow or not slow"`).
+- ``slow``: loads a bundled model's real weights, runs training to completion or a whole `instructkit run`,
+  or starts processes (the DDP ranks, the sandbox's workers, a browser); a one-off `python -c` import check
+  is not slow. `make test` runs every tier (`-m "slow or not slow"`).
 
 Two markers say what a test needs rather than how long it takes, so they combine with either tier:
 
