@@ -27,9 +27,11 @@ browser:
 demo: setup
 	bash examples/demo.sh
 
+# Every tier (tests/conftest.py says what is `slow`); CI runs this, with the 30 slowest tests listed.
 test: setup browser
-	$(PY) -m pytest -m "slow or not slow" tests
+	$(PY) -m pytest -m "slow or not slow" --durations=30 tests
 
+# The fast tier, under 2 minutes on 2 cores: no real model weights, no training runs, no process pools.
 test-fast: setup
 	$(PY) -m pytest -m "not slow" tests
 

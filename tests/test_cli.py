@@ -109,6 +109,7 @@ def test_show_counts(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.requires_models
 def test_inspect_with_bundled_model() -> None:
     result = invoke(
         "data", "inspect", str(DEMO), "--model", "smollm2-135m-instruct", "-n", "1", "--max-length", "64"
@@ -119,6 +120,7 @@ def test_inspect_with_bundled_model() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.requires_models
 def test_inspect_without_chat_template_fails_clearly() -> None:
     result = invoke("data", "inspect", str(DEMO), "--model", "minilm-l6")
     assert result.exit_code == 1
@@ -126,6 +128,7 @@ def test_inspect_without_chat_template_fails_clearly() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.requires_models
 def test_chat_replies() -> None:
     result = invoke("chat", "--prompt", "What is the capital of France?", "--max-new-tokens", "16")
     assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,23 +23,10 @@ NER = ROOT / "examples" / "data" / "ner-sample.conll"
 
 
 @pytest.fixture(scope="module")
-def varied_llama(tmp_path_factory: pytest.TempPathFactory) -> str:
+def varied_llama(make_tiny_llama: Callable[..., str]) -> str:
     """A tiny Llama whose greedy replies depend on the prompt (with the default init std every prompt
     gets the same newline run, which would make any two generators agree)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from instructkit.models import load_tokenizer
-
-    tok = load_tokenizer("smollm2-135m-instruct")
-    folder = tmp_path_factory.mktemp("varied-llama")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, initializer_range=0.3)  # fmt: skip
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return make_tiny_llama("varied-llama", initializer_range=0.3)
 
 
 def test_batched_generation_equals_one_by_one(varied_llama: str) -> None:
@@ -110,6 +98,7 @@ def _recipe(tmp_path: Path, tiny_llama: str, **eval_kw) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_run_recipe_stages_skip_rerun_and_report(tmp_path: Path, tiny_llama: str) -> None:
     from instructkit.recipe import Recipe, run_recipe
 
@@ -164,6 +153,8 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
+@pytest.mark.requires_browser
 def test_report_renders_in_headless_chromium(tmp_path: Path, tiny_llama: str) -> None:
     """The report opens in a real browser: its tables are there and every image decodes (naturalWidth > 0).
     Chromium comes from Debian's package, installed by `make test` (see the Makefile's browser target)."""
@@ -196,6 +187,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, tiny_llama: str) ->
     assert len(probe_out["images"]) == 2 and all(w > 100 for w in probe_out["images"]), probe_out
 
 
+@pytest.mark.slow
 def test_humaneval_pass_at_1_counts_sandbox_verdicts(
     monkeypatch: pytest.MonkeyPatch, tiny_llama: str
 ) -> None:
@@ -232,6 +224,7 @@ def test_extract_completion_rule() -> None:
     assert extract_completion("text\n```py\n    return 1\n```\nmore", problem) == "    return 1\n"
 
 
+@pytest.mark.slow
 def test_cli_eval_run_report(tmp_path: Path, tiny_llama: str) -> None:
     from typer.testing import CliRunner
 

@@ -23,32 +23,17 @@ from transformers import (
 
 from instructkit.train.methods import METHODS, MethodError, build_method
 
+from .conftest import tiny_bert_config, tiny_llama_config
+
 VOCAB, BATCH, LENGTH, PAD, MASK = 64, 4, 8, 0, 3
 
 
 def _llama(**kw: Any) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=PAD,
-        **kw,
-    )
+    return tiny_llama_config(vocab_size=VOCAB, pad_token_id=PAD, **kw)
 
 
 def _bert(**kw: Any) -> BertConfig:
-    return BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        pad_token_id=PAD,
-        **kw,
-    )
+    return tiny_bert_config(vocab_size=VOCAB, pad_token_id=PAD, **kw)
 
 
 # key -> (task, builder); tied embeddings on the Llama LM, as in SmolLM2

@@ -18,11 +18,13 @@ import torch
 from rouge_score import rouge_scorer
 from seqeval import metrics as sq
 from seqeval.scheme import IOB2
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from instructkit.evaluate.metrics import METRICS, classification, get_metric, ner, perplexity, rouge, squad
 from instructkit.evaluate.metrics import bleu as bleu_mod
 from instructkit.evaluate.metrics.classification import parse_label
+
+from .conftest import tiny_llama_config
 
 # ---------------------------------------------------------------------------------------------- registry
 
@@ -472,16 +474,7 @@ def test_generation_metrics_refuse_unpaired_inputs():
 @pytest.fixture(scope="module")
 def random_lm() -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.1,
-    )
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(tiny_llama_config(vocab_size=100, initializer_range=0.1))
 
 
 def _lm_samples() -> list[dict[str, list[int]]]:

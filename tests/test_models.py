@@ -48,11 +48,13 @@ def test_resolve_local_folder_hub_id_and_unknown(tmp_path: Path) -> None:
         resolve(str(empty))
 
 
+@pytest.mark.requires_models
 def test_encoder_alias_resolves_to_package_folder() -> None:
     ref = resolve("minilm-l6")
     assert Path(ref.path, "config.json").exists() and ref.gguf_file is None
 
 
+@pytest.mark.requires_models
 def test_cache_marker_must_match_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSTRUCTKIT_CACHE", str(tmp_path))
     alias = "smollm2-135m-instruct"
@@ -77,6 +79,7 @@ def test_safetensors_param_count(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.requires_models
 def test_prepare_caches_identical_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache holds the GGUF's dequantized weights exactly: same logits, and it loads as a plain model."""
     import torch

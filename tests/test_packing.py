@@ -18,6 +18,8 @@ from instructkit.train.packing import (
     span_token_losses,
 )
 
+from .conftest import tiny_llama_config
+
 IMPLS = ["sdpa", "eager"]
 MAX_LEN = 32
 PAD = 0
@@ -25,15 +27,7 @@ PAD = 0
 
 def _config() -> LlamaConfig:
     # a larger init than the default makes attention far from uniform, so a leak across samples shows clearly
-    return LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.1,
-    )
+    return tiny_llama_config(vocab_size=64, initializer_range=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         return
     if path.name.startswith("curate"):
         steps = CurateConfig.from_yaml(path).build_steps()
-        assert steps and all(s.name for s in steps)
+        assert steps and CurateConfig([{"step": s.name, **s.params()} for s in steps]).build_steps() == steps
         return
     from instructkit.train.config import TrainConfig
     from instructkit.train.methods import build_method

@@ -54,6 +54,7 @@ def trained(result) -> tuple[bytes, dict]:
     return weights, json.loads((train_dir / "train_metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_run_retrains_after_a_change(tmp_path: Path, tiny_llama: str) -> None:
     data = tmp_path / "data.jsonl"
     data.write_text(DEMO.read_text())
@@ -112,6 +113,7 @@ def test_cli_run_refuses_an_escaping_name(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
 
 
+@pytest.mark.slow
 def test_run_resumes_a_killed_train_stage_under_the_same_inputs(tmp_path: Path, tiny_llama: str) -> None:
     """The other side of the rule: a crash mid-training with unchanged inputs still resumes (from the
     step-2 checkpoint here) and ends with the uninterrupted run's weights."""

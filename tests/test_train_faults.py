@@ -76,6 +76,7 @@ def assert_same_weights(a, b, atol: float = 1e-6) -> None:
     [(False, True), (False, False), (True, True)],
     ids=["group-by-length", "random", "packed"],
 )
+@pytest.mark.slow
 def test_mid_epoch_resume_is_exact_for_every_sampler(
     tmp_path: Path, tiny_llama: str, packing: bool, group_by_length: bool
 ) -> None:
@@ -162,6 +163,7 @@ def damage(ckpt: Path, case: str) -> str | None:
 
 
 @pytest.mark.parametrize("case", list(DAMAGE))
+@pytest.mark.slow
 def test_damaged_last_checkpoint_falls_back_to_the_previous_intact_one(
     tmp_path: Path, tiny_llama: str, killed_run, case: str, capsys: pytest.CaptureFixture
 ) -> None:
@@ -179,6 +181,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous_intact_one(
     assert_same_weights(reference, resumed)
 
 
+@pytest.mark.slow
 def test_no_intact_checkpoint_is_an_error_naming_each(tmp_path: Path, tiny_llama: str, killed_run) -> None:
     from instructkit.train.checkpoints import CheckpointError
 
@@ -192,6 +195,7 @@ def test_no_intact_checkpoint_is_an_error_naming_each(tmp_path: Path, tiny_llama
     assert "checkpoint-3" in msg and "trainer_state.json" in msg, msg
 
 
+@pytest.mark.slow
 def test_missing_optimizer_state_needs_weights_only(tmp_path: Path, tiny_llama: str, killed_run) -> None:
     from instructkit.train.checkpoints import CheckpointError
 
@@ -213,6 +217,7 @@ def test_corrupt_stages_json_is_a_named_error(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------- item 1: resume only same inputs
+@pytest.mark.slow
 def test_resume_with_a_changed_config_names_the_keys(tmp_path: Path, tiny_llama: str, killed_run) -> None:
     from instructkit.train.checkpoints import CheckpointError
 
@@ -233,6 +238,7 @@ def test_run_name_is_one_path_component(tmp_path: Path, name: str) -> None:
         TrainConfig.from_dict({"data": {"train": "x"}, "name": name, "output_dir": str(tmp_path)})
 
 
+@pytest.mark.slow
 def test_run_folder_must_be_a_run_folder(
     tmp_path: Path, tiny_llama: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -287,6 +293,7 @@ def test_weights_only_skips_state_files(tmp_path: Path) -> None:
     assert "trainer_state.json" in (verify(ckpt, weights_only=True) or "")
 
 
+@pytest.mark.slow
 def test_save_total_limit_one_has_no_fallback(tmp_path: Path, tiny_llama: str) -> None:
     """With one checkpoint kept there is nothing to fall back to: a clear error, not a traceback."""
     from instructkit.train.checkpoints import CheckpointError
@@ -300,6 +307,7 @@ def test_save_total_limit_one_has_no_fallback(tmp_path: Path, tiny_llama: str) -
         train(make_cfg(tmp_path, tiny_llama, save_total_limit=1), resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_cli_resume_errors_and_weights_only(tmp_path: Path, tiny_llama: str, killed_run) -> None:
     from typer.testing import CliRunner
 
