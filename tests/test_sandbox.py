@@ -160,7 +160,9 @@ def test_red_team_program_is_contained(attack, sandbox, victim, listener):
     uids = set(sandbox.sample_uids)
     assert uids and not [pid for pid, (uid, _, _) in after.items() if uid in uids]
     assert not [pid for pid, (_, ppid, _) in after.items() if ppid in sandbox.worker_pids]
-    assert len(after) <= len(before) + 5
+    # and no new process of any other uid (the machine's own processes come and go: count only those
+    # a sample could have made, whatever uid it ended up with)
+    assert not [pid for pid, (uid, _, _) in after.items() if pid not in before and uid != os.getuid()]
     # nothing reached the host's listening socket
     assert select.select([listener], [], [], 0.05)[0] == []
     # the sample's memory stayed under its limit
@@ -169,7 +171,9 @@ def test_red_team_program_is_contained(attack, sandbox, victim, listener):
     assert sandbox.run(CORRECT).stdout == "ok\n"
 
     if attack == "infinite_loop":
-        assert 1.0 <= result.seconds < 1.5
+        assert (
+            1.0 <= result.seconds < 3.0
+        )  # its own 1 s timeout, not the 3 s default (slack for busy machines)
     if attack == "allocate_8gb":
         assert "MemoryError" in result.stderr
     if attack in ("delete_file", "overwrite_file"):  # the uid drop, and before it the read-only mounts
