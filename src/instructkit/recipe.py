@@ -1,7 +1,8 @@
 """``instructkit run RECIPE.yaml``: data -> eval before -> train -> eval after -> report, in one run folder.
 
-A recipe names the input files and how to curate them, a training config (a file under ``recipes/`` or
-a mapping), and how to evaluate. The run folder ``<output_dir>/<name>/`` holds::
+A recipe names the input files and how to curate them, a training config (a file under
+``recipes/train/`` or a mapping), and how to evaluate; :func:`check_recipe` checks all of it, the configs
+it points to included, before any stage starts. The run folder ``<output_dir>/<name>/`` holds::
 
     data/            curated train/val/test, rejects.jsonl, card.json/md   (stage "data")
     eval/before.*    the untouched model on the eval split                 (stage "before")
@@ -281,11 +282,11 @@ def run_recipe(
     from instructkit.train.runner import train
     from instructkit.train.tasks import TASKS
 
-    curate_cfg, cfg, inputs = check_recipe(recipe, recipe_path)
     run_dir = recipe.run_dir
     problem = check_run_folder(run_dir, RECIPE_MARKERS)
     if problem:
         raise RecipeError(f"output_dir/name: {problem}")
+    curate_cfg, cfg, inputs = check_recipe(recipe, recipe_path)  # all of it, before anything is written
     if (run_dir / "stages.json").exists():
         Stages(run_dir)  # a damaged stages.json stops the run before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,9 @@ from instructkit.cli._common import console, user_errors
 
 
 def train(
-    config: Path = typer.Argument(..., help="Training YAML (see recipes/).", exists=True, dir_okay=False),
+    config: Path = typer.Argument(
+        ..., help="Training YAML (see recipes/train/).", exists=True, dir_okay=False
+    ),
     set_: list[str] = typer.Option(
         [],
         "--set",
