@@ -4,7 +4,7 @@
 
 The peer is the plain script a user writes today: AutoModelForTokenClassification on minilm-l6,
 first-sub-token labels, lr 1e-4, batch 16, weight decay 0.01, the same seeded 10% held out, scored
-with seqeval. instructkit runs `recipes/ner-minilm.yaml` (full) and `recipes/ner-methods/*.yaml`,
+with seqeval. instructkit runs `recipes/train/ner-minilm.yaml` (full) and `recipes/train/ner-methods/*.yaml`,
 each in its own process (peak memory = that process's max RSS). Prints a Markdown table for the
 README and ends with the F1 ratio of instructkit's full recipe to the plain script.
 """
@@ -99,7 +99,9 @@ def main() -> None:
         rows.append(("plain Trainer script (peer)", plain["f1"], plain["trainable"], secs, mem))
         for m in args.methods.split(","):
             recipe = ROOT / (
-                "recipes/ner-minilm.yaml" if m == "full" else f"recipes/ner-methods/ner-minilm-{m}.yaml"
+                "recipes/train/ner-minilm.yaml"
+                if m == "full"
+                else f"recipes/train/ner-methods/ner-minilm-{m}.yaml"
             )
             cmd = [
                 sys.executable,
@@ -122,7 +124,7 @@ def main() -> None:
         print(f"| {name} | {f1:.3f} | {params / 1e6:.2f}M | {secs / 60:.1f} min | {mem:,.0f} MiB |")
     full = next(r for r in rows if r[0] == "instructkit full")
     print(
-        f"ratio: {full[1] / plain['f1']:.2f}x entity F1 of recipes/ner-minilm.yaml vs a plain transformers Trainer script"
+        f"ratio: {full[1] / plain['f1']:.2f}x entity F1 of recipes/train/ner-minilm.yaml vs a plain transformers Trainer script"
     )
 
 

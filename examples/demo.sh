@@ -26,7 +26,7 @@ echo "== 3. loss masks: what SmolLM2 is trained on (highlighted) and what is con
 $IK data inspect "$DATA" --model "$MODEL" -n 2 --max-length 256
 
 echo "== 4. the recipe: curate -> eval before -> LoRA fine-tune -> eval after -> report"
-$IK run recipes/quickstart.yaml --output-dir "$OUT"
+$IK run recipes/run/quickstart.yaml --output-dir "$OUT"
 RUN="$OUT/quickstart"
 $IK data stats "$RUN/data"
 
@@ -40,4 +40,4 @@ echo "-- after (LoRA, $RUN/train)"
 $IK chat --model "$RUN/train" --prompt "$PROMPT" --max-new-tokens 48
 
 echo "== 6. run it again: every stage is up to date, so this only prints the result"
-$IK run recipes/quickstart.yaml --output-dir "$OUT"
+$IK run recipes/run/quickstart.yaml --output-dir "$OUT"

@@ -81,7 +81,7 @@ def _recipe(tmp_path: Path, tiny_llama: str, **eval_kw) -> Path:
         "name": "r",
         "output_dir": str(tmp_path),
         "inputs": [str(DEMO)],
-        "curate": str(ROOT / "recipes" / "curate-quickstart.yaml"),
+        "curate": str(ROOT / "recipes" / "curate" / "quickstart.yaml"),
         "train": {
             "model": tiny_llama,
             "task": "causal-lm",

@@ -56,32 +56,47 @@ def tiny_model(base: str, task: str):
     return cls.from_config(cfg)
 
 
+KINDS = ("run", "train", "curate")
+
+
+def kind_of(path: Path) -> str:
+    """A recipe's schema is the folder it sits in (recipes/KIND/...), never guessed from its shape."""
+    return path.relative_to(ROOT / "recipes").parts[0]
+
+
 def test_recipes_exist() -> None:
-    assert len(RECIPES) >= 8 and any(p.parent.name == "ner-methods" for p in RECIPES)
+    assert len(RECIPES) >= 8
+    assert {kind_of(p) for p in RECIPES} == set(KINDS), "every recipe sits in recipes/run, train or curate"
+    assert any(p.parent.name == "ner-methods" for p in RECIPES)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
 def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # recipes name their files relative to the repository root
-    raw = yaml.safe_load(path.read_text())
-    if "inputs" in raw:  # a run recipe (`instructkit run`): data -> eval -> train -> eval -> report
+    kind = kind_of(path)
+    assert kind in KINDS, f"{path}: recipes/ holds only the folders {', '.join(KINDS)}"
+    if kind == "run":  # `instructkit run`: data -> eval -> train -> eval -> report
         from instructkit.recipe import Recipe, _load_curate, _train_config
 
         recipe = Recipe.from_yaml(path)
         assert recipe.name == path.stem, "a recipe's run name is its file name"
         for p in recipe.inputs:
             assert (ROOT / p).exists(), p
-        assert _load_curate(recipe, path.parent).build_steps()
+        steps = _load_curate(recipe, path.parent).build_steps()
+        assert steps and all(s.params() is not None for s in steps)
         cfg = _train_config(recipe, path.parent, Path("data"), ".jsonl")
         assert cfg.data.train == "data/train.jsonl" and cfg.name == "train"
         return
-    if path.name.startswith("curate"):
+    if kind == "curate":
         steps = CurateConfig.from_yaml(path).build_steps()
+        raw_steps = yaml.safe_load(path.read_text())["steps"]
+        assert [s.name for s in steps] == [r if isinstance(r, str) else r["step"] for r in raw_steps]
         assert steps and CurateConfig([{"step": s.name, **s.params()} for s in steps]).build_steps() == steps
         return
     from instructkit.train.config import TrainConfig
     from instructkit.train.methods import build_method
 
+    raw = yaml.safe_load(path.read_text())
     cfg = TrainConfig.from_yaml(path)
     assert cfg.name == raw["name"] == path.stem, "a recipe's run name is its file name"
     for split in (cfg.data.train, cfg.data.val, cfg.data.test):

@@ -20,7 +20,7 @@ def write_recipe(tmp_path: Path, tiny_llama: str, data: Path, lr: float = 5e-3, 
         "name": "r",
         "output_dir": str(tmp_path / "runs"),
         "inputs": [str(data)],
-        "curate": str(ROOT / "recipes" / "curate-quickstart.yaml"),
+        "curate": str(ROOT / "recipes" / "curate" / "quickstart.yaml"),
         "train": {
             "model": tiny_llama,
             "task": "causal-lm",

@@ -1,7 +1,8 @@
 """``instructkit run RECIPE.yaml``: data -> eval before -> train -> eval after -> report, in one run folder.
 
-A recipe names the input files and how to curate them, a training config (a file under ``recipes/`` or
-a mapping), and how to evaluate. The run folder ``<output_dir>/<name>/`` holds::
+A recipe names the input files and how to curate them, a training config (a file under
+``recipes/train/`` or a mapping), and how to evaluate; :func:`check_recipe` checks all of it, the configs
+it points to included, before any stage starts. The run folder ``<output_dir>/<name>/`` holds::
 
     data/            curated train/val/test, rejects.jsonl, card.json/md   (stage "data")
     eval/before.*    the untouched model on the eval split                 (stage "before")
@@ -26,6 +27,7 @@ rather than guessing which stages finished (delete it to rerun every stage).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -37,37 +39,40 @@ from typing import Any
 
 import yaml
 
+from instructkit.config import ConfigError, checked, load, read_yaml, set_dotted
 from instructkit.formats.io import write_text
 
 STAGES = ("data", "before", "train", "after", "report")
 
 
-class RecipeError(ValueError):
-    """A recipe is invalid; the message names the key."""
+class RecipeError(ConfigError):
+    """A recipe is invalid; the message names the file and the key."""
 
 
 @dataclass
 class EvalSettings:
-    split: str = "test"
+    split: str = checked("test", choices=("test", "val"))
     """Which curated split to score (test or val)."""
     metrics: list[str] | None = None
     """Metric names (null: the task's defaults)."""
-    batch_size: int = 16
+    batch_size: int = checked(16, ge=1)
     """Prompts per generate call / samples per forward."""
-    max_length: int = 512
+    max_length: int = checked(512, ge=1)
     """Longest input in tokens."""
-    max_new_tokens: int = 128
+    max_new_tokens: int = checked(128, ge=1)
     """Longest generated reply (causal-lm)."""
     labels: list[str] | None = None
     """For generative classification: the label set parsed from replies (default: the references)."""
-    examples: int = 5
+    examples: int = checked(5, ge=0)
     """Changed answers shown in the report."""
 
 
 @dataclass
 class Recipe:
     name: str = "run"
+    """Run name: the run folder is output_dir/name."""
     output_dir: str = "runs"
+    """Folder that holds run folders."""
     inputs: list[str] = field(default_factory=list)
     """Input data files (any format instructkit reads)."""
     curate: str | dict[str, Any] | None = None
@@ -77,6 +82,7 @@ class Recipe:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     """Dotted overrides on the training config: {optim.epochs: 2}."""
     eval: EvalSettings = field(default_factory=EvalSettings)
+    """How the model is scored before and after training."""
 
     @property
     def run_dir(self) -> Path:
@@ -84,33 +90,24 @@ class Recipe:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
-        path = Path(path)
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise RecipeError(f"{path}: a recipe is a mapping")
+        """The recipe's own keys checked; :func:`check_recipe` checks the configs it points to."""
+        data = read_yaml(path, RecipeError)
         data.update(overrides or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise RecipeError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(known))})")
-        ev = data.pop("eval", None) or {}
-        ev_known = {f.name for f in dataclasses.fields(EvalSettings)}
-        for key in ev:
-            if key not in ev_known:
-                raise RecipeError(f"{path}: unknown key 'eval.{key}' (known: {', '.join(sorted(ev_known))})")
-        recipe = cls(**data, eval=EvalSettings(**ev))
+        try:
+            return load(cls, data, error=RecipeError)
+        except ConfigError as e:
+            raise RecipeError(e.template, key=e.key, where=(str(path), *e.where)) from None
+
+    def validate(self) -> None:
         from instructkit.train.rundir import run_name_problem
 
-        problem = run_name_problem(recipe.name)
+        problem = run_name_problem(self.name)
         if problem:
-            raise RecipeError(f"{path}: 'name' {problem} (the run folder is output_dir/name)")
-        if not recipe.inputs:
-            raise RecipeError(f"{path}: 'inputs' lists no data files")
-        if not recipe.train:
-            raise RecipeError(f"{path}: 'train' is required (a training YAML or mapping)")
-        if recipe.eval.split not in ("test", "val"):
-            raise RecipeError(f"{path}: eval.split must be test or val")
-        return recipe
+            raise RecipeError(f"{{key}} {problem} (the run folder is output_dir/name)", key="name")
+        if not self.inputs:
+            raise RecipeError("{key} lists no data files", key="inputs")
+        if not self.train:
+            raise RecipeError("{key} is required (a training YAML or mapping)", key="train")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,8 +187,11 @@ def _load_curate(recipe: Recipe, base: Path) -> Any:
     if recipe.curate is None:
         return CurateConfig()
     if isinstance(recipe.curate, str):
-        return CurateConfig.from_yaml(_resolve(recipe.curate, base))
-    return CurateConfig.from_dict(recipe.curate)
+        path = _resolve(recipe.curate, base)
+        if not path.is_file():
+            raise RecipeError(f"{{key}}: no such file {recipe.curate}", key="curate")
+        return CurateConfig.from_yaml(path)
+    return CurateConfig.from_dict(recipe.curate, prefix="curate")
 
 
 def _resolve(p: str, base: Path) -> Path:
@@ -202,23 +202,65 @@ def _resolve(p: str, base: Path) -> Path:
 
 
 def _train_config(recipe: Recipe, base: Path, data_dir: Path, suffix: str) -> Any:
+    """The training config the train stage runs: the file or mapping, then ``train_overrides``, then the
+    curated splits and the run folder. An error in an override is named ``train_overrides.KEY``."""
     from instructkit.train.config import TrainConfig
 
-    overrides = {
-        **recipe.train_overrides,
+    fixed = {
         "data.train": str(data_dir / f"train{suffix}"),
         "data.val": str(data_dir / f"val{suffix}"),
         "output_dir": str(recipe.run_dir),
         "name": "train",
     }
     if isinstance(recipe.train, str):
-        return TrainConfig.from_yaml(_resolve(recipe.train, base), overrides)
-    tmp = dict(recipe.train)
-    from instructkit.train.config import _set_dotted
+        path = _resolve(recipe.train, base)
+        if not path.is_file():
+            raise RecipeError(f"{{key}}: no such file {recipe.train}", key="train")
+        data, where = read_yaml(path), (str(path),)
+    else:
+        data, where = copy.deepcopy(recipe.train), ()
+    try:
+        for k, v in recipe.train_overrides.items():
+            set_dotted(data, k, v)
+    except ConfigError as e:
+        raise e.under("train_overrides") from None
+    for k, v in fixed.items():
+        set_dotted(data, k, v)
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as e:
+        if e.key in recipe.train_overrides:  # the bad value came from the recipe, not the train config
+            raise e.under("train_overrides") from None
+        if not where:
+            raise e.under("train") from None
+        raise ConfigError(e.template, key=e.key, where=("train", *where, *e.where)) from None
 
-    for k, v in overrides.items():
-        _set_dotted(tmp, k, v)
-    return TrainConfig.from_dict(tmp)
+
+def check_recipe(recipe: Recipe, recipe_path: str | Path | None = None) -> tuple[Any, Any, list[Path]]:
+    """Everything ``run_recipe`` needs, checked before any stage starts: the input files, the curate config
+    and every step, the training config (with ``train_overrides`` applied) and its method's parameters, the
+    metric names and the model. Returns (curate config, training config, input paths); an error names
+    the recipe file and the key."""
+    from instructkit.evaluate.metrics import METRICS
+    from instructkit.models.registry import check_model
+
+    base = Path(recipe_path).parent if recipe_path else Path.cwd()
+    try:
+        inputs = [_resolve(p, base) for p in recipe.inputs]
+        for i, (given, path) in enumerate(zip(recipe.inputs, inputs, strict=True)):
+            if not path.is_file():
+                raise RecipeError(f"{{key}}: no such file {given}", key=f"inputs[{i}]")
+        curate_cfg = _load_curate(recipe, base)
+        cfg = _train_config(recipe, base, recipe.run_dir / "data", curate_cfg.output_suffix)
+        for i, m in enumerate(recipe.eval.metrics or []):
+            if m not in METRICS:
+                raise RecipeError(
+                    f"{{key}}: unknown metric {m!r} (known: {', '.join(METRICS)})", key=f"eval.metrics[{i}]"
+                )
+    except ConfigError as e:
+        raise e.within(recipe_path or "recipe") from None
+    check_model(cfg.model)  # a hub id with no network fails here, in seconds, not after the data stage
+    return curate_cfg, cfg, inputs
 
 
 def run_recipe(
@@ -240,11 +282,11 @@ def run_recipe(
     from instructkit.train.runner import train
     from instructkit.train.tasks import TASKS
 
-    base = Path(recipe_path).parent if recipe_path else Path.cwd()
     run_dir = recipe.run_dir
     problem = check_run_folder(run_dir, RECIPE_MARKERS)
     if problem:
         raise RecipeError(f"output_dir/name: {problem}")
+    curate_cfg, cfg, inputs = check_recipe(recipe, recipe_path)  # all of it, before anything is written
     if (run_dir / "stages.json").exists():
         Stages(run_dir)  # a damaged stages.json stops the run before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -266,8 +308,6 @@ def run_recipe(
         ran.append(name)
 
     # data ---------------------------------------------------------------------------------------------
-    curate_cfg = _load_curate(recipe, base)
-    inputs = [_resolve(p, base) for p in recipe.inputs]
     data_dir = run_dir / "data"
     suffix = curate_cfg.output_suffix
     d_data = _digest("data", curate_cfg.to_dict(), [(str(p), _file_digest(p)) for p in inputs])
@@ -279,7 +319,6 @@ def run_recipe(
     )
 
     # before -------------------------------------------------------------------------------------------
-    cfg = _train_config(recipe, base, data_dir, suffix)
     ev = recipe.eval
     split_file = data_dir / f"{ev.split}{suffix}"
     decoding = Decoding(max_new_tokens=ev.max_new_tokens)

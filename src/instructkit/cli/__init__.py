@@ -7,7 +7,7 @@ import warnings
 import typer
 
 from instructkit import __version__
-from instructkit.cli import chat, data, evaluate, models, train
+from instructkit.cli import chat, config, data, evaluate, models, train
 
 app = typer.Typer(
     name="instructkit",
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(config.app, name="config")
 app.command("chat")(chat.chat)
 app.command("train")(train.train)
 app.command("eval")(evaluate.eval_)

@@ -300,13 +300,13 @@ def curate(
     ),
 ) -> None:
     """Clean, deduplicate, decontaminate and split; write a dataset card that accounts for every record."""
-    from instructkit.data.base import StepConfigError
+    from instructkit.config import ConfigError
     from instructkit.data.pipeline import CurateConfig
     from instructkit.data.pipeline import curate as run_curate
 
     _check_choice(fmt, format_names(), "--format")
     _check_choice(on_error, ["raise", "skip"], "--on-error")
-    with user_errors(StepConfigError, *DATA_ERRORS):
+    with user_errors(ConfigError, *DATA_ERRORS):
         cfg = CurateConfig.from_yaml(config) if config else CurateConfig()
         if num_proc is not None:
             cfg.num_proc = num_proc

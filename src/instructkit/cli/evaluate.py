@@ -103,7 +103,7 @@ def eval_(
 
 def run(
     recipe: Path = typer.Argument(
-        ..., help="Recipe YAML (see recipes/quickstart.yaml).", exists=True, dir_okay=False
+        ..., help="Recipe YAML (see recipes/run/quickstart.yaml).", exists=True, dir_okay=False
     ),
     output_dir: str | None = typer.Option(None, "--output-dir", help="Folder that holds run folders."),
     name: str | None = typer.Option(None, "--name", help="Run name (folder under output_dir)."),

@@ -12,7 +12,9 @@ from instructkit.cli._common import console, user_errors
 
 
 def train(
-    config: Path = typer.Argument(..., help="Training YAML (see recipes/).", exists=True, dir_okay=False),
+    config: Path = typer.Argument(
+        ..., help="Training YAML (see recipes/train/).", exists=True, dir_okay=False
+    ),
     set_: list[str] = typer.Option(
         [],
         "--set",
@@ -36,7 +38,9 @@ def train(
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
 ) -> None:
     """Fine-tune a model: full, freeze, LoRA, adapters, prompt tuning, BitFit or LN-tuning; writes a run folder."""
+    from instructkit.config import parse_overrides
     from instructkit.models import ModelNotFoundError
+    from instructkit.models.registry import check_model
     from instructkit.records import RecordError
     from instructkit.train.checkpoints import CheckpointError
     from instructkit.train.config import ConfigError, TrainConfig
@@ -44,17 +48,9 @@ def train(
     from instructkit.train.runner import train as run_train
     from instructkit.train.tasks import TaskDataError
 
-    overrides = {}
     for item in set_:
         if "=" not in item:
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value
-    for key, value in (("name", name), ("output_dir", output_dir), ("optim.max_steps", max_steps)):
-        if value is not None:
-            overrides[key] = value
-    if resume_weights_only:
-        overrides["resume_weights_only"] = True
     with user_errors(
         ConfigError,
         CheckpointError,
@@ -64,7 +60,14 @@ def train(
         ModelNotFoundError,
         FileNotFoundError,
     ):
-        cfg = TrainConfig.from_yaml(config, {k: v if isinstance(v, str) else v for k, v in overrides.items()})
+        overrides = parse_overrides(set_)  # values are YAML; the flags below are taken as they are
+        for key, value in (("name", name), ("output_dir", output_dir), ("optim.max_steps", max_steps)):
+            if value is not None:
+                overrides[key] = value
+        if resume_weights_only:
+            overrides["resume_weights_only"] = True
+        cfg = TrainConfig.from_yaml(config, overrides, parse_strings=False)
+        check_model(cfg.model)  # before anything is written: a hub id with no network fails in seconds
         result = run_train(
             cfg,
             resume=resume or resume_weights_only,

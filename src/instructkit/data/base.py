@@ -7,8 +7,9 @@ Three shapes, after datatrove's:
 * :class:`Mapper` — ``apply(record) -> Record``; rewrites a record (or raises :class:`Drop`).
 * :class:`DatasetStep` — ``run(records) -> list[Verdict]``; needs the whole dataset at once (dedup).
 
-A step's parameters are its dataclass fields; the pipeline builds it from a YAML mapping and an
-unknown key is an error naming the step and the key.
+A step's parameters are its dataclass fields, each documented right under it, ranges declared beside it
+(``instructkit.config.checked``); the shared config loader builds a step from a YAML mapping, so a wrong
+type, a value out of range or an unknown parameter is an error naming the step and the parameter.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from instructkit.config import ConfigError, load
 from instructkit.records import Record
 
 STEPS: dict[str, type[Step]] = {}
@@ -36,7 +38,7 @@ class Drop(Exception):  # noqa: N818 - a verdict, not an error
         super().__init__(reason)
 
 
-class StepConfigError(ValueError):
+class StepConfigError(ConfigError):
     """A step in a curation config is unknown or has a bad parameter."""
 
 
@@ -58,22 +60,16 @@ class Step:
         return dataclasses.asdict(self)
 
     @classmethod
-    def build(cls, params: dict[str, Any]) -> Step:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - fields)
-        if unknown:
-            raise StepConfigError(
-                f"step '{cls.name}': unknown parameter '{unknown[0]}' (known: {', '.join(sorted(fields)) or 'none'})"
-            )
+    def build(cls, params: dict[str, Any], prefix: str = "") -> Step:
+        """The step with ``params`` (types, ranges, unknown parameters checked); ``prefix`` is where the
+        step sits in its config (``steps[3]``), so an error names ``steps[3].threshold``."""
         try:
-            step = cls(**params)
-        except (TypeError, ValueError) as e:
-            raise StepConfigError(f"step '{cls.name}': {e}") from None
-        step.validate()
-        return step
+            return load(cls, params, prefix=prefix, error=StepConfigError, noun="parameter")
+        except StepConfigError as e:
+            raise e.within(f"step '{cls.name}'") from None
 
     def validate(self) -> None:
-        """Check parameter values; raise StepConfigError naming the parameter."""
+        """Rules across parameters; raise StepConfigError naming the parameter (``key=``)."""
 
 
 @dataclass
@@ -96,8 +92,10 @@ class DatasetStep(Step):
         raise NotImplementedError
 
 
-def build_step(spec: Any) -> Step:
-    """``{"step": name, **params}`` or ``{name: {params}}`` or a bare ``name`` → a configured step."""
+def build_step(spec: Any, prefix: str = "") -> Step:
+    """``{"step": name, **params}`` or ``{name: {params}}`` or a bare ``name`` → a configured step;
+    ``prefix`` (``steps[3]``) is where the spec sits in its config, for the error messages."""
+    where = f"{prefix}: " if prefix else ""
     if isinstance(spec, str):
         name, params = spec, {}
     elif isinstance(spec, dict) and "step" in spec:
@@ -105,9 +103,11 @@ def build_step(spec: Any) -> Step:
         name = params.pop("step")
     elif isinstance(spec, dict) and len(spec) == 1:
         name, params = next(iter(spec.items()))
+        if params is not None and not isinstance(params, dict):
+            raise StepConfigError(f"{where}the parameters of step {name!r} must be a mapping, got {params!r}")
         params = dict(params or {})
     else:
-        raise StepConfigError(f"a step is a name or a mapping with 'step: NAME'; got {spec!r}")
-    if name not in STEPS:
-        raise StepConfigError(f"unknown step '{name}'; known steps: {', '.join(sorted(STEPS))}")
-    return STEPS[name].build(params)
+        raise StepConfigError(f"{where}a step is a name or a mapping with 'step: NAME'; got {spec!r}")
+    if not isinstance(name, str) or name not in STEPS:
+        raise StepConfigError(f"{where}unknown step '{name}'; known steps: {', '.join(sorted(STEPS))}")
+    return STEPS[name].build(params, prefix)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from instructkit.data.base import Filter, StepConfigError, register
+from instructkit.config import checked
+from instructkit.data.base import Filter, register
 from instructkit.records import Record
 
 BUILTIN = ("humaneval",)
@@ -21,18 +22,12 @@ class Decontaminate(Filter):
 
     name = "decontaminate"
     reason = "contaminated"
-    benchmarks: list[str] = field(default_factory=lambda: ["humaneval"])
+    benchmarks: list[str] = checked(default_factory=lambda: ["humaneval"], choices=BUILTIN)
+    """Built-in benchmarks to check against (humaneval)."""
     files: list[str] = field(default_factory=list)
-    n: int = 13
-
-    def validate(self) -> None:
-        unknown = [b for b in self.benchmarks if b not in BUILTIN]
-        if unknown:
-            raise StepConfigError(
-                f"step 'decontaminate': unknown benchmark '{unknown[0]}' (built in: {', '.join(BUILTIN)})"
-            )
-        if self.n < 3:
-            raise StepConfigError("step 'decontaminate': n must be at least 3")
+    """More benchmark files, in any format instructkit reads."""
+    n: int = checked(13, ge=3)
+    """Length of the shared n-gram (in code-aware tokens) that marks a record contaminated."""
 
     @cached_property
     def index(self) -> Any:

@@ -7,7 +7,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from instructkit.data.base import DatasetStep, StepConfigError, Verdict, register
+from instructkit.config import checked
+from instructkit.data.base import DatasetStep, Verdict, register
 from instructkit.data.text import all_text, first_instruction, prompt_text
 from instructkit.records import Record
 
@@ -33,11 +34,6 @@ def normalized_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _check_key(step: str, key: str) -> None:
-    if key not in KEYS:
-        raise StepConfigError(f"step '{step}': key must be one of {', '.join(KEYS)}, not {key!r}")
-
-
 @register
 @dataclass
 class ExactDedup(DatasetStep):
@@ -45,10 +41,8 @@ class ExactDedup(DatasetStep):
     whitespace collapsing."""
 
     name = "exact_dedup"
-    key: str = "prompt"
-
-    def validate(self) -> None:
-        _check_key(self.name, self.key)
+    key: str = checked("prompt", choices=KEYS)
+    """Which text is compared: instruction, prompt or conversation."""
 
     def run(self, records: list[Record], progress: Any = None) -> list[Verdict]:
         first: dict[str, str] = {}
@@ -71,22 +65,20 @@ class NearDedup(DatasetStep):
     representative per cluster; ``action: mark`` keeps all (the split then keeps each cluster together)."""
 
     name = "near_dedup"
-    key: str = "prompt"
-    threshold: float = 0.7
-    num_perm: int = 128
-    ngram: int = 5
-    unit: str = "char"
+    key: str = checked("prompt", choices=KEYS)
+    """Which text is compared: instruction, prompt or conversation."""
+    threshold: float = checked(0.7, gt=0, le=1)
+    """Estimated Jaccard similarity of the n-gram sets from which two records are near-duplicates."""
+    num_perm: int = checked(128, ge=1)
+    """MinHash permutations: more estimate the similarity more closely, at more cost."""
+    ngram: int = checked(5, ge=1)
+    """Length of the shingles (in ``unit``s)."""
+    unit: str = checked("char", choices=("char", "word"))
+    """Shingles of characters or of words."""
     seed: int = 1
-    action: str = "drop"
-
-    def validate(self) -> None:
-        _check_key(self.name, self.key)
-        if not 0 < self.threshold <= 1:
-            raise StepConfigError(f"step '{self.name}': threshold must be in (0, 1]")
-        if self.action not in ("drop", "mark"):
-            raise StepConfigError(f"step '{self.name}': action must be drop or mark")
-        if self.unit not in ("char", "word"):
-            raise StepConfigError(f"step '{self.name}': unit must be char or word")
+    """Seed of the MinHash permutations."""
+    action: str = checked("drop", choices=("drop", "mark"))
+    """drop: keep one record per cluster; mark: keep all (the split keeps each cluster together)."""
 
     def run(self, records: list[Record], progress: Any = None) -> list[Verdict]:
         from instructkit.data.near_dup import near_duplicate_clusters

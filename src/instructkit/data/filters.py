@@ -8,6 +8,7 @@ from dataclasses import field as dataclass_field
 from functools import cached_property
 from typing import Any
 
+from instructkit.config import checked
 from instructkit.data.base import Filter, StepConfigError, register
 from instructkit.data.text import all_text, prompt_text, reply_text
 from instructkit.records import Record
@@ -90,21 +91,22 @@ class Length(Filter):
     over ``field`` (prompt, reply or all)."""
 
     name = "length"
-    min: int = 1
-    max: int = 4096
-    unit: str = "words"
-    field: str = "all"
+    min: int = checked(1, ge=0)
+    """Fewest units a record may have (fewer: dropped as too_short)."""
+    max: int = checked(4096, ge=1)
+    """Most units a record may have (more: dropped as too_long)."""
+    unit: str = checked("words", choices=("words", "tokens"))
+    """What is counted: words (whitespace-separated), or tokens of ``tokenizer``."""
+    field: str = checked("all", choices=("prompt", "reply", "all"))
+    """Which text is counted: the prompt, the reply, or all of the record."""
     tokenizer: str | None = None
+    """unit tokens: the model (alias, folder or hub id) whose tokenizer counts."""
 
     def validate(self) -> None:
-        if self.unit not in ("words", "tokens"):
-            raise StepConfigError("step 'length': unit must be words or tokens")
-        if self.field not in ("prompt", "reply", "all"):
-            raise StepConfigError("step 'length': field must be prompt, reply or all")
         if self.unit == "tokens" and not self.tokenizer:
-            raise StepConfigError("step 'length': unit tokens needs 'tokenizer' (a model name)")
+            raise StepConfigError("{key} tokens needs 'tokenizer' (a model name)", key="unit")
         if self.min > self.max:
-            raise StepConfigError("step 'length': min is larger than max")
+            raise StepConfigError(f"{{key}} ({self.min}) is larger than max ({self.max})", key="min")
 
     @cached_property
     def _tok(self) -> Any:
@@ -143,7 +145,9 @@ class Refusal(Filter):
     name = "refusal"
     reason = "refusal"
     phrases: list[str] = dataclass_field(default_factory=lambda: list(REFUSAL_PHRASES))
+    """Phrases that mark a refusal, matched casefolded anywhere in the reply (replaces the built-in list)."""
     extra_phrases: list[str] = dataclass_field(default_factory=list)
+    """Phrases added to ``phrases``."""
 
     def keep(self, record: Record) -> bool | tuple[bool, str, str]:
         reply = reply_text(record).casefold().replace("\u2019", "'")
@@ -162,6 +166,7 @@ class NeedsModality(Filter):
     name = "modality"
     reason = "needs_modality"
     words: list[str] = dataclass_field(default_factory=lambda: list(MODALITY_WORDS))
+    """Words (whole words, any case) in a prompt that ask for another modality."""
 
     @cached_property
     def _pattern(self) -> re.Pattern[str]:
@@ -188,10 +193,14 @@ class Repetition(Filter):
 
     name = "repetition"
     reason = "repetition"
-    n: int = 3
-    max_dup_fraction: float = 0.4
-    max_dup_lines: float = 0.5
-    min_words: int = 20
+    n: int = checked(3, ge=1)
+    """Length of the word n-grams counted."""
+    max_dup_fraction: float = checked(0.4, ge=0, le=1)
+    """Largest share of repeated n-grams a reply may have."""
+    max_dup_lines: float = checked(0.5, ge=0, le=1)
+    """Largest share of repeated non-empty lines a reply may have (judged from 4 lines up)."""
+    min_words: int = checked(20, ge=0)
+    """Replies shorter than this are kept unjudged."""
 
     def keep(self, record: Record) -> bool:
         text = reply_text(record) if record.messages is not None else all_text(record)
@@ -215,12 +224,11 @@ class Language(Filter):
 
     name = "language"
     languages: list[str] = dataclass_field(default_factory=lambda: ["en"])
-    field: str = "prompt"
-    min_chars: int = 20
-
-    def validate(self) -> None:
-        if self.field not in ("prompt", "reply", "all"):
-            raise StepConfigError("step 'language': field must be prompt, reply or all")
+    """Languages kept, as ISO 639-1 codes (quote ``"no"``: YAML reads a bare no as false)."""
+    field: str = checked("prompt", choices=("prompt", "reply", "all"))
+    """Which text is identified: the prompt, the reply, or all of the record."""
+    min_chars: int = checked(20, ge=0)
+    """Texts shorter than this (code blocks removed) are kept unjudged."""
 
     def keep(self, record: Record) -> bool | tuple[bool, str, str]:
         import py3langid

@@ -34,6 +34,7 @@ class Normalize(Mapper):
 
     name = "normalize"
     strip_role_prefixes: bool = True
+    """Remove a leading role label ("Assistant:", "### Response:") that repeats the turn's role."""
 
     def apply(self, record: Record) -> Record:
         if record.messages is not None:

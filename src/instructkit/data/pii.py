@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from instructkit.data.base import Drop, Mapper, StepConfigError, register
+from instructkit.config import checked
+from instructkit.data.base import Drop, Mapper, register
 from instructkit.records import Message, Record
 
 PATTERNS = {
@@ -56,11 +57,8 @@ class PII(Mapper):
     (list the kinds in meta.pii) or drop (reject the record, reason ``pii``)."""
 
     name = "pii"
-    action: str = "mask"
-
-    def validate(self) -> None:
-        if self.action not in ("mask", "flag", "drop"):
-            raise StepConfigError(f"step 'pii': action must be mask, flag or drop, not {self.action!r}")
+    action: str = checked("mask", choices=("mask", "flag", "drop"))
+    """mask: replace with [EMAIL]/[PHONE]/[KEY]; flag: list the kinds in meta.pii; drop: reject the record."""
 
     def apply(self, record: Record) -> Record:
         texts = [m.content for m in record.messages] if record.messages is not None else [record.text or ""]

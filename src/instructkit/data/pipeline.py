@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from instructkit import __version__
+from instructkit.config import ConfigError, checked, load, read_yaml
 from instructkit.data.base import DatasetStep, Drop, Filter, Mapper, Step, StepConfigError, build_step
 from instructkit.data.card import render_card_md
 from instructkit.data.split import SPLITS, SplitConfig, split_records
@@ -51,73 +50,59 @@ DEFAULT_STEPS: list[Any] = [
 @dataclass
 class CurateConfig:
     steps: list[Any] = field(default_factory=lambda: list(DEFAULT_STEPS))
-    """Steps in order: a name, or a mapping ``{step: NAME, param: value, ...}``."""
+    """Steps in order: a name, or a mapping ``{step: NAME, param: value, ...}`` (``instructkit config show
+    step NAME`` lists a step's parameters)."""
     split: SplitConfig = field(default_factory=SplitConfig)
     """Train/val/test shares, seed, stratification, cluster-awareness."""
     output_format: str = "instructkit"
     """Format of train/val/test files (any writable format)."""
     output_suffix: str = ".jsonl"
     """Container of train/val/test files: .jsonl, .json, .parquet (optionally .gz)."""
-    num_proc: int = 1
+    num_proc: int = checked(1, ge=1)
     """Worker processes for per-record steps."""
-    on_error: str = "skip"
+    on_error: str = checked("skip", choices=("skip", "raise"))
     """Bad input records: 'skip' rejects them (step 'read'), 'raise' stops at the first."""
     input_format: str | None = None
     """Input format; detected from the content when null."""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CurateConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise StepConfigError(
-                f"curate config: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})"
-            )
-        data = dict(data)
-        if "split" in data:
-            split = data["split"] or {}
-            split_known = {f.name for f in dataclasses.fields(SplitConfig)}
-            bad = sorted(set(split) - split_known)
-            if bad:
-                raise StepConfigError(
-                    f"curate config: unknown key 'split.{bad[0]}' (known: {', '.join(sorted(split_known))})"
-                )
-            data["split"] = SplitConfig(**split)
-        cfg = cls(**data)
-        cfg.validate()
-        return cfg
+    def from_dict(cls, data: dict[str, Any], prefix: str = "") -> CurateConfig:
+        """``prefix``: where the mapping sits (a recipe's ``curate``), for the dotted keys in errors."""
+        try:
+            return load(cls, data, prefix=prefix, error=StepConfigError)
+        except ConfigError as e:
+            raise StepConfigError(e.template, key=e.key, where=("curate config", *e.where)) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> CurateConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise StepConfigError(f"{path}: a curate config is a mapping")
+        data = read_yaml(path, StepConfigError)
         try:
             return cls.from_dict(data)
         except StepConfigError as e:
-            raise StepConfigError(f"{path}: {e}") from None
+            raise e.within(path) from None
 
     def validate(self) -> None:
-        try:
-            self.split.validate()
-        except ValueError as e:
-            raise StepConfigError(str(e)) from None
+        """Rules across fields, and every step built (so a bad step parameter fails here, at load)."""
+        self.split.validate()
         if self.output_format not in format_names():
-            raise StepConfigError(f"curate config: output_format must be one of {', '.join(format_names())}")
+            raise StepConfigError(
+                f"{{key}} must be one of {', '.join(format_names())}, not {self.output_format!r}",
+                key="output_format",
+            )
         if self.on_error not in ("skip", "raise"):
-            raise StepConfigError("curate config: on_error must be skip or raise")
+            raise StepConfigError("{key} must be skip or raise", key="on_error")
         if self.num_proc < 1:
-            raise StepConfigError("curate config: num_proc must be at least 1")
+            raise StepConfigError("{key} must be at least 1", key="num_proc")
         try:
             check_suffix(
                 f"train{self.output_suffix}", get_format(self.output_format).container, "output_suffix"
             )
         except OutputError as e:
-            raise StepConfigError(f"curate config: {e}") from None
+            raise StepConfigError(str(e)) from None
         self.build_steps()
 
     def build_steps(self) -> list[Step]:
-        return [build_step(s) for s in self.steps]
+        return [build_step(s, f"steps[{i}]") for i, s in enumerate(self.steps)]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from instructkit.config import ConfigError, checked
 from instructkit.records import Record
 
 SPLITS = ("train", "val", "test")
@@ -19,22 +20,22 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class SplitConfig:
-    val: float = 0.05
+    val: float = checked(0.05, ge=0, lt=1)
     """Share of records for validation."""
-    test: float = 0.05
+    test: float = checked(0.05, ge=0, lt=1)
     """Share of records for test."""
     seed: int = 0
     """Seed of the assignment; the same seed gives byte-identical splits."""
-    stratify: str | None = None
+    stratify: str | None = checked(None, choices=("task", "label"))
     """``task`` or ``label``: keep each stratum's shares close to val/test."""
     by_cluster: bool = True
     """Keep every member of a near-duplicate cluster in one split."""
 
     def validate(self) -> None:
         if self.val < 0 or self.test < 0 or self.val + self.test >= 1:
-            raise ValueError("split: val and test must be >= 0 and sum to less than 1")
+            raise ConfigError("{key} and test must be >= 0 and sum to less than 1", key="val")
         if self.stratify not in (None, "task", "label"):
-            raise ValueError("split: stratify must be task, label or null")
+            raise ConfigError("{key} must be task, label or null", key="stratify")
 
 
 def _hash(seed: int, key: str) -> str:

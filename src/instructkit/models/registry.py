@@ -164,11 +164,83 @@ def resolve(name: str, *, use_cache: bool = True) -> ResolvedModel:
     )
 
 
+HUB_PROBE_TIMEOUT = 5.0
+"""Seconds to wait for the hub to answer before a hub id counts as unreachable."""
+
+
+def _hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def _hub_cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # a malformed id or cache: treat as not cached, the hub call says why
+        return False
+
+
+def hub_unreachable(endpoint: str | None = None, timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
+    """Why the hub cannot be reached (one request, ``timeout`` seconds), or None when it answers.
+
+    transformers retries a hub that does not answer for about a minute and then raises a traceback; one
+    short request first turns that into a clear error in seconds. urllib honours the proxy variables."""
+    import urllib.error
+    import urllib.request
+
+    endpoint = endpoint or _hub_endpoint()
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered (any status): reachable
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return str(getattr(e, "reason", e))
+    return None
+
+
+def hub_kwargs(ref: ResolvedModel) -> dict[str, Any]:
+    """For a hub id: ``{}`` when the hub answers, ``local_files_only`` when it does not but the model is
+    in the local cache; else a ModelNotFoundError saying why, at once. Bundled and local: ``{}``."""
+    if ref.bundled is not None or ref.gguf_file or ref.path != ref.name or Path(ref.path).exists():
+        return {}
+    from huggingface_hub import constants
+
+    cached = _hub_cached(ref.name)
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        if cached:
+            return {"local_files_only": True}
+        raise ModelNotFoundError(
+            f"model '{ref.name}' is a hub id, HF_HUB_OFFLINE is set, and it is not in the local hub cache; "
+            f"unset HF_HUB_OFFLINE, or use a bundled alias ({', '.join(BUNDLED)}) or a local folder"
+        )
+    problem = hub_unreachable()
+    if problem is None:
+        return {}
+    if cached:
+        return {"local_files_only": True}
+    raise ModelNotFoundError(
+        f"model '{ref.name}' is a hub id, but the hub ({_hub_endpoint()}) cannot be reached ({problem}) and "
+        f"the model is not in the local hub cache; connect to the network, or use a bundled alias "
+        f"({', '.join(BUNDLED)}) or a local folder"
+    )
+
+
+def check_model(name: str) -> ResolvedModel:
+    """``resolve`` plus, for a hub id, the check that it can be loaded (see :func:`hub_kwargs`): what a
+    command runs before it starts work, so a model that cannot load fails first."""
+    ref = resolve(name)
+    hub_kwargs(ref)
+    return ref
+
+
 def load_tokenizer(name: str, **kwargs: Any):
     from transformers import AutoTokenizer
 
     ref = resolve(name)
-    return AutoTokenizer.from_pretrained(ref.path, **ref.kwargs, **kwargs)
+    return AutoTokenizer.from_pretrained(ref.path, **ref.kwargs, **hub_kwargs(ref), **kwargs)
 
 
 def load_model(name: str, auto_class: str = "AutoModelForCausalLM", **kwargs: Any):
@@ -186,7 +258,7 @@ def load_model(name: str, auto_class: str = "AutoModelForCausalLM", **kwargs: An
 
         hf_logging.disable_progress_bar()
     try:
-        return cls.from_pretrained(ref.path, **ref.kwargs, **kwargs)
+        return cls.from_pretrained(ref.path, **ref.kwargs, **hub_kwargs(ref), **kwargs)
     finally:
         from transformers.utils import logging as hf_logging
 

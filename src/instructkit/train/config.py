@@ -1,23 +1,22 @@
 """The training config: one typed schema, YAML maps onto it 1:1, unknown keys are errors naming the key.
 
-instructkit train recipes/ner-minilm.yaml --optim.lr 5e-5 --name my-run
+    instructkit train recipes/train/ner-minilm.yaml --set optim.lr=5e-5 --name my-run
+
+Loaded by the shared loader (``instructkit/config.py``): types, ranges and unknown keys are checked there,
+cross-field rules and the method's parameters in :meth:`TrainConfig.validate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-
+from instructkit.config import ConfigError, check_ranges, checked, load, read_yaml, set_dotted
 from instructkit.train.tasks import DEFAULT_TASK, TASKS
 
-
-class ConfigError(ValueError):
-    """A training config is invalid; the message names the key."""
+__all__ = ["ConfigError", "DataConfig", "EvalConfig", "OptimConfig", "TrainConfig"]
 
 
 @dataclass
@@ -28,11 +27,11 @@ class DataConfig:
     """Validation file; when null, ``val_share`` of train is held out (seeded)."""
     test: str | None = None
     """Test file, evaluated once at the end when given."""
-    val_share: float = 0.1
+    val_share: float = checked(0.1, ge=0, lt=1)
     """Share of train held out for validation when ``val`` is null (0 disables validation)."""
     format: str | None = None
     """Input format; detected from the content when null."""
-    max_length: int = 512
+    max_length: int = checked(512, ge=1)
     """Longest sample in tokens (causal-lm keeps whole turns where it can)."""
     chat_template: str | None = None
     """A Jinja chat template file to use instead of the tokenizer's (causal-lm)."""
@@ -40,42 +39,42 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "adamw"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     """adamw or sgd."""
-    lr: float = 5e-5
+    lr: float = checked(5e-5, gt=0, finite=True)
     """Peak learning rate."""
-    schedule: str = "linear"
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
     """linear, cosine or constant (after warmup)."""
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = checked(0.0, ge=0, le=1)
     """Share of steps spent warming up."""
-    weight_decay: float = 0.0
+    weight_decay: float = checked(0.0, ge=0, finite=True)
     """Decoupled weight decay."""
-    batch_size: int = 8
+    batch_size: int = checked(8, ge=1)
     """Samples per step per process."""
-    grad_accum: int = 1
+    grad_accum: int = checked(1, ge=1)
     """Gradient accumulation steps."""
-    micro_batch_size: int | None = None
+    micro_batch_size: int | None = checked(None, ge=1)
     """Samples (packed rows) per forward pass; a step still sees batch_size x grad_accum, so the result is
     the same and only the activation memory changes. null: 1 for packed rows on CPU (a full row keeps the
     matmuls busy; measured faster and a third of the memory of 8 rows, benchmarks/sft_throughput.py),
     else batch_size."""
-    epochs: float = 1.0
+    epochs: float = checked(1.0, ge=0, finite=True)
     """Epochs (ignored when max_steps > 0)."""
-    max_steps: int = -1
+    max_steps: int = checked(-1, ge=-1)
     """Stop after this many optimizer steps (-1: use epochs)."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping."""
-    dropout: float | None = None
+    max_grad_norm: float = checked(1.0, ge=0, finite=True)
+    """Gradient clipping (0: none)."""
+    dropout: float | None = checked(None, ge=0, lt=1)
     """Override the model's dropout probabilities (null keeps them)."""
 
 
 @dataclass
 class EvalConfig:
-    every_steps: int | None = None
+    every_steps: int | None = checked(None, ge=1)
     """Evaluate every N steps; null evaluates once per epoch."""
     metric: str | None = None
     """Metric that picks the best checkpoint and drives early stopping (default per task: loss, f1, accuracy)."""
-    patience: int | None = None
+    patience: int | None = checked(None, ge=1)
     """Early stopping: evaluations without improvement before stopping (null: never stop early)."""
     load_best: bool = True
     """Restore the best checkpoint at the end."""
@@ -88,20 +87,24 @@ class TrainConfig:
     task: str = DEFAULT_TASK
     """causal-lm, sequence-classification, token-classification or masked-lm."""
     method: dict[str, Any] = field(default_factory=lambda: {"name": "full"})
-    """Fine-tuning method and its parameters: {name: lora, r: 8, ...}."""
+    """Fine-tuning method and its parameters: {name: lora, r: 8, ...}; each method's parameters are
+    checked at load (``instructkit config show method NAME`` lists them)."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The data: files, format, sample length."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer, schedule, batch and length of training."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation during training, best checkpoint, early stopping."""
     name: str = "run"
     """Run name: the run folder is output_dir/name."""
     output_dir: str = "runs"
     """Folder that holds run folders."""
-    seed: int = 0
+    seed: int = checked(0, ge=0)
     """Seed for weights init of new heads, data order and dropout."""
-    save_every_steps: int | None = None
+    save_every_steps: int | None = checked(None, ge=1)
     """Checkpoint every N steps (null: at each evaluation, or each epoch)."""
-    save_total_limit: int = 2
-    """Checkpoints kept on disk."""
+    save_total_limit: int | None = checked(2, ge=1)
+    """Checkpoints kept on disk (null: all)."""
     bf16: str | bool = "auto"
     """auto (bf16 autocast where the CPU supports it fast), true or false."""
     packing: str | bool = "auto"
@@ -114,7 +117,7 @@ class TrainConfig:
     """Recompute activations in the backward pass: less memory, about a third more compute."""
     group_by_length: bool = True
     """Batch samples of similar length together (less padding)."""
-    logging_steps: int = 5
+    logging_steps: int = checked(5, ge=1)
     """Log loss and learning rate every N steps."""
     resume_weights_only: bool = False
     """On resume, take only the weights and the step count from the checkpoint and start the optimizer,
@@ -140,35 +143,39 @@ class TrainConfig:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return _build(cls, data, "")
+        return load(cls, data)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a training config is a mapping")
-        for dotted, value in (overrides or {}).items():
-            _set_dotted(data, dotted, value)
+    def from_yaml(
+        cls, path: str | Path, overrides: dict[str, Any] | None = None, *, parse_strings: bool = True
+    ) -> TrainConfig:
+        """The file, then ``overrides`` (``{"optim.lr": "5e-4"}``; with ``parse_strings`` a string value is
+        read as YAML, as ``--set`` gives it); an error names the file and the dotted key."""
+        data = read_yaml(path)
         try:
+            for dotted, value in (overrides or {}).items():
+                set_dotted(data, dotted, value, parse=parse_strings)
             return cls.from_dict(data)
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+            raise e.within(path) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        """The rules across fields, and the method's parameters (a config built in code is checked here
+        too: the runner calls this before it trains)."""
         from instructkit.train.rundir import run_name_problem
 
+        check_ranges(self)
         problem = run_name_problem(self.name)
         if problem:
-            raise ConfigError(f"'name' {problem} (the run folder is output_dir/name)")
+            raise ConfigError(f"{{key}} {problem} (the run folder is output_dir/name)", key="name")
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
-        if not isinstance(self.method, dict) or "name" not in self.method:
-            raise ConfigError("method must be a mapping with a 'name' (e.g. {name: lora, r: 8})")
+        self.method = _checked_method(self.method, self.task)
         if not self.data.train:
-            raise ConfigError("data.train is required")
+            raise ConfigError("{key} is required", key="data.train")
         if self.optim.optimizer not in ("adamw", "sgd"):
             raise ConfigError("optim.optimizer must be adamw or sgd")
         if self.optim.schedule not in ("linear", "cosine", "constant"):
@@ -177,6 +184,15 @@ class TrainConfig:
             raise ConfigError("packing must be auto, true or false")
         if str(self.bf16).lower() not in ("auto", "true", "false"):
             raise ConfigError("bf16 must be auto, true or false")
+        if self.optim.max_steps == 0:
+            raise ConfigError(
+                "{key} must be -1 (train for optim.epochs) or at least 1", key="optim.max_steps"
+            )
+        if self.optim.max_steps < 0 and self.optim.epochs <= 0:
+            raise ConfigError(
+                "{key} is 0 and optim.max_steps is -1: nothing to train; give epochs > 0 or max_steps >= 1",
+                key="optim.epochs",
+            )
         micro = self.optim.micro_batch_size
         if micro is not None and (micro < 1 or self.optim.batch_size % micro):
             raise ConfigError(
@@ -186,66 +202,20 @@ class TrainConfig:
             raise ConfigError("data.val_share must be in [0, 1)")
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = data
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"cannot set '{dotted}': '{k}' is not a mapping")
-    node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+def _checked_method(method: Any, task: str) -> dict[str, Any]:
+    """``method`` (``{name: lora, r: 8}``) with its parameters checked against the method's schema, typed
+    (``"16"`` -> 16), and the method checked to apply to ``task``."""
+    from instructkit.train.methods import MethodError, build_method
 
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check a scalar against its annotation; numbers written as strings ("5e-4", which YAML 1.1
-    reads as a string) become numbers. A wrong type is an error naming the key."""
-    origin = typing.get_origin(hint)
-    if origin in (dict, list):
-        if not isinstance(value, origin):
-            raise ConfigError(f"'{key}' must be a {'mapping' if origin is dict else 'list'}, got {value!r}")
-        return value
-    args = set(typing.get_args(hint)) or {hint}
-    if value is None:
-        if type(None) in args:
-            return None
-        raise ConfigError(f"'{key}' may not be null")
-    for kind in (bool, int, float):
-        if kind not in args or (kind is not bool and isinstance(value, bool)):
-            continue  # True is an int to Python, never to a config
-        if isinstance(value, kind):
-            return float(value) if kind is float else value
-        if kind is float and isinstance(value, int):
-            return float(value)
-    if str in args and isinstance(value, str):
-        return value
-    for kind in (int, float):
-        if kind in args and isinstance(value, str):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-    if args & {bool, int, float, str}:
-        want = " or ".join(sorted(t.__name__ for t in args if t in (bool, int, float, str)))
-        raise ConfigError(f"'{key}' must be {want}, got {value!r}")
-    return value
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (known: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
-    obj = cls(**kwargs)
-    if hasattr(obj, "validate") and cls is TrainConfig:
-        obj.validate()
-    return obj
+    if not isinstance(method, dict) or not isinstance(method.get("name"), str):
+        raise ConfigError("{key} must be a mapping with a 'name' (e.g. {name: lora, r: 8})", key="method")
+    params = {k: v for k, v in method.items() if k != "name"}
+    built = build_method(method["name"], params, prefix="method")
+    try:
+        built.check_task(task)
+    except MethodError as e:
+        raise ConfigError("{key}: " + str(e), key="method.name") from None
+    typed = built.params()
+    # values given as strings ("16" from --set) become typed; the rest stay as written, so a config's
+    # hash (checkpoint manifests, run stages) does not change under a value that was already right
+    return {"name": method["name"], **{k: typed[k] if isinstance(v, str) else v for k, v in params.items()}}

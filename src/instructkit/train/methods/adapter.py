@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from instructkit.config import checked
 from instructkit.train.methods.base import (
     Method,
     MethodError,
@@ -68,18 +69,10 @@ def _find(layer: nn.Module, candidates: tuple[str, ...]) -> str | None:
 @dataclass
 class Adapters(Method):
     name = "adapter"
-    bottleneck: int = 16
+    bottleneck: int = checked(16, ge=1)
     """Width of the adapter's bottleneck (hidden -> bottleneck -> hidden)."""
-    activation: str = "gelu"
+    activation: str = checked("gelu", choices=tuple(ACTIVATIONS))
     """Nonlinearity between the two projections: gelu, relu, silu or tanh."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.bottleneck, int) or isinstance(self.bottleneck, bool) or self.bottleneck < 1:
-            raise MethodError(f"adapter: bottleneck must be a positive integer, not {self.bottleneck!r}")
-        if self.activation not in ACTIVATIONS:
-            raise MethodError(
-                f"adapter: activation is one of {', '.join(ACTIVATIONS)}, not {self.activation!r}"
-            )
 
     def apply(self, model: Any, task: str) -> nn.Module:
         self.check_task(task)

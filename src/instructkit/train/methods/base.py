@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from instructkit.config import ConfigError, check_ranges, load
 from instructkit.train.tasks import TASKS
 
 METHODS: dict[str, type[Method]] = {}
@@ -21,7 +22,7 @@ METHOD_FILE = "method.json"
 PEFT_INSTALL = "pip install 'peft>=0.17'"
 
 
-class MethodError(ValueError):
+class MethodError(ConfigError):
     """A method that cannot apply (wrong task, nothing to train, unknown parameter); says what to use instead."""
 
 
@@ -30,25 +31,30 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def method_class(name: str) -> type[Method]:
-    """The registered class of ``name`` (``prompt_tuning`` and ``Prompt-Tuning`` name ``prompt-tuning``)."""
+def method_class(name: str, prefix: str = "") -> type[Method]:
+    """The registered class of ``name`` (``prompt_tuning`` and ``Prompt-Tuning`` name ``prompt-tuning``);
+    an unknown name is a MethodError naming ``prefix.name`` when a prefix (``"method"``) is given."""
     key = name.strip().lower().replace("_", "-")
     if key not in METHODS:
-        raise MethodError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+        raise MethodError(
+            ("{key}: " if prefix else "")
+            + f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}",
+            key=f"{prefix}.name" if prefix else None,
+        )
     return METHODS[key]
 
 
-def build_method(name: str, params: dict[str, Any] | None = None) -> Method:
-    """The method ``name`` with ``params``; an unknown name or parameter is a MethodError naming it."""
-    cls = method_class(name)
-    key = cls.name
-    params = dict(params or {})
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in params if k not in known]
-    if unknown:
-        has = f"its parameters are {', '.join(known)}" if known else "it takes no parameters"
-        raise MethodError(f"method {key!r} has no parameter {', '.join(map(repr, unknown))}; {has}")
-    return cls(**params)
+def build_method(name: str, params: dict[str, Any] | None = None, *, prefix: str = "") -> Method:
+    """The method ``name`` with ``params``, loaded like any config (types, ranges, unknown parameters
+    listed); an error is a MethodError naming the parameter, under ``prefix`` (``"method"``) when given."""
+    return load(
+        method_class(name, prefix),
+        dict(params or {}),
+        prefix=prefix,
+        error=MethodError,
+        noun="parameter",
+        ignore=("name",),
+    )
 
 
 @dataclass
@@ -63,6 +69,14 @@ class Method:
     """Works on packed rows (per-sample position ids and a block-diagonal mask reach the model intact)."""
     trained_positions_head: ClassVar[bool] = True
     """Leaves the model's forward able to run the LM head only at trained positions (``train/trainer.py``)."""
+
+    def __post_init__(self) -> None:
+        # ranges are declared beside each field (``checked``); a method built in code is held to them too
+        check_ranges(self, error=MethodError)
+        self.validate()
+
+    def validate(self) -> None:
+        """Rules across parameters; raise MethodError naming the parameter (``key=``)."""
 
     def apply(self, model: Any, task: str) -> nn.Module:
         raise NotImplementedError

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from instructkit.config import checked
 from instructkit.train.methods.base import (
     Method,
     MethodError,
@@ -22,12 +23,8 @@ from instructkit.train.methods.base import (
 @dataclass
 class Freeze(Method):
     name = "freeze"
-    layers: int = 2
+    layers: int = checked(2, ge=1)
     """How many of the top transformer layers train; the layers below them stay frozen."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.layers, int) or isinstance(self.layers, bool) or self.layers < 1:
-            raise MethodError(f"freeze: layers must be a positive integer, not {self.layers!r}")
 
     def apply(self, model: Any, task: str) -> nn.Module:
         self.check_task(task)

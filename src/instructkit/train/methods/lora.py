@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from instructkit.config import checked
 from instructkit.train.methods.base import (
     Method,
     MethodError,
@@ -22,28 +23,25 @@ from instructkit.train.methods.base import (
 @dataclass
 class Lora(Method):
     name = "lora"
-    r: int = 8
+    r: int = checked(8, ge=1)
     """Rank of the update matrices A (r x in) and B (out x r)."""
-    alpha: float = 16
+    alpha: float = checked(16, gt=0, finite=True)
     """Scale numerator: the update is multiplied by alpha / r."""
-    dropout: float = 0.05
+    dropout: float = checked(0.05, ge=0, lt=1)
     """Dropout on the input of the LoRA branch."""
     target_modules: str | list[str] = "all-linear"
     """Linear layers that get LoRA: "all-linear" (every linear layer but the output and classification
     heads) or a list of module names such as [q_proj, v_proj]."""
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
-            raise MethodError(f"lora: r must be a positive integer, not {self.r!r}")
-        if not 0 <= self.dropout < 1:
-            raise MethodError(f"lora: dropout must be in [0, 1), not {self.dropout!r}")
+    def validate(self) -> None:
         if not (
             self.target_modules == "all-linear"
             or isinstance(self.target_modules, list)
             and self.target_modules
         ):
             raise MethodError(
-                f"lora: target_modules is 'all-linear' or a list of module names, not {self.target_modules!r}"
+                f"{{key}} is 'all-linear' or a list of module names, not {self.target_modules!r}",
+                key="target_modules",
             )
 
     def apply(self, model: Any, task: str) -> nn.Module:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from instructkit.config import checked
 from instructkit.train.methods.base import Method, MethodError, peft_task_kwargs, register, require_peft
 from instructkit.train.tasks import TASKS
 
@@ -38,23 +39,18 @@ class PromptTuning(Method):
     """PEFT drops the per-sample position ids that packed rows need."""
     trained_positions_head = False
     """PEFT prepends the virtual tokens inside forward, so labels and logits no longer line up by position."""
-    num_virtual_tokens: int = 20
+    num_virtual_tokens: int = checked(20, ge=1)
     """Learned embeddings prepended to every input."""
-    init: str = "random"
+    init: str = checked("random", choices=("random", "text"))
     """How the virtual tokens start: random, or text (the embeddings of init_text, repeated to length)."""
     init_text: str | None = None
     """init: text — the text whose token embeddings start the prompt, e.g. "Classify the sentiment:"."""
     tokenizer_path: str | None = None
     """init: text — tokenizer (local folder or hub id) that turns init_text into token ids."""
 
-    def __post_init__(self) -> None:
-        n = self.num_virtual_tokens
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise MethodError(f"prompt-tuning: num_virtual_tokens must be a positive integer, not {n!r}")
-        if self.init not in ("random", "text"):
-            raise MethodError(f"prompt-tuning: init is random or text, not {self.init!r}")
+    def validate(self) -> None:
         if self.init == "text" and not (self.init_text and self.tokenizer_path):
-            raise MethodError("prompt-tuning: init: text needs init_text and tokenizer_path")
+            raise MethodError("{key}: text needs init_text and tokenizer_path", key="init")
 
     def check_task(self, task: str) -> None:
         if task in TASKS and task not in self.task_names():

@@ -1,0 +1,90 @@
+"""``instructkit config show KIND [NAME]``: every field of a config schema, printed from the dataclasses.
+
+instructkit config show train | curate | run | method [NAME] | step [NAME]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from instructkit.cli._common import console, user_errors
+
+app = typer.Typer(help="Show the schema of each YAML instructkit reads.", no_args_is_help=True)
+
+KINDS = ("train", "curate", "run", "method", "step")
+
+
+def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[str, ...]]]:
+    """(title, dataclass, key prefix, fields to skip) for each table to print."""
+    from instructkit.config import ConfigError
+
+    if kind == "train":
+        from instructkit.train.config import TrainConfig
+
+        return [("train config (instructkit train CONFIG.yaml)", TrainConfig, "", ())]
+    if kind == "curate":
+        from instructkit.data.pipeline import CurateConfig
+
+        return [("curate config (instructkit data curate --config CONFIG.yaml)", CurateConfig, "", ())]
+    if kind == "run":
+        from instructkit.recipe import Recipe
+
+        return [("run recipe (instructkit run RECIPE.yaml)", Recipe, "", ())]
+    if kind == "method":
+        from instructkit.train.methods import METHODS
+
+        registry: dict[str, Any] = METHODS
+        key = name.strip().lower().replace("_", "-") if name else None
+        label, where = "method", "method"
+    else:
+        import instructkit.data.pipeline  # noqa: F401  (the pipeline registers every step)
+        from instructkit.data.base import STEPS
+
+        registry, key, label, where = STEPS, name, "step", "steps[N]"
+    if key is not None and key not in registry:
+        raise ConfigError(f"unknown {label} {name!r} (known: {', '.join(sorted(registry))})")
+    names = [key] if key is not None else sorted(registry)
+    field = "name" if label == "method" else "step"
+    return [(f"{label} {n} ({where}: {{{field}: {n}, ...}})", registry[n], "", ()) for n in names]
+
+
+def _summary(cls: type) -> str:
+    """What a method or step does: its class docstring, or its module's (a dataclass without a docstring
+    gets a generated signature as ``__doc__``)."""
+    import sys
+
+    doc = cls.__doc__ or ""
+    if doc.startswith(f"{cls.__name__}("):
+        doc = sys.modules[cls.__module__].__doc__ or ""
+    return " ".join(doc.split())
+
+
+@app.command()
+def show(
+    kind: str = typer.Argument(..., help=f"Which schema: {', '.join(KINDS)}."),
+    name: str | None = typer.Argument(None, help="For method and step: one name (default: all)."),
+) -> None:
+    """Print every field of a config schema: key, type, default, range and what it is for."""
+    from instructkit.config import ConfigError, describe
+
+    if kind not in KINDS:
+        raise typer.BadParameter(f"{kind!r} is not one of {', '.join(KINDS)}", param_hint="KIND")
+    if name is not None and kind not in ("method", "step"):
+        raise typer.BadParameter(f"only method and step take a NAME, not {kind}", param_hint="NAME")
+    with user_errors(ConfigError):
+        schemas = _schemas(kind, name)
+    for title, cls, prefix, skip in schemas:
+        doc = _summary(cls) if kind in ("method", "step") else ""
+        table = Table(title=escape(title), caption=escape(doc) or None)
+        for col in ("key", "type", "default", "range", "doc"):
+            table.add_column(col, overflow="fold")
+        rows = list(describe(cls, prefix, skip))
+        for f in rows:
+            table.add_row(*(escape(x) for x in (f.key, f.type, f.default, f.rules, f.doc)))
+        if not rows:
+            table.add_row("-", "", "", "", "no parameters")
+        console.print(table)
