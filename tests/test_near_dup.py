@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from datasketch.lsh import _optimal_param
 
-from instructkit.data import near_dup
-from instructkit.data.near_dup import (
+from instructkit.data.dedup import near_dup
+from instructkit.data.dedup.near_dup import (
     minhash_signatures,
     near_duplicate_clusters,
     normalize_for_dedup,

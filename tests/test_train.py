@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from instructkit.train.config import ConfigError, TrainConfig
-from instructkit.train.runner import load_trained, train
+from instructkit.train.training import load_trained, train
 
 ROOT = Path(__file__).parent.parent
 DEMO = ROOT / "examples" / "data" / "demo.jsonl"

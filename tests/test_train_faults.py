@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from instructkit.train.config import ConfigError, TrainConfig
-from instructkit.train.runner import train
+from instructkit.train.training import train
 
 ROOT = Path(__file__).parent.parent
 DEMO = ROOT / "examples" / "data" / "demo.jsonl"

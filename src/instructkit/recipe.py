@@ -122,7 +122,7 @@ def _digest(*parts: Any) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    from instructkit.evaluate.runner import file_hash
+    from instructkit.evaluate.scoring import file_hash
 
     return file_hash(path) if path.is_file() else "missing"
 
@@ -274,13 +274,13 @@ def run_recipe(
     """Run the stages that are not fresh; see the module docstring."""
     from instructkit.data.pipeline import curate
     from instructkit.evaluate.generate import Decoding
-    from instructkit.evaluate.runner import evaluate, load_for_eval
+    from instructkit.evaluate.report import build_report
+    from instructkit.evaluate.scoring import evaluate, load_for_eval
     from instructkit.formats import read_records
-    from instructkit.report import build_report
     from instructkit.train.checkpoints import move_aside
     from instructkit.train.rundir import RECIPE_MARKERS, check_run_folder
-    from instructkit.train.runner import train
     from instructkit.train.tasks import TASKS
+    from instructkit.train.training import train
 
     run_dir = recipe.run_dir
     problem = check_run_folder(run_dir, RECIPE_MARKERS)

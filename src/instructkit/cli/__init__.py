@@ -7,7 +7,7 @@ import warnings
 import typer
 
 from instructkit import __version__
-from instructkit.cli import chat, config, data, evaluate, models, train
+from instructkit.cli import chat, config, data, eval, models, train
 
 app = typer.Typer(
     name="instructkit",
@@ -21,9 +21,9 @@ app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
 app.command("chat")(chat.chat)
 app.command("train")(train.train)
-app.command("eval")(evaluate.eval_)
-app.command("run")(evaluate.run)
-app.command("report")(evaluate.report)
+app.command("eval")(eval.eval_)
+app.command("run")(eval.run)
+app.command("report")(eval.report)
 
 
 def _version(value: bool) -> None:

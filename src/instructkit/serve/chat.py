@@ -17,8 +17,8 @@ def is_trained_run(name: str) -> bool:
 
 def load_chat_model(name: str) -> tuple[Any, Any]:
     if is_trained_run(name):
-        from instructkit.train.runner import load_trained
         from instructkit.train.tasks import TASKS
+        from instructkit.train.training import load_trained
 
         model, tok, info = load_trained(name)
         if not TASKS[info["task"]].generative:

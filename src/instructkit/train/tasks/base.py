@@ -64,7 +64,7 @@ class Task:
     """Predicts from one pooled position; on a decoder that is the last non-pad token, found from
     ``input_ids`` and the model's pad id."""
     evaluation: ClassVar[str | None] = None
-    """Name of the routine in ``evaluate/runner.py`` that scores this head (``EVALUATIONS``); None: no eval."""
+    """Name of the routine in ``evaluate/scoring.py`` that scores this head (``EVALUATIONS``); None: no eval."""
     default_metrics: ClassVar[tuple[str, ...]] = ()
     """Metrics ``instructkit eval`` reports when none are asked for."""
 

@@ -122,14 +122,14 @@ def load_for_eval(name: str, task: str | None = None, labels: Any = None) -> Loa
     from instructkit.train.tasks import DEFAULT_TASK, LabelInfo
 
     if is_trained_run(name):
-        from instructkit.train.runner import load_trained
+        from instructkit.train.training import load_trained
 
         model, tok, info = load_trained(name)
         if task and task != info["task"]:
             raise ValueError(f"{name} was trained for {info['task']}, not {task}")
         return LoadedModel(model, tok, info["task"], LabelInfo.from_dict(info["labels"]), name, True, info)
     from instructkit.models import load_tokenizer
-    from instructkit.train.runner import load_base
+    from instructkit.train.training import load_base
 
     task = task or DEFAULT_TASK
     labels = labels or LabelInfo()

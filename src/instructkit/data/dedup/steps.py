@@ -60,7 +60,7 @@ class ExactDedup(DatasetStep):
 @register
 @dataclass
 class NearDedup(DatasetStep):
-    """MinHash + LSH near-duplicates on ``key`` text (see :mod:`instructkit.data.near_dup`). Every record
+    """MinHash + LSH near-duplicates on ``key`` text (see :mod:`instructkit.data.dedup.near_dup`). Every record
     gets ``meta.cluster`` (the id of its cluster's first record). ``action: drop`` keeps one
     representative per cluster; ``action: mark`` keeps all (the split then keeps each cluster together)."""
 
@@ -81,7 +81,7 @@ class NearDedup(DatasetStep):
     """drop: keep one record per cluster; mark: keep all (the split keeps each cluster together)."""
 
     def run(self, records: list[Record], progress: Any = None) -> list[Verdict]:
-        from instructkit.data.near_dup import near_duplicate_clusters
+        from instructkit.data.dedup.near_dup import near_duplicate_clusters
 
         texts = [dedup_key(r, self.key) for r in records]
         clusters = near_duplicate_clusters(

@@ -31,7 +31,7 @@ class Decontaminate(Filter):
 
     @cached_property
     def index(self) -> Any:
-        from instructkit.data.decontam import ContaminationIndex, load_benchmark_file, load_humaneval
+        from instructkit.data.decontam.index import ContaminationIndex, load_benchmark_file, load_humaneval
 
         items = []
         if "humaneval" in self.benchmarks:

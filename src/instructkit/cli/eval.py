@@ -51,7 +51,7 @@ def eval_(
 ) -> None:
     """Score a model on a split (or HumanEval) and keep every prediction (eval/NAME.predictions.jsonl)."""
     from instructkit.evaluate.generate import Decoding
-    from instructkit.evaluate.runner import evaluate, load_for_eval
+    from instructkit.evaluate.scoring import evaluate, load_for_eval
     from instructkit.formats import read_records
     from instructkit.models import ModelNotFoundError
     from instructkit.records import RecordError
@@ -138,7 +138,7 @@ def run(
         result = run_recipe(
             r, recipe_path=recipe, force=force, log=lambda m: console.print(escape(m), highlight=False)
         )
-    from instructkit.report import metric_table
+    from instructkit.evaluate.report import metric_table
 
     table = Table(title=f"{r.name}: before / after on the {r.eval.split} split")
     for col in ("metric", "before", "after", "difference"):
@@ -156,7 +156,7 @@ def report(
     examples: int = typer.Option(5, "--examples", min=0, help="Changed answers to show."),
 ) -> None:
     """Rebuild report.md and report.html from a run folder."""
-    from instructkit.report import build_report
+    from instructkit.evaluate.report import build_report
 
     with user_errors(FileNotFoundError, json.JSONDecodeError):
         md, page = build_report(run_dir, examples=examples)
