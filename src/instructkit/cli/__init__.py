@@ -7,7 +7,7 @@ import warnings
 import typer
 
 from instructkit import __version__
-from instructkit.cli import chat, config, data, eval, models, train
+from instructkit.cli import chat, config, data, eval, models, report, run, train
 
 app = typer.Typer(
     name="instructkit",
@@ -22,8 +22,8 @@ app.add_typer(config.app, name="config")
 app.command("chat")(chat.chat)
 app.command("train")(train.train)
 app.command("eval")(eval.eval_)
-app.command("run")(eval.run)
-app.command("report")(eval.report)
+app.command("run")(run.run)
+app.command("report")(report.report)
 
 
 def _version(value: bool) -> None:
