@@ -175,7 +175,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON instead of tables."),
 ) -> None:
     """Print a sample of records and counts: records, kinds, turns, roles, length percentiles."""
-    from instructkit.data.summary import summarize
+    from instructkit.data.stats import summarize
 
     _check_choice(fmt, format_names(), "--format")
     _check_choice(on_error, ["raise", "skip"], "--on-error")

@@ -1,5 +1,7 @@
-"""Data over records: the curation steps (filter, map, dedup, decontaminate), the pipeline that runs them
-(``pipeline.py``), the split, the card and the stats.
+"""Data over records. Steps, each a small registered class (``base.py``): ``filters.py``, ``normalize.py``,
+``pii.py``, ``dedup/`` (the steps beside their MinHash engine) and ``decontam/`` (the step beside its n-gram
+index); ``pipeline.py`` runs them, counts drops per reason and writes the rejects; ``split.py``, ``card.py``
+and ``stats.py`` (``data show``/``data stats``) work on the result.
 
 Every module below this package is imported here, so a step registers itself by being a module here with
 ``@register`` (``data/base.py``); nothing else lists the steps.

@@ -26,7 +26,7 @@ from instructkit.config import ConfigError, checked, load, read_yaml
 from instructkit.data.base import DatasetStep, Drop, Filter, Mapper, Step, StepConfigError, build_step
 from instructkit.data.card import render_card_md
 from instructkit.data.split import SPLITS, SplitConfig, split_records
-from instructkit.data.summary import summarize
+from instructkit.data.stats import summarize
 from instructkit.formats import RecordReader, format_names, get_format, write_records
 from instructkit.formats.atomic import OutputError, check_suffix, recover_folder, replaced_folder
 from instructkit.formats.io import write_rows, write_text
