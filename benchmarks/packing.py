@@ -33,7 +33,8 @@ from collections.abc import Iterable
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from instructkit.train.packing import PackedCollator, UnpackedCollator, pack_samples
+from instructkit.token_loss import UnpackedCollator
+from instructkit.train.packing import PackedCollator, pack_samples
 
 BATCH = 8
 MAX_LENGTH = 1024

@@ -10,13 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from instructkit.train.packing import (
-    PackedCollator,
-    UnpackedCollator,
-    pack_samples,
-    per_sample_loss,
-    span_token_losses,
-)
+from instructkit.token_loss import UnpackedCollator, per_sample_loss, span_token_losses
+from instructkit.train.packing import PackedCollator, pack_samples
 
 from .conftest import tiny_llama_config
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from instructkit.train.config import ConfigError, TrainConfig
-from instructkit.train.training import load_trained, train
+from instructkit.train.saved_model import load_trained
+from instructkit.train.training import train
 
 ROOT = Path(__file__).parent.parent
 DEMO = ROOT / "examples" / "data" / "demo.jsonl"

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from instructkit.config import ConfigError, checked, load, read_yaml, set_dotted
-from instructkit.formats.io import write_text
+from instructkit.formats.io import sha256_file, write_text
 
 STAGES = ("data", "before", "train", "after", "report")
 
@@ -122,9 +122,7 @@ def _digest(*parts: Any) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    from instructkit.evaluate.scoring import file_hash
-
-    return file_hash(path) if path.is_file() else "missing"
+    return sha256_file(path) if path.is_file() else "missing"
 
 
 def _tree_digest(folder: Path) -> str:

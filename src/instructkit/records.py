@@ -198,6 +198,35 @@ class Record:
     def turns(self) -> int:
         return len(self.messages or [])
 
+    # ------------------------------------------------------------------ text views
+    # Defined here, once: curation steps, stats, the task heads and eval all read a record through these.
+    def prompt_text(self) -> str:
+        """What the model is asked: user turns of a chat, the text of a classification record, the
+        sentence (tokens joined by spaces) of a tagged one."""
+        if self.messages is not None:
+            return "\n".join(m.content for m in self.messages if m.role == "user")
+        if self.tokens is not None:
+            return " ".join(self.tokens)
+        return self.text or ""
+
+    def reply_text(self) -> str:
+        """What the model is taught to say: assistant turns (empty for records without replies)."""
+        if self.messages is not None:
+            return "\n".join(m.content for m in self.messages if m.role == "assistant")
+        return ""
+
+    def all_text(self) -> str:
+        """Every turn of a chat (system included), else :meth:`prompt_text`."""
+        if self.messages is not None:
+            return "\n".join(m.content for m in self.messages)
+        return self.prompt_text()
+
+    def first_instruction(self) -> str:
+        """The first user turn of a chat (the task, without follow-ups), else :meth:`prompt_text`."""
+        if self.messages is not None:
+            return next((m.content for m in self.messages if m.role == "user"), "")
+        return self.prompt_text()
+
     # ------------------------------------------------------------------ validation
     def validated(self) -> Record:
         kinds = [self.messages is not None, self.tokens is not None, self.text is not None]

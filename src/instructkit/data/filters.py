@@ -10,7 +10,6 @@ from typing import Any
 
 from instructkit.config import checked
 from instructkit.data.base import Filter, StepConfigError, register
-from instructkit.data.text import all_text, prompt_text, reply_text
 from instructkit.records import Record
 
 # Replies that refuse or talk about being an AI instead of doing the task (casefolded substrings).
@@ -125,7 +124,9 @@ class Length(Filter):
         return len(self._tok(text, add_special_tokens=False)["input_ids"])
 
     def keep(self, record: Record) -> bool | tuple[bool, str]:
-        text = {"prompt": prompt_text, "reply": reply_text, "all": all_text}[self.field](record)
+        text = {"prompt": Record.prompt_text, "reply": Record.reply_text, "all": Record.all_text}[self.field](
+            record
+        )
         if self.field == "reply" and record.messages is None:
             return True
         n = self.count(text)
@@ -150,7 +151,7 @@ class Refusal(Filter):
     """Phrases added to ``phrases``."""
 
     def keep(self, record: Record) -> bool | tuple[bool, str, str]:
-        reply = reply_text(record).casefold().replace("\u2019", "'")
+        reply = record.reply_text().casefold().replace("\u2019", "'")
         for phrase in [*self.phrases, *self.extra_phrases]:
             if phrase.casefold() in reply:
                 return False, "refusal", phrase
@@ -180,7 +181,7 @@ class NeedsModality(Filter):
     def keep(self, record: Record) -> bool | tuple[bool, str, str]:
         if record.messages is None:
             return True
-        m = self._pattern.search(prompt_text(record))
+        m = self._pattern.search(record.prompt_text())
         return True if m is None else (False, "needs_modality", m.group().lower())
 
 
@@ -203,7 +204,7 @@ class Repetition(Filter):
     """Replies shorter than this are kept unjudged."""
 
     def keep(self, record: Record) -> bool:
-        text = reply_text(record) if record.messages is not None else all_text(record)
+        text = record.reply_text() if record.messages is not None else record.all_text()
         words = text.split()
         if len(words) < self.min_words:
             return True
@@ -233,7 +234,7 @@ class Language(Filter):
     def keep(self, record: Record) -> bool | tuple[bool, str, str]:
         import py3langid
 
-        view = {"prompt": prompt_text, "reply": reply_text, "all": all_text}[self.field]
+        view = {"prompt": Record.prompt_text, "reply": Record.reply_text, "all": Record.all_text}[self.field]
         text = re.sub(r"```.*?```", " ", view(record), flags=re.DOTALL)
         if len(text.strip()) < self.min_chars:
             return True

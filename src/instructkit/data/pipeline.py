@@ -14,7 +14,6 @@ write, is refused before anything is read.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from instructkit.data.split import SPLITS, SplitConfig, split_records
 from instructkit.data.stats import summarize
 from instructkit.formats import RecordReader, format_names, get_format, write_records
 from instructkit.formats.atomic import OutputError, check_suffix, recover_folder, replaced_folder
-from instructkit.formats.io import write_rows, write_text
+from instructkit.formats.io import sha256_file, write_rows, write_text
 from instructkit.records import Record
 
 DEFAULT_STEPS: list[Any] = [
@@ -132,14 +131,6 @@ class CurateResult:
     card: dict[str, Any]
     splits: dict[str, list[Record]]
     rejects: list[dict[str, Any]]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dumps(rec: Record) -> str:
@@ -306,7 +297,7 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
         sources.append(
             {
                 "path": str(p),
-                "sha256": _sha256(p),
+                "sha256": sha256_file(p),
                 "format": reader.fmt,
                 "read": reader.n_read,
                 "rejected": len(reader.rejects),

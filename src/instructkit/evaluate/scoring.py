@@ -23,7 +23,6 @@ results can be compared only when they were produced the same way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -37,7 +36,7 @@ import torch
 
 from instructkit import __version__
 from instructkit.evaluate.generate import Decoding, generate, render_prompts
-from instructkit.formats.io import write_text
+from instructkit.formats.io import sha256_file, write_text
 from instructkit.records import Record
 
 MASKED_LM_SEED = 0
@@ -107,29 +106,18 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_for_eval(name: str, task: str | None = None, labels: Any = None) -> LoadedModel:
     """A trained run (its own task and labels), or a pretrained model for ``task`` (default causal-lm;
     a classification head on an untrained model is newly initialised, seeded: the chance-level baseline)."""
-    from instructkit.serve.chat import is_trained_run
+    from instructkit.train.saved_model import is_trained_run, load_base, load_trained
     from instructkit.train.tasks import DEFAULT_TASK, LabelInfo
 
     if is_trained_run(name):
-        from instructkit.train.training import load_trained
-
         model, tok, info = load_trained(name)
         if task and task != info["task"]:
             raise ValueError(f"{name} was trained for {info['task']}, not {task}")
         return LoadedModel(model, tok, info["task"], LabelInfo.from_dict(info["labels"]), name, True, info)
     from instructkit.models import load_tokenizer
-    from instructkit.train.training import load_base
 
     task = task or DEFAULT_TASK
     labels = labels or LabelInfo()
@@ -191,7 +179,7 @@ def evaluate(
         "trained": lm.trained,
         "task": lm.task,
         "data": str(data_path) if data_path else None,
-        "data_sha256": file_hash(data_path) if data_path and Path(data_path).is_file() else None,
+        "data_sha256": sha256_file(data_path) if data_path and Path(data_path).is_file() else None,
         "samples": len(records),
         "metric_names": metrics,
         "decoding": decoding.to_dict() if spec.generative else None,
@@ -306,7 +294,7 @@ def _collator(lm: LoadedModel) -> Any:
 @evaluation("classification")
 def _eval_classification(lm, records, metrics, *, batch_size, max_length, **_):
     from instructkit.evaluate.metrics import get_metric
-    from instructkit.train.tasks.seq_cls import _label, _text
+    from instructkit.train.tasks.seq_cls import record_label
 
     if lm.labels.problem_type != "single_label_classification":
         raise ValueError(
@@ -317,12 +305,12 @@ def _eval_classification(lm, records, metrics, *, batch_size, max_length, **_):
     logits = _forward_batches(lm, feats, batch_size)
     names = lm.labels.names
     guess = [names[int(np.argmax(x))] for x in logits]
-    gold = [str(_label(r, i)) for i, r in enumerate(records)]
+    gold = [str(record_label(r, i)) for i, r in enumerate(records)]
     scores: dict[str, Any] = {}
     for name in metrics:
         scores.update(get_metric(name).compute(guess, gold, labels=names))
     preds = [
-        {"id": r.id, "text": _text(r), "reference": g, "prediction": p}
+        {"id": r.id, "text": r.prompt_text(), "reference": g, "prediction": p}
         for r, g, p in zip(records, gold, guess, strict=True)
     ]
     return scores, preds

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -591,3 +592,13 @@ def write_rows(rows: Iterable[dict[str, Any]], path: Path) -> None:
 
 def write_text(text: str, path: Path) -> None:
     atomic_write_bytes(Path(path), encode_text(text, path))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (data cards, checkpoint manifests, eval results
+    and the run recipe's stage hashes all use this one, so their hashes compare)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

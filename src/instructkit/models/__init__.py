@@ -11,6 +11,7 @@ from instructkit.models.registry import (
     is_cached,
     load_model,
     load_tokenizer,
+    pad_id,
     prepare,
     resolve,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "is_cached",
     "load_model",
     "load_tokenizer",
+    "pad_id",
     "prepare",
     "resolve",
 ]

@@ -243,6 +243,13 @@ def load_tokenizer(name: str, **kwargs: Any):
     return AutoTokenizer.from_pretrained(ref.path, **ref.kwargs, **hub_kwargs(ref), **kwargs)
 
 
+def pad_id(tokenizer: Any) -> int | None:
+    """The id batches are padded with: the tokenizer's pad token, else its end-of-sequence token (most
+    decoder LLMs ship without a pad token). Pad id 0 is a real id (BERT's ``[PAD]``), not a missing one, so
+    this tests ``is None`` — an ``or`` here once sent 0-padded models the EOS id instead."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def load_model(name: str, auto_class: str = "AutoModelForCausalLM", **kwargs: Any):
     """Load weights with the transformers Auto class named ``auto_class`` (a task head declares its own as
     ``Task.auto_model``; models/ imports nothing of ours, so it takes the class name, not the task)."""

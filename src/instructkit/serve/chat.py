@@ -6,19 +6,14 @@ The model is a bundled alias, a local folder or hub id, or a trained run (a run 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 
-def is_trained_run(name: str) -> bool:
-    path = Path(name)
-    return (path / "instructkit.json").exists() or (path / "model" / "instructkit.json").exists()
-
-
 def load_chat_model(name: str) -> tuple[Any, Any]:
+    from instructkit.train.saved_model import is_trained_run, load_trained
+
     if is_trained_run(name):
         from instructkit.train.tasks import TASKS
-        from instructkit.train.training import load_trained
 
         model, tok, info = load_trained(name)
         if not TASKS[info["task"]].generative:
@@ -33,6 +28,8 @@ def load_chat_model(name: str) -> tuple[Any, Any]:
 def reply(model_name: str, prompt: str, *, system: str | None = None, max_new_tokens: int = 128) -> str:
     import torch
 
+    from instructkit.models import pad_id
+
     model, tok = load_chat_model(model_name)
     model.eval()
     messages = ([{"role": "system", "content": system}] if system else []) + [
@@ -44,6 +41,6 @@ def reply(model_name: str, prompt: str, *, system: str | None = None, max_new_to
             **enc,
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            pad_token_id=tok.pad_token_id or tok.eos_token_id,
+            pad_token_id=pad_id(tok),
         )
     return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()

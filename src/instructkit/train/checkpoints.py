@@ -16,7 +16,6 @@ leaves an intact checkpoint to fall back to.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -27,7 +26,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from instructkit.formats.io import write_text
+from instructkit.formats.io import sha256_file, write_text
 
 MANIFEST = "instructkit-manifest.json"
 # Training state that a weights-only resume does without (the Trainer starts them fresh).
@@ -46,14 +45,6 @@ class CheckpointError(ValueError):
     def __init__(self, message: str, changes: list[str] | None = None):
         super().__init__(message)
         self.changes = changes or []
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_inputs(config: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,8 @@ How the isolation is done, and the transformers (5.x, checked on 5.24) conventio
   either, so packed and unpacked train exactly the same tokens.
 
 With these three, packed logits, per-sample losses and gradients equal the unpacked ones to float rounding
-(``tests/test_packing.py``).
+(``tests/test_packing.py``). The unpacked baseline (``UnpackedCollator``) and the per-token losses of either
+layout live in ``instructkit/token_loss.py``, which evaluation shares.
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ from typing import Any
 import torch
 
 from instructkit.templates import IGNORE_INDEX
-
-Span = tuple[int, int, int]  # (row, start, end): a sample occupies batch[row, start:end]
+from instructkit.token_loss import Span
 
 
 def pack_samples(samples: list[dict[str, Any]], max_length: int) -> list[list[int]]:
@@ -151,57 +151,3 @@ class PackedCollator:
 
     def spans(self, bins: list[list[dict[str, Any]]]) -> list[Span]:
         return packed_spans(bins, self.max_length)
-
-
-class UnpackedCollator:
-    """The plain baseline: one sample per row, right-padded, 2D ``attention_mask``, labels padded with -100."""
-
-    def __init__(self, pad_token_id: int, max_length: int | None = None):
-        self.pad = pad_token_id
-        self.max_length = max_length
-
-    def _len(self, s: dict[str, Any]) -> int:
-        n = len(s["input_ids"])
-        return n if self.max_length is None else min(n, self.max_length)
-
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max([self._len(s) for s in samples] + [1])
-        ids = torch.full((len(samples), width), self.pad, dtype=torch.long)
-        labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(samples), width), dtype=torch.long)
-        for i, s in enumerate(samples):
-            n = self._len(s)
-            ids[i, :n] = torch.as_tensor(s["input_ids"][:n], dtype=torch.long)
-            labels[i, :n] = torch.as_tensor(s["labels"][:n], dtype=torch.long)
-            mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-    def spans(self, samples: list[dict[str, Any]]) -> list[Span]:
-        return [(i, 0, self._len(s)) for i, s in enumerate(samples) if self._len(s) > 0]
-
-
-def span_token_losses(logits: torch.Tensor, labels: torch.Tensor, spans: list[Span]) -> list[torch.Tensor]:
-    """Per-token losses (differentiable) of each span: logits at ``t`` predict ``labels[t + 1]`` inside the
-    span, positions labelled -100 skipped. The span's first label is never a target, as in HF's shift."""
-    out = []
-    for row, start, end in spans:
-        target = labels[row, start + 1 : end]
-        keep = target != IGNORE_INDEX
-        pred = logits[row, start : end - 1].float()
-        out.append(torch.nn.functional.cross_entropy(pred[keep], target[keep], reduction="none"))
-    return out
-
-
-@torch.no_grad()
-def per_sample_loss(model: Any, batch: dict[str, torch.Tensor], sample_spans: list[Span]) -> list[float]:
-    """Mean token loss of each sample (``nan`` for a sample with no trained token).
-
-    ``sample_spans`` are ``(row, start, end)`` triples, e.g. from ``PackedCollator.spans`` or
-    ``UnpackedCollator.spans``. The model runs on the batch without ``labels``; its mode is left as it is.
-    """
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits
-    return [
-        t.mean().item() if t.numel() else float("nan")
-        for t in span_token_losses(logits, batch["labels"], sample_spans)
-    ]

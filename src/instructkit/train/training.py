@@ -21,14 +21,12 @@ from typing import Any
 import torch
 import yaml
 
-from instructkit import __version__
 from instructkit.formats import RecordReader
 from instructkit.formats.io import write_text
 from instructkit.records import Record
 from instructkit.train.config import ConfigError, TrainConfig
-from instructkit.train.tasks import TASKS, LabelInfo, Task
-
-INFO_FILE = "instructkit.json"
+from instructkit.train.saved_model import load_base, save_trained
+from instructkit.train.tasks import TASKS, Task
 
 
 @dataclass
@@ -101,19 +99,6 @@ def _apply_dropout(model: Any, p: float) -> None:
     ):
         if hasattr(model.config, key):
             setattr(model.config, key, p)
-
-
-def load_base(model_name: str, task: Task, labels: LabelInfo, seed: int) -> Any:
-    from instructkit.models import load_model
-
-    torch.manual_seed(seed)  # a new task head is initialised the same way every run
-    model = load_model(model_name, auto_class=task.auto_model, **task.model_kwargs(labels))
-    if getattr(model.config, "pad_token_id", None) is None and task.pools_last_token:
-        from instructkit.models import load_tokenizer
-
-        tok = load_tokenizer(model_name)
-        model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return model
 
 
 def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) -> Any:
@@ -195,7 +180,7 @@ def train(
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.integrations import TensorBoardCallback
 
-    from instructkit.models import load_tokenizer
+    from instructkit.models import load_tokenizer, pad_id
     from instructkit.train.callbacks import MetricsFileCallback, RichProgressCallback
     from instructkit.train.checkpoints import (
         CheckpointError,
@@ -286,7 +271,7 @@ def train(
 
         bins = pack_samples(train_feats, cfg.data.max_length)
         train_ds = ListDataset([[train_feats[i] for i in b] for b in bins])
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = pad_id(tokenizer)
         # sdpa needs the additive mask in the dtype of the queries (bf16 under autocast).
         mask_dtype = torch.bfloat16 if bf16_enabled(cfg.bf16) else torch.float32
         packed = PackedCollator(pad, cfg.data.max_length, dtype=mask_dtype)
@@ -367,49 +352,3 @@ def train(
 
 def _quiet(message: str) -> None:
     """The log of processes other than rank 0: one copy of each message is enough."""
-
-
-def save_trained(
-    model: Any,
-    tokenizer: Any,
-    method: Any,
-    cfg: TrainConfig,
-    labels: LabelInfo,
-    folder: Path,
-    chat_template: str | None,
-) -> None:
-    """Write what was trained + the tokenizer + ``instructkit.json`` (task, base, method, labels)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    method.save_trained(model, folder)
-    if chat_template:
-        tokenizer.chat_template = chat_template
-    tokenizer.save_pretrained(folder)
-    info = {
-        "instructkit_version": __version__,
-        "task": cfg.task,
-        "base_model": cfg.model,
-        "method": cfg.method,
-        "labels": labels.to_dict(),
-        "max_length": cfg.data.max_length,
-        "chat_template": getattr(tokenizer, "chat_template", None),
-        "seed": cfg.seed,
-    }
-    write_text(json.dumps(info, indent=2) + "\n", folder / INFO_FILE)
-
-
-def load_trained(folder: str | Path) -> tuple[Any, Any, dict[str, Any]]:
-    """Rebuild a trained model from its folder: the base model, the method, the trained weights."""
-    from transformers import AutoTokenizer
-
-    from instructkit.train.methods import METHODS
-
-    folder = Path(folder)
-    if (folder / "model" / INFO_FILE).exists():
-        folder = folder / "model"
-    info = json.loads((folder / INFO_FILE).read_text())
-    task = TASKS[info["task"]]()
-    labels = LabelInfo.from_dict(info["labels"])
-    base = load_base(info["base_model"], task, labels, info.get("seed", 0))
-    model = METHODS[info["method"]["name"]].load_trained(base, folder, info["task"])
-    model.eval()
-    return model, AutoTokenizer.from_pretrained(folder), info

