@@ -297,7 +297,8 @@ class _RecipeRun:
         return self.data_dir / f"{self.recipe.eval.split}{self.suffix}"
 
     def stage(self, name: str, digest: str, outputs: list[Path], work: Callable[[], None]) -> None:
-        """Run ``work`` unless the stage is fresh (same input digest, outputs present); record it when done."""
+        """Run ``work`` unless the stage is fresh (same input digest, outputs present); record the digest
+        when it is done."""
         if self.stages.fresh(name, digest, outputs):
             self.log(f"[{name}] up to date, skipped")
             self.skipped.append(name)
@@ -357,7 +358,7 @@ def _open_recipe_run(
 
 
 def _data_stage(run: _RecipeRun) -> str:
-    """Curate the inputs into train/val/test; its digest: the curate config and the inputs' bytes."""
+    """Curate the inputs into train/val/test; its digest: the curate config, the inputs' paths and bytes."""
     from instructkit.data.pipeline import curate
 
     d_data = _digest("data", run.curate_cfg.to_dict(), [(str(p), _file_digest(p)) for p in run.inputs])
@@ -396,7 +397,8 @@ def _evaluate(run: _RecipeRun, model_name: str, out_name: str, labels: Any = Non
 
 
 def _before_stage(run: _RecipeRun, d_data: str) -> str:
-    """The untouched model on the eval split; its digest adds the model, task, eval settings and split."""
+    """The untouched model on the eval split; its digest adds the model name, the task, the eval settings
+    and the split's bytes."""
     from instructkit.formats import read_records
     from instructkit.train.tasks import TASKS
 
