@@ -261,6 +261,53 @@ def check_recipe(recipe: Recipe, recipe_path: str | Path | None = None) -> tuple
     return curate_cfg, cfg, inputs
 
 
+@dataclass
+class _RecipeRun:
+    """What the stages of :func:`run_recipe` share: the checked configs, the run folder and its
+    ``stages.json``, and which stages ran or were skipped."""
+
+    recipe: Recipe
+    curate_cfg: Any
+    cfg: Any  # the training config
+    inputs: list[Path]
+    stages: Stages
+    force: list[str]
+    progress: bool
+    log: Callable[[str], None]
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.recipe.run_dir
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def suffix(self) -> str:
+        return self.curate_cfg.output_suffix
+
+    @property
+    def split_file(self) -> Path:
+        """The curated split both evaluations score."""
+        return self.data_dir / f"{self.recipe.eval.split}{self.suffix}"
+
+    def stage(self, name: str, digest: str, outputs: list[Path], work: Callable[[], None]) -> None:
+        """Run ``work`` unless the stage is fresh (same input digest, outputs present); record the digest
+        when it is done."""
+        if self.stages.fresh(name, digest, outputs):
+            self.log(f"[{name}] up to date, skipped")
+            self.skipped.append(name)
+            return
+        self.log(f"[{name}] running")
+        t0 = time.perf_counter()
+        work()
+        self.stages.finish(name, digest, time.perf_counter() - t0)
+        self.ran.append(name)
+
+
 def run_recipe(
     recipe: Recipe,
     *,
@@ -269,16 +316,29 @@ def run_recipe(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Run the stages that are not fresh; see the module docstring."""
-    from instructkit.data.pipeline import curate
-    from instructkit.evaluate.generate import Decoding
-    from instructkit.evaluate.report import build_report
-    from instructkit.evaluate.scoring import evaluate, load_for_eval
-    from instructkit.formats import read_records
-    from instructkit.train.checkpoints import move_aside
+    """Run the stages that are not fresh; see the module docstring. Each stage returns the digest of its
+    inputs, which the stages downstream of it hash into theirs: a change reruns everything after it."""
+    run = _open_recipe_run(recipe, recipe_path, force or [], progress, log)
+    d_data = _data_stage(run)
+    d_before = _before_stage(run, d_data)
+    d_train = _train_stage(run, d_data)
+    d_after = _after_stage(run, d_train)
+    html, md = _report_stage(run, d_before, d_after)
+    before = json.loads((run.run_dir / "eval" / "before.json").read_text())["metrics"]
+    after = json.loads((run.run_dir / "eval" / "after.json").read_text())["metrics"]
+    return RunResult(run.run_dir, run.ran, run.skipped, before, after, html, md)
+
+
+def _open_recipe_run(
+    recipe: Recipe,
+    recipe_path: str | Path | None,
+    force: list[str],
+    progress: bool,
+    log: Callable[[str], None],
+) -> _RecipeRun:
+    """Check the run folder and the whole recipe before anything is written, then write ``recipe.yaml``
+    and read ``stages.json``, forgetting the forced stages and those after them."""
     from instructkit.train.rundir import RECIPE_MARKERS, check_run_folder
-    from instructkit.train.tasks import TASKS
-    from instructkit.train.training import train
 
     run_dir = recipe.run_dir
     problem = check_run_folder(run_dir, RECIPE_MARKERS)
@@ -290,93 +350,118 @@ def run_recipe(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), run_dir / "recipe.yaml")
     stages = Stages(run_dir)
-    for s in force or []:
+    for s in force:
         stages.forget_from(s)
-    ran, skipped = [], []
+    return _RecipeRun(recipe, curate_cfg, cfg, inputs, stages, force, progress, log)
 
-    def stage(name: str, digest: str, outputs: list[Path], work: Callable[[], None]) -> None:
-        if stages.fresh(name, digest, outputs):
-            log(f"[{name}] up to date, skipped")
-            skipped.append(name)
-            return
-        log(f"[{name}] running")
-        t0 = time.perf_counter()
-        work()
-        stages.finish(name, digest, time.perf_counter() - t0)
-        ran.append(name)
 
-    # data ---------------------------------------------------------------------------------------------
-    data_dir = run_dir / "data"
-    suffix = curate_cfg.output_suffix
-    d_data = _digest("data", curate_cfg.to_dict(), [(str(p), _file_digest(p)) for p in inputs])
-    stage(
+def _data_stage(run: _RecipeRun) -> str:
+    """Curate the inputs into train/val/test; its digest: the curate config, the inputs' paths and bytes."""
+    from instructkit.data.pipeline import curate
+
+    d_data = _digest("data", run.curate_cfg.to_dict(), [(str(p), _file_digest(p)) for p in run.inputs])
+    data_dir, suffix = run.data_dir, run.suffix
+    run.stage(
         "data",
         d_data,
         [data_dir / "card.json", *(data_dir / f"{s}{suffix}" for s in ("train", "val", "test"))],
-        lambda: curate(inputs, data_dir, curate_cfg),
+        lambda: curate(run.inputs, data_dir, run.curate_cfg),
     )
+    return d_data
 
-    # before -------------------------------------------------------------------------------------------
-    ev = recipe.eval
-    split_file = data_dir / f"{ev.split}{suffix}"
-    decoding = Decoding(max_new_tokens=ev.max_new_tokens)
-    eval_settings = dataclasses.asdict(ev)
 
-    def run_eval(model_name: str, out_name: str, labels: Any = None) -> None:
-        records = read_records(split_file)
-        lm = load_for_eval(model_name, task=cfg.task, labels=labels)
-        result = evaluate(
-            lm,
-            records,
-            ev.metrics,
-            decoding=decoding,
-            batch_size=ev.batch_size,
-            max_length=ev.max_length,
-            class_labels=ev.labels,
-            progress=progress,
-            data_path=split_file,
-        )
-        result.write(run_dir, out_name)
-        log(f"[{out_name}] {json.dumps({k: round(v, 4) for k, v in result.headline().items()})}")
+def _evaluate(run: _RecipeRun, model_name: str, out_name: str, labels: Any = None) -> None:
+    """Score ``model_name`` on the eval split as the recipe says; write ``eval/<out_name>.*``."""
+    from instructkit.evaluate.generate import Decoding
+    from instructkit.evaluate.scoring import evaluate, load_for_eval
+    from instructkit.formats import read_records
+
+    ev = run.recipe.eval
+    records = read_records(run.split_file)
+    lm = load_for_eval(model_name, task=run.cfg.task, labels=labels)
+    result = evaluate(
+        lm,
+        records,
+        ev.metrics,
+        decoding=Decoding(max_new_tokens=ev.max_new_tokens),
+        batch_size=ev.batch_size,
+        max_length=ev.max_length,
+        class_labels=ev.labels,
+        progress=run.progress,
+        data_path=run.split_file,
+    )
+    result.write(run.run_dir, out_name)
+    run.log(f"[{out_name}] {json.dumps({k: round(v, 4) for k, v in result.headline().items()})}")
+
+
+def _before_stage(run: _RecipeRun, d_data: str) -> str:
+    """The untouched model on the eval split; its digest adds the model name, the task, the eval settings
+    and the split's bytes."""
+    from instructkit.formats import read_records
+    from instructkit.train.tasks import TASKS
+
+    cfg = run.cfg
 
     def labels_from_train() -> Any:
         task = TASKS[cfg.task]()
-        return task.labels(read_records(data_dir / f"train{suffix}")) if task.has_labels else None
+        return task.labels(read_records(run.data_dir / f"train{run.suffix}")) if task.has_labels else None
 
-    d_before = _digest("before", d_data, cfg.model, cfg.task, eval_settings, _file_digest(split_file))
-    stage(
+    eval_settings = dataclasses.asdict(run.recipe.eval)
+    d_before = _digest("before", d_data, cfg.model, cfg.task, eval_settings, _file_digest(run.split_file))
+    run.stage(
         "before",
         d_before,
-        [run_dir / "eval" / "before.json"],
-        lambda: run_eval(cfg.model, "before", labels_from_train()),
+        [run.run_dir / "eval" / "before.json"],
+        lambda: _evaluate(run, cfg.model, "before", labels_from_train()),
     )
+    return d_before
 
-    # train --------------------------------------------------------------------------------------------
-    train_dir = cfg.run_dir
+
+def _train_stage(run: _RecipeRun, d_data: str) -> str:
+    """Train on the curated splits; its digest adds the training config. Resumes a crashed run unless a
+    stage up to train was forced."""
+    from instructkit.train.checkpoints import move_aside
+    from instructkit.train.training import train
+
+    cfg, log = run.cfg, run.log
     d_train = _digest("train", d_data, cfg.to_dict())
-
-    forced = [s for s in force or [] if STAGES.index(s) <= STAGES.index("train")]
+    forced = [s for s in run.force if STAGES.index(s) <= STAGES.index("train")]
 
     def run_train() -> None:
         if forced:
-            move_aside(train_dir / "checkpoints", log, f"--force {forced[0]}")
-            train(cfg, progress=progress, log=log)
+            move_aside(cfg.run_dir / "checkpoints", log, f"--force {forced[0]}")
+            train(cfg, progress=run.progress, log=log)
         else:  # resume a crashed run, unless its checkpoints were made with other inputs
-            train(cfg, resume=True, restart_if_changed=True, progress=progress, log=log)
+            train(cfg, resume=True, restart_if_changed=True, progress=run.progress, log=log)
 
-    stage("train", d_train, [train_dir / "model" / "instructkit.json"], run_train)
+    run.stage("train", d_train, [cfg.run_dir / "model" / "instructkit.json"], run_train)
+    return d_train
 
-    # after --------------------------------------------------------------------------------------------
+
+def _after_stage(run: _RecipeRun, d_train: str) -> str:
+    """The tuned model on the same split; its digest adds the trained weights' bytes."""
+    train_dir = run.cfg.run_dir
+    eval_settings = dataclasses.asdict(run.recipe.eval)
     d_after = _digest(
-        "after", d_train, _tree_digest(train_dir / "model"), eval_settings, _file_digest(split_file)
+        "after", d_train, _tree_digest(train_dir / "model"), eval_settings, _file_digest(run.split_file)
     )
-    stage("after", d_after, [run_dir / "eval" / "after.json"], lambda: run_eval(str(train_dir), "after"))
+    run.stage(
+        "after",
+        d_after,
+        [run.run_dir / "eval" / "after.json"],
+        lambda: _evaluate(run, str(train_dir), "after"),
+    )
+    return d_after
 
-    # report -------------------------------------------------------------------------------------------
+
+def _report_stage(run: _RecipeRun, d_before: str, d_after: str) -> tuple[Path, Path]:
+    """The before/after report; its digest adds the after-eval's bytes. Returns (html, md)."""
+    from instructkit.evaluate.report import build_report
+
+    run_dir = run.run_dir
     d_report = _digest("report", d_before, d_after, _file_digest(run_dir / "eval" / "after.json"))
     html, md = run_dir / "report.html", run_dir / "report.md"
-    stage("report", d_report, [html, md], lambda: build_report(run_dir, examples=ev.examples))
-
-    before = json.loads((run_dir / "eval" / "before.json").read_text())["metrics"]
-    after = json.loads((run_dir / "eval" / "after.json").read_text())["metrics"]
-    return RunResult(run_dir, ran, skipped, before, after, html, md)
+    run.stage(
+        "report", d_report, [html, md], lambda: build_report(run_dir, examples=run.recipe.eval.examples)
+    )
+    return html, md

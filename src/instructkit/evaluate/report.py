@@ -125,6 +125,9 @@ def changed_examples(run_dir: Path, n: int) -> list[dict[str, Any]]:
 
 
 def report_blocks(run_dir: Path, examples: int = 5) -> list[Block]:
+    """The report's sections in order: what was run, before/after metrics, data, training, changed answers,
+    recipe. The run's JSON documents are read up front, so a missing ``eval/after.json`` or a damaged data
+    card fails before the metrics plot is written."""
     run_dir = Path(run_dir)
     recipe = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").exists() else ""
     before_doc, after_doc = _load(run_dir / "eval" / "before.json"), _load(run_dir / "eval" / "after.json")
@@ -136,8 +139,20 @@ def report_blocks(run_dir: Path, examples: int = 5) -> list[Block]:
     train_dir = run_dir / "train"
     tm = _load(train_dir / "train_metrics.json") or {}
     info = _load(train_dir / "model" / "instructkit.json") or {}
+    return [
+        *_header_blocks(run_dir.name, after_doc, info),
+        *_metric_blocks(before, after, run_dir / "plots" / "metrics.png"),
+        *_data_blocks(card),
+        *_training_blocks(tm, train_dir / "plots" / "loss.png"),
+        *_changed_blocks(changed_examples(run_dir, examples)),
+        *([Block("h2", "Recipe"), Block("pre", recipe)] if recipe else []),
+    ]
+
+
+def _header_blocks(name: str, after_doc: dict[str, Any], info: dict[str, Any]) -> list[Block]:
+    """Title, what was evaluated on what, and the decoding both evaluations used."""
     blocks = [
-        Block("h1", f"instructkit report: {run_dir.name}"),
+        Block("h1", f"instructkit report: {name}"),
         Block(
             "p",
             f"Model {info.get('base_model', after_doc.get('model'))}, task {after_doc.get('task')}, "
@@ -158,53 +173,70 @@ def report_blocks(run_dir: Path, examples: int = 5) -> list[Block]:
                 "p", f"Decoding: {mode}, at most {d['max_new_tokens']} new tokens, the same before and after."
             )
         )
+    return blocks
+
+
+def _metric_blocks(before: dict[str, Any], after: dict[str, Any], plot_path: Path) -> list[Block]:
+    """The before/after table, its bar plot (written to ``plot_path``) and the per-class breakdowns."""
     rows = metric_table(before, after)
-    blocks += [
+    blocks = [
         Block("h2", "Before / after"),
         Block("table", headers=["metric", "before", "after", "difference"], rows=rows),
     ]
-    plot = _metric_plot(rows, run_dir / "plots" / "metrics.png")
+    plot = _metric_plot(rows, plot_path)
     if plot:
         blocks.append(Block("img", "before/after metrics", path=plot))
-    blocks += _breakdowns(before, after)
-    if card:
-        acc = card["accounting"]
-        blocks += [
-            Block("h2", "Data"),
-            Block(
-                "p",
-                f"{acc['in']} records in = {acc['kept']} kept + {acc['rejected']} rejected "
-                f"({'balanced' if acc['balanced'] else 'NOT BALANCED'}). Splits: "
-                + ", ".join(f"{k} {v}" for k, v in card["splits"].items())
-                + ".",
-            ),  # fmt: skip
-            Block(
-                "table",
-                headers=["step", "in", "kept", "dropped"],
-                rows=[
-                    [
-                        s["step"],
-                        s["in"],
-                        s["kept"],
-                        ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "-",
-                    ]
-                    for s in card["steps"]
-                ],  # fmt: skip
-            ),
-        ]
-    if tm:
-        blocks += [
-            Block("h2", "Training"),
-            Block(
-                "table",
-                headers=["", ""],
-                rows=[[k, _fmt(v)] for k, v in tm.items() if not isinstance(v, dict)],
-            ),
-        ]
-        if (train_dir / "plots" / "loss.png").exists():
-            blocks.append(Block("img", "loss curve", path=train_dir / "plots" / "loss.png"))
-    changed = changed_examples(run_dir, examples)
-    blocks.append(Block("h2", "Answers that changed"))
+    return blocks + _breakdowns(before, after)
+
+
+def _data_blocks(card: dict[str, Any] | None) -> list[Block]:
+    """The data card's accounting (records in = kept + rejected), splits and per-step drops."""
+    if not card:
+        return []
+    acc = card["accounting"]
+    return [
+        Block("h2", "Data"),
+        Block(
+            "p",
+            f"{acc['in']} records in = {acc['kept']} kept + {acc['rejected']} rejected "
+            f"({'balanced' if acc['balanced'] else 'NOT BALANCED'}). Splits: "
+            + ", ".join(f"{k} {v}" for k, v in card["splits"].items())
+            + ".",
+        ),  # fmt: skip
+        Block(
+            "table",
+            headers=["step", "in", "kept", "dropped"],
+            rows=[
+                [
+                    s["step"],
+                    s["in"],
+                    s["kept"],
+                    ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "-",
+                ]
+                for s in card["steps"]
+            ],  # fmt: skip
+        ),
+    ]
+
+
+def _training_blocks(tm: dict[str, Any], loss_plot: Path) -> list[Block]:
+    """The training metrics (flat ones; the drop counts are nested) and the loss curve."""
+    if not tm:
+        return []
+    blocks = [
+        Block("h2", "Training"),
+        Block(
+            "table", headers=["", ""], rows=[[k, _fmt(v)] for k, v in tm.items() if not isinstance(v, dict)]
+        ),
+    ]
+    if loss_plot.exists():
+        blocks.append(Block("img", "loss curve", path=loss_plot))
+    return blocks
+
+
+def _changed_blocks(changed: list[dict[str, Any]]) -> list[Block]:
+    """The answers that changed most, each as input, reference, before and after."""
+    blocks = [Block("h2", "Answers that changed")]
     if not changed:
         blocks.append(Block("p", "No prediction changed between before and after."))
     for e in changed:
@@ -221,8 +253,6 @@ def report_blocks(run_dir: Path, examples: int = 5) -> list[Block]:
                 ],
             ),  # fmt: skip
         ]
-    if recipe:
-        blocks += [Block("h2", "Recipe"), Block("pre", recipe)]
     return blocks
 
 

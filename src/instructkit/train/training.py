@@ -26,7 +26,7 @@ from instructkit.formats.io import write_text
 from instructkit.records import Record
 from instructkit.train.config import ConfigError, TrainConfig
 from instructkit.train.saved_model import load_base, save_trained
-from instructkit.train.tasks import TASKS, Task
+from instructkit.train.tasks import TASKS, LabelInfo, Task
 
 
 @dataclass
@@ -162,6 +162,35 @@ def _training_args(cfg: TrainConfig, task: Task, has_val: bool, ckpt_dir: Path) 
     )
 
 
+@dataclass
+class _Run:
+    """What the phases of :func:`train` share: the config, the method, who writes, what checkpoints record."""
+
+    cfg: TrainConfig
+    method: Any
+    main: bool  # rank 0, the one process that writes the run folder
+    inputs: dict[str, Any]  # the config and data hashes a checkpoint must match to be resumed
+    log: Callable[[str], None]
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.cfg.run_dir / "checkpoints"
+
+
+@dataclass
+class _Features:
+    """The run's data as the task turned it into features, with what the features were made with."""
+
+    task: Task
+    tokenizer: Any
+    labels: LabelInfo
+    chat_template: str | None
+    train: list[Any]
+    val: list[Any]
+    dropped: Counter[str]  # samples left out, per reason
+    val_dropped: Counter[str]
+
+
 def train(
     cfg: TrainConfig,
     resume: bool = False,
@@ -177,59 +206,87 @@ def train(
     Without ``resume`` existing checkpoints are moved aside too: two runs never share a checkpoints
     folder. ``weights_only`` (default ``cfg.resume_weights_only``): resume from the weights and step
     alone, with a fresh optimizer, schedule and RNG."""
-    from transformers import EarlyStoppingCallback, set_seed
-    from transformers.integrations import TensorBoardCallback
-
-    from instructkit.models import load_tokenizer, pad_id
-    from instructkit.train.callbacks import MetricsFileCallback, RichProgressCallback
-    from instructkit.train.checkpoints import (
-        CheckpointError,
-        ManifestCallback,
-        move_aside,
-        run_inputs,
-        select_for_resume,
-    )
-    from instructkit.train.methods import build_method
-    from instructkit.train.rundir import TRAIN_MARKERS, check_run_folder
-    from instructkit.train.trainer import TOKENS_KEY, InstructTrainer
+    from transformers import set_seed
 
     cfg.validate()
     if weights_only is None:
         weights_only = cfg.resume_weights_only
     set_seed(cfg.seed)
-    run_dir = cfg.run_dir
-    problem = check_run_folder(run_dir, TRAIN_MARKERS)
+    run = _open_run(cfg, log)
+    last = _checkpoint_to_resume(run, resume, weights_only, restart_if_changed)
+    if run.main:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), cfg.run_dir / "config.yaml")
+    feats = _read_features(cfg)
+    model = _build_model(run, feats)
+    summary = run.method.trainable_summary(model)
+    trainer = _build_trainer(run, feats, model, weights_only, progress)
+    metrics = _fit(trainer, last)
+    metrics.update(_held_out_metrics(trainer, run, feats))
+    metrics.update(
+        {
+            "trainable_params": summary["trainable"],
+            "total_params": summary["total"],
+            "dropped": dict(feats.dropped),
+            "val_dropped": dict(feats.val_dropped),
+        }
+    )
+    model_dir = cfg.run_dir / "model"
+    if run.main:
+        _save_run(run, feats, model, metrics, model_dir)
+    return TrainResult(cfg.run_dir, model_dir, metrics, model, feats.tokenizer)
+
+
+def _open_run(cfg: TrainConfig, log: Callable[[str], None]) -> _Run:
+    """Check the run folder, build the method (its canonical name is what reloads) and hash the inputs."""
+    from instructkit.train.checkpoints import run_inputs
+    from instructkit.train.methods import build_method
+    from instructkit.train.rundir import TRAIN_MARKERS, check_run_folder
+
+    problem = check_run_folder(cfg.run_dir, TRAIN_MARKERS)
     if problem:
         raise ConfigError(f"output_dir/name: {problem}")
     method_params = {k: v for k, v in cfg.method.items() if k != "name"}
     method = build_method(cfg.method["name"], method_params)
-    cfg.method = {"name": method.name, **method_params}  # the canonical name is what reloads
-    main = _is_main_process()
-    ckpt_dir = run_dir / "checkpoints"
-    inputs = run_inputs(cfg.to_dict())
+    cfg.method = {"name": method.name, **method_params}
+    return _Run(cfg, method, _is_main_process(), run_inputs(cfg.to_dict()), log)
+
+
+def _checkpoint_to_resume(
+    run: _Run, resume: bool, weights_only: bool, restart_if_changed: bool
+) -> Path | None:
+    """The checkpoint to continue from, or None; checkpoints that will not be resumed are moved aside."""
+    from instructkit.train.checkpoints import CheckpointError, move_aside, select_for_resume
+
+    log, main, ckpt_dir = run.log, run.main, run.ckpt_dir
+    if not resume:
+        if main:
+            move_aside(ckpt_dir, log, "a new run (not --resume)")
+        return None
     last = None
-    if resume:
-        try:
-            last = select_for_resume(ckpt_dir, inputs, weights_only, log if main else _quiet, move=main)
-        except CheckpointError as e:
-            if not restart_if_changed:
-                raise
-            if main:
-                why = (
-                    f"the checkpoints were made with other inputs (changed: {', '.join(e.changes)})"
-                    if e.changes
-                    else f"no intact checkpoint ({'; '.join(str(e).splitlines()[1:-1]).strip()})"
-                )
-                move_aside(ckpt_dir, log, why)
-        if last is not None:
-            log(f"[train] resuming from {last}" + (" (weights only)" if weights_only else ""))
-        elif main and not restart_if_changed:
-            log(f"[train] no checkpoint in {ckpt_dir} to resume; training from step 0")
-    elif main:
-        move_aside(ckpt_dir, log, "a new run (not --resume)")
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), run_dir / "config.yaml")
+    try:
+        last = select_for_resume(ckpt_dir, run.inputs, weights_only, log if main else _quiet, move=main)
+    except CheckpointError as e:
+        if not restart_if_changed:
+            raise
+        if main:
+            why = (
+                f"the checkpoints were made with other inputs (changed: {', '.join(e.changes)})"
+                if e.changes
+                else f"no intact checkpoint ({'; '.join(str(e).splitlines()[1:-1]).strip()})"
+            )
+            move_aside(ckpt_dir, log, why)
+    if last is not None:
+        log(f"[train] resuming from {last}" + (" (weights only)" if weights_only else ""))
+    elif main and not restart_if_changed:
+        log(f"[train] no checkpoint in {ckpt_dir} to resume; training from step 0")
+    return last
+
+
+def _read_features(cfg: TrainConfig) -> _Features:
+    """Read the train and validation records (a seeded share of train when no val file) into features."""
+    from instructkit.models import load_tokenizer
+
     task = TASKS[cfg.task]()
     tokenizer = load_tokenizer(cfg.model)
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
@@ -250,52 +307,85 @@ def train(
     )
     if not train_feats:
         raise ValueError(f"no training samples left ({dict(dropped)})")
+    return _Features(task, tokenizer, labels, chat_template, train_feats, val_feats, dropped, val_dropped)
 
-    model = load_base(cfg.model, task, labels, cfg.seed)
+
+def _build_model(run: _Run, feats: _Features) -> Any:
+    """The base model with the task's head, the configured dropout and the method applied."""
+    cfg = run.cfg
+    model = load_base(cfg.model, feats.task, feats.labels, cfg.seed)
     if cfg.optim.dropout is not None:
         _apply_dropout(model, cfg.optim.dropout)
-    model = method.apply(model, cfg.task)
-    summary = method.trainable_summary(model)
+    return run.method.apply(model, cfg.task)
 
-    collator = task.collator(tokenizer)
-    train_ds: Any = ListDataset(train_feats)
-    if cfg.packing_enabled():
-        if not task.packing:
-            packs = ", ".join(n for n, t in TASKS.items() if t.packing)
-            raise ConfigError(f"packing applies to {packs} only, not {cfg.task}")
-        if not method.packing:
-            raise ConfigError(
-                f"packing cannot combine with {method.name} (it loses the per-sample position ids of packed rows)"
-            )
-        from instructkit.train.packing import PackedCollator, pack_samples
 
-        bins = pack_samples(train_feats, cfg.data.max_length)
-        train_ds = ListDataset([[train_feats[i] for i in b] for b in bins])
-        pad = pad_id(tokenizer)
-        # sdpa needs the additive mask in the dtype of the queries (bf16 under autocast).
-        mask_dtype = torch.bfloat16 if bf16_enabled(cfg.bf16) else torch.float32
-        packed = PackedCollator(pad, cfg.data.max_length, dtype=mask_dtype)
-        plain = collator
+def _train_data(run: _Run, feats: _Features) -> tuple[Any, Callable[[list[Any]], dict[str, Any]]]:
+    """The training dataset and collator: the task's own, or packed rows when packing is on."""
+    from instructkit.train.trainer import TOKENS_KEY
 
-        def collator(batch: list[Any]) -> dict[str, Any]:  # eval batches stay unpacked
-            if not (batch and isinstance(batch[0], list)):
-                return plain(batch)
-            n_tokens = sum(min(sum(len(s["input_ids"]) for s in b), cfg.data.max_length) for b in batch)
-            return {**packed(batch), TOKENS_KEY: n_tokens}
+    cfg, task, method = run.cfg, feats.task, run.method
+    collator = task.collator(feats.tokenizer)
+    if not cfg.packing_enabled():
+        return ListDataset(feats.train), collator
+    if not task.packing:
+        packs = ", ".join(n for n, t in TASKS.items() if t.packing)
+        raise ConfigError(f"packing applies to {packs} only, not {cfg.task}")
+    if not method.packing:
+        raise ConfigError(
+            f"packing cannot combine with {method.name} (it loses the per-sample position ids of packed rows)"
+        )
+    from instructkit.models import pad_id
+    from instructkit.train.packing import PackedCollator, pack_samples
 
-    args = _training_args(cfg, task, bool(val_feats), ckpt_dir)
+    train_feats, tokenizer = feats.train, feats.tokenizer
+    bins = pack_samples(train_feats, cfg.data.max_length)
+    train_ds = ListDataset([[train_feats[i] for i in b] for b in bins])
+    pad = pad_id(tokenizer)
+    # sdpa needs the additive mask in the dtype of the queries (bf16 under autocast).
+    mask_dtype = torch.bfloat16 if bf16_enabled(cfg.bf16) else torch.float32
+    packed = PackedCollator(pad, cfg.data.max_length, dtype=mask_dtype)
+    plain = collator
+
+    def collate(batch: list[Any]) -> dict[str, Any]:  # eval batches stay unpacked
+        if not (batch and isinstance(batch[0], list)):
+            return plain(batch)
+        n_tokens = sum(min(sum(len(s["input_ids"]) for s in b), cfg.data.max_length) for b in batch)
+        return {**packed(batch), TOKENS_KEY: n_tokens}
+
+    return train_ds, collate
+
+
+def _callbacks(run: _Run, has_val: bool, progress: bool) -> list[Any]:
+    """Checkpoint manifests, metrics.jsonl, TensorBoard and the progress bar (rank 0), early stopping."""
+    from transformers import EarlyStoppingCallback
+    from transformers.integrations import TensorBoardCallback
+
+    from instructkit.train.callbacks import MetricsFileCallback, RichProgressCallback
+    from instructkit.train.checkpoints import ManifestCallback
+
+    cfg, main = run.cfg, run.main
     callbacks: list[Any] = [
-        ManifestCallback(inputs, cfg.save_total_limit),
-        MetricsFileCallback(run_dir / "metrics.jsonl", enabled=main),
+        ManifestCallback(run.inputs, cfg.save_total_limit),
+        MetricsFileCallback(cfg.run_dir / "metrics.jsonl", enabled=main),
     ]
     if main:
         from torch.utils.tensorboard import SummaryWriter
 
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "logs"))))
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(cfg.run_dir / "logs"))))
     if progress and main:
         callbacks.append(RichProgressCallback())
-    if val_feats and cfg.eval.patience:
+    if has_val and cfg.eval.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.eval.patience))
+    return callbacks
+
+
+def _build_trainer(run: _Run, feats: _Features, model: Any, weights_only: bool, progress: bool) -> Any:
+    from instructkit.train.trainer import InstructTrainer
+
+    cfg, task, method = run.cfg, feats.task, run.method
+    train_ds, collator = _train_data(run, feats)
+    args = _training_args(cfg, task, bool(feats.val), run.ckpt_dir)
+    callbacks = _callbacks(run, bool(feats.val), progress)
     head_only = cfg.trained_positions_head and task.trained_positions_head and method.trained_positions_head
     trainer = InstructTrainer(
         model=model,
@@ -303,15 +393,20 @@ def train(
         weights_only_resume=weights_only,
         args=args,
         train_dataset=train_ds,
-        eval_dataset=ListDataset(val_feats) if val_feats else None,
+        eval_dataset=ListDataset(feats.val) if feats.val else None,
         data_collator=collator,
-        compute_metrics=task.compute_metrics(labels) if val_feats else None,
+        compute_metrics=task.compute_metrics(feats.labels) if feats.val else None,
         callbacks=callbacks,
     )
-    if progress and main:
+    if progress and run.main:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # the rich bar shows loss; raw dicts are noise
+    return trainer
+
+
+def _fit(trainer: Any, last: Path | None) -> dict[str, Any]:
+    """Train (from ``last`` when resuming); the loss, the time, the steps and the tokens seen."""
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = time.perf_counter() - start
@@ -321,33 +416,38 @@ def train(
         "steps": trainer.state.global_step,
     }
     metrics["tokens_seen"] = int(trainer.state.num_input_tokens_seen or 0)
-    if val_feats:
+    return metrics
+
+
+def _held_out_metrics(trainer: Any, run: _Run, feats: _Features) -> dict[str, Any]:
+    """The trained model on the validation features (``val_*``) and the test file (``test_*``)."""
+    cfg = run.cfg
+    metrics: dict[str, Any] = {}
+    if feats.val:
         metrics.update({f"val_{k.removeprefix('eval_')}": v for k, v in trainer.evaluate().items()})
     if cfg.data.test:
         test_records = _read(cfg.data.test, cfg.data.format)
-        test_feats, _ = task.features(test_records, tokenizer, labels, cfg.data.max_length, **kw)
+        kw = {"chat_template": feats.chat_template}
+        test_feats, _ = feats.task.features(
+            test_records, feats.tokenizer, feats.labels, cfg.data.max_length, **kw
+        )
         metrics.update(
             {
                 f"test_{k.removeprefix('test_')}": v
                 for k, v in trainer.predict(ListDataset(test_feats)).metrics.items()
             }
         )
-    metrics.update(
-        {
-            "trainable_params": summary["trainable"],
-            "total_params": summary["total"],
-            "dropped": dict(dropped),
-            "val_dropped": dict(val_dropped),
-        }
-    )
-    model_dir = run_dir / "model"
-    if main:
-        save_trained(model, tokenizer, method, cfg, labels, model_dir, chat_template)
-        write_text(json.dumps(metrics, indent=2, default=float) + "\n", run_dir / "train_metrics.json")
-        from instructkit.train.plots import plot_loss
+    return metrics
 
-        plot_loss(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
-    return TrainResult(run_dir, model_dir, metrics, model, tokenizer)
+
+def _save_run(run: _Run, feats: _Features, model: Any, metrics: dict[str, Any], model_dir: Path) -> None:
+    """The model folder, ``train_metrics.json`` and the loss plot (rank 0 only)."""
+    from instructkit.train.plots import plot_loss
+
+    run_dir = run.cfg.run_dir
+    save_trained(model, feats.tokenizer, run.method, run.cfg, feats.labels, model_dir, feats.chat_template)
+    write_text(json.dumps(metrics, indent=2, default=float) + "\n", run_dir / "train_metrics.json")
+    plot_loss(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
 
 
 def _quiet(message: str) -> None:
