@@ -12,48 +12,24 @@ import yaml
 from instructkit.data.pipeline import CurateConfig
 from instructkit.formats import resolve_path
 
+from .conftest import tiny_bert_config, tiny_llama_config
+
 ROOT = Path(__file__).parent.parent
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 
 
 def tiny_model(base: str, task: str):
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoModelForMaskedLM,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        BertConfig,
-        LlamaConfig,
-    )
+    """The recipe's model at toy width (the conftest configs), with the head its task declares."""
+    import transformers
+
+    from instructkit.train.tasks import TASKS
 
     if "minilm" in base:
-        cfg = BertConfig(
-            vocab_size=128,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            num_labels=5,
-        )
+        cfg = tiny_bert_config(vocab_size=128, num_labels=5)
     else:
-        cfg = LlamaConfig(
-            vocab_size=128,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            num_labels=5,
-            pad_token_id=0,
-        )
-    cls = {
-        "causal-lm": AutoModelForCausalLM,
-        "masked-lm": AutoModelForMaskedLM,
-        "sequence-classification": AutoModelForSequenceClassification,
-        "token-classification": AutoModelForTokenClassification,
-    }[task]
+        cfg = tiny_llama_config(vocab_size=128, num_labels=5, pad_token_id=0)
     torch.manual_seed(0)
-    return cls.from_config(cfg)
+    return getattr(transformers, TASKS[task].auto_model).from_config(cfg)
 
 
 KINDS = ("run", "train", "curate")
