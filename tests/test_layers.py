@@ -43,6 +43,19 @@ LAYERS: dict[str, set[str]] = {
         "train.saved_model",
     },
     "serve": {"models", "templates", "train.tasks", "train.saved_model"},
+    # generation: the local backend runs eval's batched generation engine; generated records go through
+    # the curation steps (the similarity and blacklist filters among them); code tasks run in the sandbox.
+    "generate": {
+        "records",
+        "config",
+        "formats",
+        "models",
+        "templates",
+        "data",
+        "evaluate.generate",
+        "evaluate.sandbox",
+        "evaluate.metrics",
+    },
     "recipe": {"config", "records", "formats", "models", "data", "train", "evaluate"},
     "cli": {"*"},
 }
