@@ -4,7 +4,8 @@ Prompts are rendered with the model's own chat template (``add_generation_prompt
 model saw after the prompt in training), sorted by length so a batch holds prompts of similar length (less
 padding), left-padded (a decoder continues from the last real token of every row), and generated together;
 replies come back in the input order. Decoding is greedy unless asked otherwise, and the settings used are
-returned with the replies so a report can say how the answers were produced.
+returned with the replies so a report can say how the answers were produced. ``generate_tokens`` is the same
+engine returning token ids (and taking stop strings), for the ``local`` generation backend's token counts.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ def render_prompts(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
     return out
 
 
-@torch.inference_mode()
 def generate(
     model: Any,
     tokenizer: Any,
@@ -68,12 +68,32 @@ def generate(
 
     ``on_batch(n)`` is called after each batch with the number of prompts done (for a progress bar).
     """
+    rows = generate_tokens(model, tokenizer, prompts, decoding, batch_size, on_batch)
+    return [[tokenizer.decode(r, skip_special_tokens=True).strip() for r in reps] for reps in rows]
+
+
+@torch.inference_mode()
+def generate_tokens(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    decoding: Decoding | None = None,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+    stop_strings: Sequence[str] = (),
+) -> list[list[list[int]]]:
+    """The new token ids of each reply (``num_return_sequences`` per prompt, in input order), as generated:
+    a row that ended early is followed by pad ids up to the batch's longest. ``stop_strings`` end a row once
+    its text ends with one of them (transformers' StopStringCriteria; the string stays in the ids)."""
     decoding = decoding or Decoding()
     model.eval()
     pad = pad_id(tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    replies: list[list[str]] = [[] for _ in prompts]
+    replies: list[list[list[int]]] = [[] for _ in prompts]
     device = next(model.parameters()).device
+    extra: dict[str, Any] = (
+        {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    )
     if decoding.do_sample:
         torch.manual_seed(decoding.seed)
     for start in range(0, len(order), batch_size):
@@ -90,12 +110,13 @@ def generate(
             attention_mask=mask.to(device),
             pad_token_id=pad,
             **decoding.generate_kwargs(),
+            **extra,
         )
         new = out[:, width:].cpu()
         k = decoding.num_return_sequences
         for row, i in enumerate(chunk):
             for j in range(k):
-                replies[i].append(tokenizer.decode(new[row * k + j], skip_special_tokens=True).strip())
+                replies[i].append(new[row * k + j].tolist())
         if on_batch:
             on_batch(len(chunk))
     return replies
