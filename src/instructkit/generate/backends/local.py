@@ -10,6 +10,10 @@ Stop strings end a row during generation (transformers' StopStringCriteria) and 
 the first of them. Token counts come from the tokenizer: the rendered prompt, and the new tokens up to the
 end-of-sequence token or the stop string.
 
+Measured (bundled SmolLM2-135M, CPU, 2 shared cores): 16 requests of up to 32 new tokens took 34 s in one
+batch of 16 and 112 s one by one (``batch_size=1``), with identical greedy replies; loading the cached
+float weights took 7 s.
+
 A trained run folder (``runs/<name>/model``) is not loaded here: its loader (``train.saved_model``) is
 outside what ``generate/`` may import (tests/test_layers.py); a full fine-tune's ``model/`` folder that holds
 plain weights and a tokenizer loads as any local folder.
