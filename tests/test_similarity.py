@@ -39,7 +39,11 @@ def _pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     pairs = []
     for _ in range(n):
         a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 14)))
-        b = _edit(rng, a) if rng.random() < 0.7 else " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 14)))
+        b = (
+            _edit(rng, a)
+            if rng.random() < 0.7
+            else " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 14)))
+        )
         pairs.append((a, b))
     return pairs
 
