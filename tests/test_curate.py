@@ -24,7 +24,9 @@ DIRTY = [FIXTURES / "curate" / "dirty.jsonl", FIXTURES / "curate" / "more.alpaca
 
 
 def config(**kw) -> CurateConfig:
-    steps = [*DEFAULT_STEPS, {"step": "language", "languages": ["en"]}]
+    # modality is no longer a default step (it belongs to generated instructions); added here so the
+    # planted "Draw a picture" record is still rejected.
+    steps = [*DEFAULT_STEPS, "modality", {"step": "language", "languages": ["en"]}]
     return CurateConfig(steps=steps, **kw)
 
 
@@ -203,6 +205,28 @@ def test_filters_keep_ordinary_records() -> None:
     )
     for name in ("identical", "refusal", "modality", "repetition", "empty", "language"):
         assert build_step(name).keep(rec) is True, name
+
+
+def test_modality_looks_at_the_instruction_not_its_input(tmp_path: Path) -> None:
+    from instructkit.formats import read_records
+
+    rows = [
+        {"instruction": "Classify the topic of this news article.", "input": "The festival's music drew 40,000 fans.", "output": "Entertainment"},
+        {"instruction": "Classify the topic of this news article.", "input": "Clerks must file the forms by May.", "output": "Politics"},
+        {"instruction": "Summarize the abstract.", "input": "We draw on graphs and a map of images to go to scale.", "output": "A study."},
+        {"instruction": "Draw a picture of the article's main scene.", "input": "A quiet town.", "output": "..."},
+        {"instruction": "Describe the plot of Hamlet in two sentences.", "input": "", "output": "..."},
+    ]  # fmt: skip
+    path = tmp_path / "news.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    step = build_step("modality")
+    verdicts = [step.keep(r) for r in read_records(path)]
+    assert verdicts[:3] == [True, True, True]  # words in the input, not the task: kept (dropped before)
+    assert verdicts[3] == (False, "needs_modality", "draw")
+    assert verdicts[4] == (False, "needs_modality", "plot")  # the list is Self-Instruct's, plot of a play too
+    # A chat's instruction is its first user turn's opening paragraph.
+    assert step.keep(_chat("Translate this sentence.\n\nShe went to the map shop.", "Elle ...")) is True
+    assert "modality" not in [s if isinstance(s, str) else s.get("step") for s in DEFAULT_STEPS]
 
 
 def test_verb_noun_light_parser() -> None:

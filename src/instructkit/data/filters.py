@@ -158,16 +158,29 @@ class Refusal(Filter):
         return True
 
 
+def instruction_part(record: Record) -> str:
+    """The task a record asks for, without the input it works on: the first user turn up to its first
+    blank line. Alpaca, Dolly and Self-Instruct records keep instruction and input in one user turn
+    joined by a blank line (``formats.base.join_prompt``), so this is their ``instruction``; for a chat
+    it is the opening paragraph of the first request."""
+    return record.first_instruction().strip().split("\n\n", 1)[0]
+
+
 @register
 @dataclass
 class NeedsModality(Filter):
     """Drop instructions that need what a text model cannot see or produce (Self-Instruct's word list:
-    image, graph, picture, file, map, draw, plot, ...), matched as whole words in the prompt."""
+    image, graph, picture, file, map, draw, plot, ...), matched as whole words in the *instruction* only.
+
+    Self-Instruct filtered the instruction a model generated, never the input it works on: matched over
+    whole prompts, the list dropped news articles that mention "music" or "file" and tasks whose input
+    abstract mentions "graphs". So only :func:`instruction_part` is searched, and the step is not in the
+    default curate pipeline (the generators run it; add it to a curate config to use it there)."""
 
     name = "modality"
     reason = "needs_modality"
     words: list[str] = dataclass_field(default_factory=lambda: list(MODALITY_WORDS))
-    """Words (whole words, any case) in a prompt that ask for another modality."""
+    """Words (whole words, any case) in an instruction that ask for another modality."""
 
     @cached_property
     def _pattern(self) -> re.Pattern[str]:
@@ -181,7 +194,7 @@ class NeedsModality(Filter):
     def keep(self, record: Record) -> bool | tuple[bool, str, str]:
         if record.messages is None:
             return True
-        m = self._pattern.search(record.prompt_text())
+        m = self._pattern.search(instruction_part(record))
         return True if m is None else (False, "needs_modality", m.group().lower())
 
 

@@ -37,7 +37,6 @@ DEFAULT_STEPS: list[Any] = [
     "identical",
     {"step": "length", "min": 1, "max": 4096},
     "refusal",
-    "modality",
     "repetition",
     {"step": "pii", "action": "mask"},
     {"step": "exact_dedup", "key": "prompt"},

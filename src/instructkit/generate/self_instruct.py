@@ -1,0 +1,316 @@
+"""Self-Instruct's pure pieces: seed tasks, the prompts it sends, the parsers of what comes back, and
+instance cleaning. No model is called here; a generator wires these to a backend.
+
+Followed (yizhongw/self-instruct, the paper's code release):
+
+* ``bootstrap_instructions.py``: ``encode_prompt`` (a header line, the 8 sampled instructions as
+  ``1. ...`` to ``8. ...`` with whitespace squashed and a trailing ":" removed, then ``9.`` for the model
+  to continue), the sampling (up to 2 machine-generated instructions, the rest from the seeds, shuffled)
+  and ``post_process_gpt3_response`` (split at ``\\n<number>. ``). The paper's figure writes the same list
+  as ``Task 9: ...``; both are parsed. Unlike the original, which drops a whole reply cut by the length
+  limit and lowercases each instruction (``str.capitalize``), only the cut last item is dropped (with
+  a reason) and the text keeps its case.
+* ``identify_clf_or_not.py`` / ``templates/clf_task_template.py``: few-shot "is it classification?"
+  with Yes/No answers; ``generate_instances.py`` / ``templates/instance_gen_template.py``: output-first
+  (class label, then input) for classification tasks, input-first otherwise, ``Example N`` blocks.
+  The few-shot examples here come from the seed tasks, not the original's hand-written templates.
+* ``prepare_for_finetuning.py``: instance cleaning (input equal to output, empty output, one input
+  with conflicting outputs, duplicates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from instructkit.data.filters import instruction_part
+from instructkit.records import Message, Record
+
+SEEDS_FILE = "self_instruct_seeds.jsonl"
+
+INSTRUCTION_HEADER = "Come up with a series of tasks:\n"
+CLASSIFICATION_HEADER = "Come up with a series of classification tasks. Try to specify the possible output labels when possible.\n"
+CLF_QUESTION = "Is it classification?"
+CLF_HEADER = "Can the following task be regarded as a classification task with finite output labels?\n\n"
+INPUT_FIRST_HEADER = (
+    "Come up with examples for the following tasks. Try to generate multiple examples when possible. "
+    "If the task doesn't require additional input, you can generate the output directly.\n\n"
+)
+OUTPUT_FIRST_HEADER = (
+    "Given the classification task definition and the class labels, generate an input that corresponds "
+    "to each of the class labels. If the task doesn't require input, just generate the correct class "
+    "label.\n\n"
+)
+
+
+@dataclass
+class Instance:
+    input: str
+    output: str
+
+
+@dataclass
+class SeedTask:
+    """One task in Self-Instruct's shape."""
+
+    instruction: str
+    instances: list[Instance] = field(default_factory=list)
+    is_classification: bool = False
+
+
+@dataclass
+class Rejected:
+    """Something a parser or cleaner refused, kept with its reason (never dropped silently)."""
+
+    text: str
+    reason: str
+    detail: str = ""
+
+
+def default_seeds_path() -> Path:
+    return Path(str(resources.files("instructkit.generate").joinpath("seeds", SEEDS_FILE)))
+
+
+def load_seed_tasks(path: str | Path | None = None, fmt: str | None = None) -> list[SeedTask]:
+    """Seed tasks from ``path`` (the bundled set when None), in any format instructkit reads.
+
+    Self-Instruct files keep their tasks; records of other formats become tasks by their instruction
+    (:func:`~instructkit.data.filters.instruction_part`), the rest of the first user turn as the input and
+    the reply as the output; records sharing an instruction become one task's instances."""
+    from instructkit.formats import read_records
+
+    records = read_records(path if path is not None else default_seeds_path(), fmt=fmt)
+    tasks: dict[str, SeedTask] = {}
+    for rec in records:
+        instruction = instruction_part(rec)
+        if not instruction:
+            continue
+        rest = rec.first_instruction().strip()[len(instruction) :].strip()
+        task = tasks.setdefault(
+            instruction,
+            SeedTask(instruction, [], bool(rec.meta.get("is_classification", False))),
+        )
+        task.instances.append(Instance(rest, rec.reply_text()))
+    return list(tasks.values())
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def sample_prompt_instructions(
+    seeds: list[str], generated: list[str], rng: random.Random, n: int = 8, n_generated: int = 2
+) -> list[str]:
+    """The instructions one request shows: up to ``n_generated`` from those generated so far, the rest
+    from the seeds, shuffled (as ``bootstrap_instructions.py``, with a caller-seeded ``rng``)."""
+    shown = rng.sample(generated, min(n_generated, len(generated)))
+    need = n - len(shown)
+    if len(seeds) < need:
+        raise ValueError(f"a prompt shows {n} instructions; {len(seeds)} seed tasks is too few (need {need})")
+    shown += rng.sample(seeds, need)
+    rng.shuffle(shown)
+    return shown
+
+
+def instruction_prompt(instructions: list[str], classification: bool = False) -> str:
+    """Self-Instruct's ``encode_prompt``: the header, ``1. ...`` to ``8. ...``, then ``9.`` to continue."""
+    prompt = CLASSIFICATION_HEADER if classification else INSTRUCTION_HEADER
+    for i, inst in enumerate(instructions, 1):
+        prompt += f"{i}. {_squash(inst).rstrip(':')}\n"
+    return prompt + f"{len(instructions) + 1}."
+
+
+# A new item: "9. ...", "9 . ...", "9) ..." or "Task 9: ..." at the start of a line.
+# The number must be followed by a space or the line's end, so "3.14 is pi" continues an item.
+_ITEM = re.compile(r"^[ \t]*(?:task\s*(\d+)\s*[:.]|(\d+)\s?[.)](?=\s|$))[ \t]*", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_instructions(
+    reply: str, finish_reason: str | None = "stop", first_number: int = 9
+) -> tuple[list[str], list[Rejected]]:
+    """The instructions of a reply that continues the numbered list, and what was refused.
+
+    The reply usually starts right after the prompt's ``9.`` (no number), then ``10. ...``; a reply that
+    restates ``9.`` or uses ``Task 9:`` lines parses the same. Lines without a number continue the item
+    before them. When the reply was cut by the length limit (``finish_reason == "length"``) its last item
+    is incomplete and is refused as ``truncated``."""
+    items: list[str] = []
+    starts = list(_ITEM.finditer(reply))
+    head = reply[: starts[0].start()] if starts else reply
+    if head.strip():
+        items.append(head)
+    for i, m in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(reply)
+        items.append(reply[m.end() : end])
+    kept: list[str] = []
+    rejected: list[Rejected] = []
+    for i, raw in enumerate(items):
+        text = _squash(raw)
+        if i == len(items) - 1 and finish_reason == "length":
+            rejected.append(Rejected(text, "truncated", "the reply hit the length limit"))
+        elif not text:
+            rejected.append(Rejected(raw, "empty_item"))
+        else:
+            kept.append(text)
+    if not items:
+        rejected.append(Rejected(reply, "no_instructions", "the reply holds no list item"))
+    return kept, rejected
+
+
+def classification_prompt(instruction: str, examples: list[SeedTask], n_examples: int = 12) -> str:
+    """The few-shot "is it classification?" prompt, examples from the seeds (both answers shown)."""
+    clf = [t for t in examples if t.is_classification][: n_examples // 2]
+    gen = [t for t in examples if not t.is_classification][: n_examples - len(clf)]
+    shots = [t for pair in zip(gen, clf, strict=False) for t in pair] + gen[len(clf) :] + clf[len(gen) :]
+    prompt = CLF_HEADER
+    for t in shots:
+        prompt += (
+            f"Task: {_squash(t.instruction)}\n{CLF_QUESTION} {'Yes' if t.is_classification else 'No'}\n\n"
+        )
+    return prompt + f"Task: {_squash(instruction)}\n{CLF_QUESTION}"
+
+
+def parse_classification(reply: str) -> bool | Rejected:
+    """Yes/No (first word, any case) → bool; anything else is refused with a reason."""
+    m = re.match(r"\W*(yes|no)\b", reply.strip(), re.IGNORECASE)
+    if m is None:
+        return Rejected(reply, "unparseable_classification", "expected Yes or No")
+    return m.group(1).lower() == "yes"
+
+
+def _example_block(task: SeedTask, output_first: bool) -> str:
+    out = f"Task: {_squash(task.instruction)}\n"
+    for i, inst in enumerate(task.instances, 1):
+        if output_first:
+            out += f"Class label: {inst.output.strip()}\n"
+            if inst.input.strip():
+                out += f"Input: {inst.input.strip()}\n"
+        else:
+            out += f"Example {i}\n"
+            if inst.input.strip():
+                out += f"Input: {inst.input.strip()}\n"
+            out += f"Output: {inst.output.strip()}\n"
+    return out + "\n"
+
+
+def instance_prompt(instruction: str, is_classification: bool, examples: list[SeedTask]) -> str:
+    """Output-first (class label, then an input for it) for classification tasks, input-first
+    (``Example N`` with ``Input:``/``Output:``) otherwise; few-shot from seed tasks of the same kind."""
+    same = [t for t in examples if t.is_classification == is_classification and t.instances]
+    prompt = OUTPUT_FIRST_HEADER if is_classification else INPUT_FIRST_HEADER
+    prompt += "".join(_example_block(t, is_classification) for t in same)
+    return prompt + f"Task: {_squash(instruction)}\n"
+
+
+_FIELD = re.compile(r"^\s*(input|output|class label)\s*:\s*", re.IGNORECASE | re.MULTILINE)
+
+
+def _fields(block: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    marks = list(_FIELD.finditer(block))
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(block)
+        out.setdefault(m.group(1).lower(), block[m.end() : end].strip())
+    return out
+
+
+def parse_instances(
+    reply: str, is_classification: bool, finish_reason: str | None = "stop"
+) -> tuple[list[Instance], list[Rejected]]:
+    """Instances from an instance-generation reply (``Example N`` blocks with ``Input:``/``Output:``, or
+    ``Class label:`` blocks each followed by its ``Input:``). Text after a new ``Task:`` is ignored (the
+    model started another task). A last block cut by the length limit is refused as ``truncated``."""
+    reply = re.split(r"^\s*Task\s*:", reply, maxsplit=1, flags=re.MULTILINE)[0]
+    if is_classification:
+        blocks = re.split(r"^(?=\s*class label\s*:)", reply, flags=re.IGNORECASE | re.MULTILINE)
+    else:
+        blocks = re.split(r"^\s*Example\s*\d+\s*:?\s*$", reply, flags=re.IGNORECASE | re.MULTILINE)
+    blocks = [b for b in blocks if b.strip()]
+    kept: list[Instance] = []
+    rejected: list[Rejected] = []
+    for i, block in enumerate(blocks):
+        if i == len(blocks) - 1 and finish_reason == "length":
+            rejected.append(Rejected(block.strip(), "truncated", "the reply hit the length limit"))
+            continue
+        f = _fields(block)
+        if is_classification:
+            if "class label" not in f:
+                rejected.append(Rejected(block.strip(), "malformed_instance", "no 'Class label:'"))
+                continue
+            kept.append(Instance(f.get("input", ""), f["class label"]))
+        elif "output" in f:
+            kept.append(Instance(f.get("input", ""), f["output"]))
+        elif "input" not in f and len(blocks) == 1:
+            kept.append(Instance("", block.strip()))  # the task needs no input: the reply is the output
+        else:
+            rejected.append(Rejected(block.strip(), "malformed_instance", "no 'Output:'"))
+    if not blocks:
+        rejected.append(Rejected(reply, "no_instances", "the reply holds no instance"))
+    return kept, rejected
+
+
+def clean_instances(instances: list[Instance]) -> tuple[list[Instance], list[Rejected]]:
+    """Self-Instruct's instance cleaning: an empty output, an output equal to its input (case and
+    whitespace ignored), and every instance of an input given conflicting outputs are refused; exact
+    repeats are refused as duplicates (the first is kept)."""
+    outputs: dict[str, set[str]] = defaultdict(set)
+    for inst in instances:
+        outputs[_squash(inst.input)].add(_squash(inst.output))
+    kept: list[Instance] = []
+    rejected: list[Rejected] = []
+    seen: set[tuple[str, str]] = set()
+    for inst in instances:
+        text = f"Input: {inst.input}\nOutput: {inst.output}"
+        key = (_squash(inst.input), _squash(inst.output))
+        if not key[1]:
+            rejected.append(Rejected(text, "empty_output"))
+        elif key[0] and key[0].casefold() == key[1].casefold():
+            rejected.append(Rejected(text, "input_equals_output"))
+        elif len(outputs[key[0]]) > 1:
+            rejected.append(
+                Rejected(text, "conflicting_outputs", f"{len(outputs[key[0]])} outputs for one input")
+            )
+        elif key in seen:
+            rejected.append(Rejected(text, "duplicate_instance"))
+        else:
+            seen.add(key)
+            kept.append(inst)
+    return kept, rejected
+
+
+def task_records(
+    instruction: str,
+    instances: list[Instance],
+    is_classification: bool,
+    most_similar: list[tuple[str, float]] | None = None,
+    **meta: Any,
+) -> list[Record]:
+    """Canonical records of one generated task (one per instance), with the Self-Instruct fields in
+    ``meta`` (``is_classification``, ``group``, ``most_similar``) so the self-instruct writer can regroup
+    them into one task object."""
+    from instructkit.formats.base import join_prompt
+
+    group = meta.pop("group", None) or hashlib.sha256(instruction.encode()).hexdigest()[:16]
+    similar = [{"instruction": t, "rouge_l": s} for t, s in most_similar or []]
+    return [
+        Record(
+            messages=[
+                Message("user", join_prompt(instruction, inst.input)),
+                Message("assistant", inst.output),
+            ],
+            meta={
+                "id": f"{group}#{i}",
+                "group": group,
+                "is_classification": is_classification,
+                "most_similar": similar,
+                **meta,
+            },
+        ).validated()
+        for i, inst in enumerate(instances)
+    ]
