@@ -26,6 +26,7 @@ class FakeServer:
         self.hold_after = hold_after
         self.counts: Counter[str] = Counter()
         self.answered: list[str] = []  # keys whose full answer was written, in order
+        self.admitted = 0  # "ok" answers decided on (written or being written)
         self.bodies: list[dict[str, Any]] = []
         self.held = threading.Event()
         self.release = threading.Event()
@@ -46,7 +47,11 @@ class FakeServer:
                     server.bodies.append(body)
                     steps = server.script.get(key)
                     action = steps.pop(0) if steps else "ok"
-                    hold = server.hold_after is not None and len(server.answered) >= server.hold_after
+                    # decided under the lock, counting answers admitted but not yet written: with
+                    # concurrent clients, comparing len(answered) let a few more than hold_after through
+                    hold = server.hold_after is not None and server.admitted >= server.hold_after
+                    if not hold and action == "ok":
+                        server.admitted += 1
                 if hold:
                     server.held.set()
                     server.release.wait(30)

@@ -194,7 +194,7 @@ def test_a_run_killed_mid_way_resends_nothing_already_answered(tmp_path: Path) -
             assert server.held.wait(120), child.communicate(timeout=5)
             # every answer the server wrote is stored before the kill (the child commits each on arrival)
             deadline = time.monotonic() + 60
-            while _rows(db) < len(server.answered) and time.monotonic() < deadline:
+            while _rows(db) < answered_before_hold and time.monotonic() < deadline:
                 time.sleep(0.05)
             os.kill(child.pid, signal.SIGKILL)
         finally:

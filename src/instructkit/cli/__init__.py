@@ -9,6 +9,11 @@ import typer
 from instructkit import __version__
 from instructkit.cli import chat, config, data, eval, models, report, run, train
 
+# The generators' instruction filters (blacklist, instruction_words, rouge_novelty, ...) are curate steps
+# that live beside the generators; data/ may not import generate/, so the command registers them here and
+# a curate config or recipe can name them.
+from instructkit.generate import filters as _instruction_filters  # noqa: E402, F401
+
 app = typer.Typer(
     name="instructkit",
     help="Open instruction data to better language models: data, training, evaluation and reports.",
