@@ -150,7 +150,7 @@ def type_name(hint: Any) -> str:
         return " | ".join(repr(a) if isinstance(a, str) else str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return " | ".join(type_name(a) for a in args)
-    if origin is list:
+    if origin in (list, tuple):  # YAML has no tuples: a tuple field is written as a list
         return f"list[{type_name(args[0])}]" if args else "list"
     if origin is dict:
         return "mapping"
@@ -170,6 +170,8 @@ def _exact(value: Any, hint: Any) -> bool:
         return any(value == a and type(value) is type(a) for a in typing.get_args(hint))
     if origin in (list, dict):
         return isinstance(value, origin)
+    if origin is tuple:
+        return isinstance(value, list | tuple)
     if dataclasses.is_dataclass(hint):
         return isinstance(value, dict)
     if hint is bool:
@@ -228,6 +230,9 @@ def _coerce_arm(value: Any, arm: Any, key: str, error: type[ConfigError]) -> Any
     if origin is list:
         item = args[0] if args else Any
         return [coerce(v, item, f"{key}[{i}]", error) for i, v in enumerate(value)]
+    if origin is tuple:  # only the homogeneous tuple[X, ...] is used in configs
+        item = args[0] if args else Any
+        return tuple(coerce(v, item, f"{key}[{i}]", error) for i, v in enumerate(value))
     if origin is dict:
         kt, vt = args if args else (Any, Any)
         out = {}

@@ -140,24 +140,27 @@ def _loads(s: str) -> Record:
     return Record.from_dict(json.loads(s), validate=False)
 
 
+def verdict_of(step: Step, rec: Record) -> tuple[str, str, Record]:
+    """What a per-record step says of one record: (reason, detail, record) — reason "" when kept; a Mapper
+    returns the record it made."""
+    if isinstance(step, Mapper):
+        try:
+            return "", "", step.apply(rec)
+        except Drop as d:
+            return d.reason, d.detail or "", rec
+    verdict = step.keep(rec)
+    if verdict is True:
+        return "", "", rec
+    if verdict is False:
+        return step.reason, "", rec
+    ok, reason, *rest = verdict
+    return ("", "", rec) if ok else (reason, rest[0] if rest else "", rec)
+
+
 def _apply_batch(batch: dict[str, list[str]], step: Step) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"rec": [], "_reason": [], "_detail": []}
     for s in batch["rec"]:
-        rec = _loads(s)
-        reason, detail = "", ""
-        if isinstance(step, Mapper):
-            try:
-                rec = step.apply(rec)
-            except Drop as d:
-                reason, detail = d.reason, d.detail or ""
-        else:
-            verdict = step.keep(rec)
-            if verdict is not True and verdict is not False:
-                ok, reason, *rest = verdict
-                detail = rest[0] if rest else ""
-                reason = "" if ok else reason
-            elif verdict is False:
-                reason = step.reason
+        reason, detail, rec = verdict_of(step, _loads(s))
         out["rec"].append(_dumps(rec))
         out["_reason"].append(reason)
         out["_detail"].append(detail)

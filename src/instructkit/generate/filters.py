@@ -127,22 +127,21 @@ class RougeNovelty(DatasetStep):
         index = SimilarityIndex(list(self.seeds))
         verdicts = []
         for rec in records:
-            text = instruction_part(rec)
-            hit = index.too_similar(text, self.threshold)
-            if hit is not None:
-                nearest = index.most_similar(text, 1)
-                verdicts.append(
-                    Verdict("too_similar", f"{hit:.3f} {nearest[0][0] if nearest else ''}".strip())
-                )
-            else:
-                top = index.most_similar(text, self.k) if self.k else []
-                verdicts.append(
-                    Verdict(meta={"most_similar": [{"instruction": t, "rouge_l": s} for t, s in top]})
-                )
-                index.add(text)
+            verdicts.append(self.judge(index, instruction_part(rec)))
             if progress is not None:
                 progress(1)
         return verdicts
+
+    def judge(self, index: SimilarityIndex, text: str) -> Verdict:
+        """The verdict on one instruction against ``index`` (the seeds and those kept so far); a kept one is
+        added to the index. Generators call this as candidates arrive, round after round."""
+        hit = index.too_similar(text, self.threshold)
+        if hit is not None:
+            nearest = index.most_similar(text, 1)
+            return Verdict("too_similar", f"{hit:.3f} {nearest[0][0] if nearest else ''}".strip())
+        top = index.most_similar(text, self.k) if self.k else []
+        index.add(text)
+        return Verdict(meta={"most_similar": [{"instruction": t, "rouge_l": s} for t, s in top]})
 
 
 # The order Self-Instruct applies them: cheap text checks first, ROUGE-L last (on what survives).

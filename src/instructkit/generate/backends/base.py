@@ -49,16 +49,16 @@ class Sampling:
         object.__setattr__(self, "temperature", float(self.temperature))
         object.__setattr__(self, "top_p", float(self.top_p))
         if isinstance(self.stop, str):
-            raise BackendError(f"sampling.stop is a list of strings, not the string {self.stop!r}")
+            raise BackendError(f"{{key}} is a list of strings, not the string {self.stop!r}", key="stop")
         object.__setattr__(self, "stop", tuple(self.stop))
         if not (self.temperature >= 0 and self.temperature == self.temperature):
-            raise BackendError(f"sampling.temperature must be at least 0, not {self.temperature}")
+            raise BackendError(f"{{key}} must be at least 0, not {self.temperature}", key="temperature")
         if not 0 < self.top_p <= 1:
-            raise BackendError(f"sampling.top_p must be in (0, 1], not {self.top_p}")
+            raise BackendError(f"{{key}} must be in (0, 1], not {self.top_p}", key="top_p")
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
-            raise BackendError(f"sampling.max_tokens must be a positive integer, not {self.max_tokens!r}")
+            raise BackendError(f"{{key}} must be a positive integer, not {self.max_tokens!r}", key="max_tokens")
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise BackendError(f"sampling.stop holds non-empty strings, not {list(self.stop)!r}")
+            raise BackendError(f"{{key}} holds non-empty strings, not {list(self.stop)!r}", key="stop")
 
     @property
     def greedy(self) -> bool:
