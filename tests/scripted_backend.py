@@ -37,7 +37,11 @@ class ScriptedBackend(Backend):
                 self.calls += 1
                 self.prompts.append(req.messages[-1]["content"])
             got = self.answer(req)
-            reply = got if isinstance(got, Reply) else Reply(got, "stop", len(req.messages[-1]["content"]) // 4, len(got) // 4 + 1)
+            reply = (
+                got
+                if isinstance(got, Reply)
+                else Reply(got, "stop", len(req.messages[-1]["content"]) // 4, len(got) // 4 + 1)
+            )
             self.usage.add(reply)
             if on_reply:
                 on_reply(i, reply)

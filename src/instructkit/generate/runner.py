@@ -190,11 +190,18 @@ class GenerationRun:
 
     # -- the end ----------------------------------------------------------------------------------------
 
-    def finish(self, records: list[Record], stopped: str, extra: dict[str, Any] | None = None) -> GenerationResult:
+    def finish(
+        self,
+        records: list[Record],
+        stopped: str,
+        kept: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> GenerationResult:
         """Write records, rejects and card (one commit) and close the cache. ``stopped`` says why the
-        generator ended, in words (``"reached 20 instructions"``, ``"token budget spent ..."``)."""
+        generator ended, in words (``"reached 20 instructions"``, ``"token budget spent ..."``); ``kept``
+        counts kept units when a unit makes several records (a task and its instances)."""
+        self.kept = len(records) if kept is None else kept
         self._progress.close()
-        self.kept = len(records)
         counted = sum(1 for r in self.rejects if r.get("counted", True))
         stats = self.backend.stats
         usage = self.backend.usage
@@ -206,7 +213,8 @@ class GenerationRun:
             "stopped": stopped,
             "summary": {
                 "unit": self.unit,
-                "kept": len(records),
+                "kept": self.kept,
+                "records": len(records),
                 "rejected": counted,
                 "requests": stats.hits + stats.misses,
                 "sent": stats.misses,
@@ -222,9 +230,9 @@ class GenerationRun:
             "steps": [st.to_dict() for st in self.ledger.stages.values()],
             "accounting": {
                 "in": self.candidates,
-                "kept": len(records),
+                "kept": self.kept,
                 "rejected": counted,
-                "balanced": self.candidates == len(records) + counted,
+                "balanced": self.candidates == self.kept + counted,
             },
             "rejected_by_reason": dict(
                 sorted(Counter(r["reason"] for r in self.rejects if r.get("counted", True)).items())
@@ -237,7 +245,10 @@ class GenerationRun:
             [
                 (out / RECORDS_FILE, encode_rows(rows, out / RECORDS_FILE)),
                 (out / REJECTS_FILE, encode_rows(self.rejects, out / REJECTS_FILE)),
-                (out / "card.json", encode_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", out / "card.json")),
+                (
+                    out / "card.json",
+                    encode_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", out / "card.json"),
+                ),
                 (out / "card.md", encode_text(render_generation_card(card), out / "card.md")),
             ]
         )
@@ -309,6 +320,7 @@ def render_generation_card(card: dict[str, Any]) -> str:
     """The generation card as Markdown (the curate card's accounting and steps tables, plus what the
     backend spent)."""
     s, acc = card["summary"], card["accounting"]
+    cost = "-" if s["cost"] is None else f"{s['cost']:.4f}"
     lines = [
         f"# Generated data card: {card['generator']}",
         "",
@@ -326,7 +338,7 @@ def render_generation_card(card: dict[str, Any]) -> str:
         "| requests | sent | cache hits | errors | prompt tokens | completion tokens | cost | seconds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {s['requests']} | {s['sent']} | {s['cache_hits']} | {s['errors']} | {s['prompt_tokens']:,} | "
-        f"{s['completion_tokens']:,} | {'-' if s['cost'] is None else f'{s["cost"]:.4f}'} | {s['seconds']} |",
+        f"{s['completion_tokens']:,} | {cost} | {s['seconds']} |",
         "",
         "## Steps",
         "",
@@ -386,7 +398,9 @@ class Generator:
 def generator_class(name: str) -> type[Generator]:
     key = name.strip().lower()
     if key not in GENERATORS:
-        raise GenerateConfigError(f"unknown generator {name!r}; choose one of {', '.join(sorted(GENERATORS))}")
+        raise GenerateConfigError(
+            f"unknown generator {name!r}; choose one of {', '.join(sorted(GENERATORS))}"
+        )
     return GENERATORS[key]
 
 
@@ -398,7 +412,9 @@ def load_generate_config(name: str, data: dict[str, Any], prefix: str = "") -> G
     backend = dict(cfg.backend)
     bname = backend.pop("name", None)
     if not isinstance(bname, str):
-        raise GenerateConfigError("{key} needs a name (local or openai)", key=f"{prefix}.backend" if prefix else "backend")
+        raise GenerateConfigError(
+            "{key} needs a name (local or openai)", key=f"{prefix}.backend" if prefix else "backend"
+        )
     try:
         build_backend(bname, **backend).close()  # every parameter checked now, before any work
     except ConfigError as e:
@@ -407,7 +423,12 @@ def load_generate_config(name: str, data: dict[str, Any], prefix: str = "") -> G
 
 
 def generate(
-    name: str, cfg: GenerateConfig, out_dir: str | Path, *, show_progress: bool = True, backend: Backend | None = None
+    name: str,
+    cfg: GenerateConfig,
+    out_dir: str | Path,
+    *,
+    show_progress: bool = True,
+    backend: Backend | None = None,
 ) -> GenerationResult:
     """Run generator ``name`` with ``cfg`` into ``out_dir`` (the records, rejects, card and cache). ``backend``
     replaces the one ``cfg.backend`` names (tests pass a scripted one)."""

@@ -20,6 +20,7 @@ Followed (yizhongw/self-instruct, the paper's code release):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
@@ -29,7 +30,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from instructkit.config import checked
+from instructkit.data.base import build_step
 from instructkit.data.filters import instruction_part
+from instructkit.generate.backends.base import Reply, Request, Sampling
+from instructkit.generate.cache import BudgetExhausted
+from instructkit.generate.runner import (
+    GenerateConfig,
+    GenerationResult,
+    GenerationRun,
+    Generator,
+    register_generator,
+    stopped_by_budget,
+)
 from instructkit.records import Message, Record
 
 SEEDS_FILE = "self_instruct_seeds.jsonl"
@@ -131,6 +144,10 @@ def instruction_prompt(instructions: list[str], classification: bool = False) ->
 _ITEM = re.compile(r"^[ \t]*(?:task\s*(\d+)\s*[:.]|(\d+)\s?[.)](?=\s|$))[ \t]*", re.IGNORECASE | re.MULTILINE)
 
 
+# A model that restarts the list inside an item ("9. 1. Use ...") leaves numbers at the item's start.
+_LEADING_NUMBERS = re.compile(r"^(?:\d+\s?[.)]\s*)+")
+
+
 def parse_instructions(
     reply: str, finish_reason: str | None = "stop", first_number: int = 9
 ) -> tuple[list[str], list[Rejected]]:
@@ -151,7 +168,7 @@ def parse_instructions(
     kept: list[str] = []
     rejected: list[Rejected] = []
     for i, raw in enumerate(items):
-        text = _squash(raw)
+        text = _LEADING_NUMBERS.sub("", _squash(raw))
         if i == len(items) - 1 and finish_reason == "length":
             rejected.append(Rejected(text, "truncated", "the reply hit the length limit"))
         elif not text:
@@ -314,3 +331,233 @@ def task_records(
         ).validated()
         for i, inst in enumerate(instances)
     ]
+
+
+# -- the generator --------------------------------------------------------------------------------------
+
+
+def _default_filters() -> list[Any]:
+    from instructkit.generate.filters import INSTRUCTION_FILTERS
+
+    return list(INSTRUCTION_FILTERS)
+
+
+@dataclass
+class SelfInstructConfig(GenerateConfig):
+    """``instructkit generate self-instruct``: Self-Instruct's bootstrap loop (module docstring)."""
+
+    seeds: str | None = None
+    """Seed tasks: a file in any format instructkit reads (Self-Instruct's ``instruction``/``instances``/
+    ``is_classification`` keep their tasks); null: the bundled set of 48 tasks."""
+    seeds_format: str | None = None
+    """Format of the seeds file; detected from the content when null."""
+    n: int = checked(20, ge=1)
+    """Instructions to make (each with its instances); the run stops once this many are kept."""
+    requests_per_round: int = checked(8, ge=1)
+    """Instruction requests per round (they go out together: one batch, or this many in flight)."""
+    max_rounds: int = checked(50, ge=1)
+    """Stop after this many rounds even short of ``n`` (a model that never yields a usable instruction)."""
+    shown: int = checked(8, ge=2)
+    """Instructions each request shows as a numbered list (Self-Instruct: 8)."""
+    shown_generated: int = checked(2, ge=0)
+    """Of those, at most this many are generated ones once there are any (Self-Instruct: 2); the rest seeds."""
+    filters: list[Any] = field(default_factory=_default_filters)
+    """Filters each candidate instruction passes, in order: data step names or ``{step: NAME, ...}``
+    (``rouge_novelty`` compares with the seeds and every instruction kept so far, across rounds)."""
+    instruction_sampling: Sampling = field(
+        default_factory=lambda: Sampling(0.7, 0.5, 128, ("\n\n", "\n16", "16.", "16 ."))
+    )
+    """Sampling of the instruction requests (Self-Instruct: temperature 0.7, top_p 0.5, these stops; max_tokens
+    128 here instead of 1024 — a reply cut by the limit loses only its last item, and small local models
+    ramble)."""
+    classify_sampling: Sampling = field(default_factory=lambda: Sampling(0.0, 1.0, 3))
+    """Sampling of the "is it classification?" requests (Self-Instruct: greedy, 3 tokens)."""
+    instance_sampling: Sampling = field(
+        default_factory=lambda: Sampling(0.0, 1.0, 300, ("Example 6", "Task:"))
+    )
+    """Sampling of the instance requests (Self-Instruct: greedy, 300 tokens, these stops)."""
+    classify_examples: int = checked(12, ge=2)
+    """Seed tasks shown as few-shot examples in the classification prompt."""
+    instance_examples: int = checked(3, ge=1)
+    """Seed tasks of the same kind (classification or not) shown in the instance prompt."""
+
+
+@register_generator
+class SelfInstructGenerator(Generator):
+    """Self-Instruct (Wang et al., 2023) rounds: ask for new instructions (6 seeds + 2 generated shown), filter
+    them (length, blacklist, "Write a program", odd starts, ROUGE-L novelty), ask whether each is a
+    classification task, ask for its instances (output-first for classification), clean them.
+
+    The order of requests depends only on the config, the seed and the replies before them (prompts are
+    sampled with ``Random(f"{seed}:{round}:{i}")``), so a rerun asks the same requests and the cache answers
+    them. An accepted instruction joins the prompt pool and the similarity index at once (as the original,
+    whose instruction pass runs before the instance pass); one that then gets no usable instance is rejected
+    as ``no_valid_instances`` but stays in the pool."""
+
+    name = "self-instruct"
+    config = SelfInstructConfig
+    unit = "instruction"
+
+    def run(self, cfg: SelfInstructConfig, run: GenerationRun) -> GenerationResult:
+        from instructkit.data.base import DatasetStep, Filter, Mapper
+        from instructkit.generate.filters import RougeNovelty
+        from instructkit.generate.runner import GenerateConfigError
+        from instructkit.generate.similarity import SimilarityIndex
+
+        seeds = load_seed_tasks(cfg.seeds, cfg.seeds_format)
+        seed_texts = [t.instruction for t in seeds]
+        need = cfg.shown - min(cfg.shown_generated, cfg.shown)
+        if len(seeds) < need:
+            raise GenerateConfigError(
+                f"{{key}}: {len(seeds)} seed tasks, but each prompt shows {need} seeds (shown - shown_generated)",
+                key="seeds",
+            )
+        steps = [build_step(s, prefix=f"filters[{i}]") for i, s in enumerate(cfg.filters)]
+        per_record = [s for s in steps if isinstance(s, Filter | Mapper)]
+        novelty = [s for s in steps if isinstance(s, RougeNovelty)]
+        for i, s in enumerate(steps):
+            if isinstance(s, DatasetStep) and not isinstance(s, RougeNovelty):
+                raise GenerateConfigError(
+                    f"{{key}}: {s.name} looks at a whole dataset; candidates arrive a few at a time, so only "
+                    "per-record steps and rouge_novelty can filter them",
+                    key=f"filters[{i}]",
+                )
+        index = SimilarityIndex(list(seed_texts))
+        pool: list[str] = []  # generated instructions kept so far (shown in later prompts)
+        records: list[Record] = []
+        done = 0
+        stopped = ""
+        self._open: list[str] = []  # this round's accepted instructions not yet kept or rejected
+        try:
+            for rnd in range(cfg.max_rounds):
+                if done >= cfg.n:
+                    break
+                accepted = self._instructions(
+                    cfg, run, rnd, seed_texts, pool, per_record, novelty, index, done
+                )
+                pool.extend(t for t, _ in accepted)
+                self._open = [t for t, _ in accepted]
+                made = self._instances(cfg, run, rnd, seeds, accepted)
+                for recs in made:
+                    records.extend(recs)
+                done += len(made)
+            else:
+                stopped = f"max_rounds ({cfg.max_rounds}) reached with {done} of {cfg.n} instructions"
+        except BudgetExhausted as e:
+            stopped = stopped_by_budget(e, done, cfg.n, self.unit)
+            for text in self._open:  # accepted this round, their instances not asked: said, not dropped
+                run.reject(
+                    "budget", "budget_spent", text, "accepted, but the budget ran out before its instances"
+                )
+        stopped = stopped or f"reached {done} instructions"
+        return run.finish(records, stopped, kept=done, extra={"instructions": done})
+
+    # one round's instruction pass: requests, parsing, filters, novelty; returns (instruction, most similar)
+    def _instructions(self, cfg, run, rnd, seed_texts, pool, per_record, novelty, index, done):  # noqa: ANN001
+        requests = []
+        for i in range(cfg.requests_per_round):
+            rng = random.Random(f"{cfg.seed}:{rnd}:{i}")
+            shown = sample_prompt_instructions(seed_texts, pool, rng, cfg.shown, cfg.shown_generated)
+            sampling = dataclasses.replace(cfg.instruction_sampling, seed=cfg.seed + rnd)
+            requests.append(Request([{"role": "user", "content": instruction_prompt(shown)}], sampling))
+        replies = run.complete(requests)
+        candidates: list[Record] = []
+        for i, reply in enumerate(replies):
+            if not reply.ok:
+                run.offered()
+                run.reject("parse", "request_failed", reply.text, reply.error, round=rnd, request=i)
+                continue
+            kept, refused = parse_instructions(reply.text, reply.finish_reason, cfg.shown + 1)
+            run.offered(len(kept) + len(refused))
+            for r in refused:
+                run.reject("parse", r.reason, r.text, r.detail, round=rnd, request=i)
+            run.passed("parse", len(kept))
+            candidates += [
+                Record(messages=[Message("user", t)], meta={"round": rnd, "request": i}) for t in kept
+            ]
+        candidates = run.filter(per_record, candidates)
+        accepted: list[tuple[str, list[tuple[str, float]]]] = []
+        for rec in candidates:
+            text = instruction_part(rec)
+            if done + len(accepted) >= cfg.n:
+                run.reject("target", "target_reached", text, f"{cfg.n} instructions already kept", record=rec)
+                continue
+            similar: list[tuple[str, float]] = []
+            for step in novelty:
+                verdict = step.judge(index, text)
+                if verdict.reason:
+                    run.reject(step.name, verdict.reason, text, verdict.detail, record=rec)
+                    break
+                run.passed(step.name, params=step.params())
+                similar = [(m["instruction"], m["rouge_l"]) for m in verdict.meta["most_similar"]]
+            else:
+                accepted.append((text, similar))
+        return accepted
+
+    # one round's instance pass: classification, then instances; returns the records of each task kept
+    def _instances(self, cfg, run, rnd, seeds, accepted):  # noqa: ANN001
+        def ask(prompts: list[str], sampling: Sampling) -> list[Reply]:
+            sampling = dataclasses.replace(sampling, seed=cfg.seed + rnd)
+            return run.complete([Request([{"role": "user", "content": p}], sampling) for p in prompts])
+
+        shots = (
+            seeds[: cfg.classify_examples]
+            if len(seeds) <= cfg.classify_examples
+            else _spread(seeds, cfg.classify_examples)
+        )
+        verdicts = ask(
+            [classification_prompt(t, shots, cfg.classify_examples) for t, _ in accepted],
+            cfg.classify_sampling,
+        )
+        classified: list[tuple[str, list[tuple[str, float]], bool]] = []
+        for (text, similar), reply in zip(accepted, verdicts, strict=True):
+            got = (
+                parse_classification(reply.text)
+                if reply.ok
+                else Rejected(reply.text, "request_failed", reply.error or "")
+            )
+            self._open.remove(text)
+            if isinstance(got, Rejected):
+                run.reject("classify", got.reason, text, f"{got.detail}: {got.text!r}"[:300], round=rnd)
+            else:
+                run.passed("classify")
+                classified.append((text, similar, got))
+        prompts = []
+        for text, _, clf in classified:
+            same = [t for t in seeds if t.is_classification == clf and t.instances]
+            rng = random.Random(f"{cfg.seed}:{rnd}:instances:{text}")
+            prompts.append(
+                instance_prompt(text, clf, rng.sample(same, min(cfg.instance_examples, len(same))))
+            )
+        replies = ask(prompts, cfg.instance_sampling)
+        made: list[list[Record]] = []
+        self._open = []  # every classified one is kept or rejected below
+        for (text, similar, clf), reply in zip(classified, replies, strict=True):
+            if not reply.ok:
+                run.reject("instances", "request_failed", text, reply.error, round=rnd)
+                continue
+            parsed, refused = parse_instances(reply.text, clf, reply.finish_reason)
+            cleaned, dirty = clean_instances(parsed)
+            for r in refused + dirty:
+                run.reject("instance_cleaning", r.reason, r.text, r.detail, counted=False, instruction=text)
+            if not cleaned:
+                run.reject(
+                    "instances",
+                    "no_valid_instances",
+                    text,
+                    f"{len(parsed)} parsed, {len(dirty)} refused",
+                    round=rnd,
+                )
+                continue
+            run.passed("instances")
+            made.append(task_records(text, cleaned, clf, similar, round=rnd, generator="self-instruct"))
+            run.kept += 1
+        return made
+
+
+def _spread(seeds: list[SeedTask], n: int) -> list[SeedTask]:
+    """``n`` seed tasks for the few-shot classification prompt, both kinds represented (half
+    classification when there are enough), in the seed file's order so the prompt is fixed."""
+    clf = [t for t in seeds if t.is_classification][: n // 2]
+    rest = [t for t in seeds if not t.is_classification][: n - len(clf)]
+    return rest + clf

@@ -56,7 +56,9 @@ class Sampling:
         if not 0 < self.top_p <= 1:
             raise BackendError(f"{{key}} must be in (0, 1], not {self.top_p}", key="top_p")
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
-            raise BackendError(f"{{key}} must be a positive integer, not {self.max_tokens!r}", key="max_tokens")
+            raise BackendError(
+                f"{{key}} must be a positive integer, not {self.max_tokens!r}", key="max_tokens"
+            )
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise BackendError(f"{{key}} holds non-empty strings, not {list(self.stop)!r}", key="stop")
 

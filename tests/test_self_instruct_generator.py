@@ -1,0 +1,152 @@
+"""The Self-Instruct generator end to end on a scripted backend: every candidate accounted for, every filter
+reason reached, the cache making a rerun free, the budget stopping cleanly and the rerun going on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from instructkit.config import ConfigError
+from instructkit.formats import read_records
+from instructkit.generate.runner import GenerateConfigError, generate, load_generate_config
+from instructkit.generate.self_instruct import CLF_HEADER, INSTRUCTION_HEADER, SelfInstructConfig
+from tests.scripted_backend import ScriptedBackend, last_user
+
+WORDS = (
+    "river mountain violin algebra harvest lantern orbit pepper saddle thunder walnut canyon ballet quartz "
+    "meadow falcon copper glacier pottery sonnet tulip voltage whistle yogurt zephyr anchor biscuit cactus"
+).split()
+
+
+def _fresh(prompt: str, i: int) -> str:
+    """An instruction unlike any other (words picked by a hash of the prompt and the item number)."""
+    h = hashlib.sha256(f"{prompt}|{i}".encode()).digest()
+    a, b, c = (WORDS[x % len(WORDS)] for x in h[:3])
+    verb = ("Describe", "Explain", "Compare", "Summarize", "Classify")[h[3] % 5]
+    return f"{verb} how a {a} differs from a {b} when you think about {c} {h[4]} {h[5]}."
+
+
+def answer(request) -> str:  # noqa: ANN001
+    prompt = last_user(request)
+    if prompt.startswith(INSTRUCTION_HEADER):
+        # the continuation of "9.": a fresh one, then one case per filter, then two more fresh ones
+        return "\n".join(
+            [
+                _fresh(prompt, 0),
+                "10. Describe the image below.",  # blacklist
+                "11. Write a program that adds two numbers.",  # write_a_program
+                "12. Too short.",  # instruction_words
+                "13. - a fragment of a list",  # instruction_start
+                "14. Give three tips for staying healthy.",  # a seed: too_similar
+                f"15. {_fresh(prompt, 1)}",
+                f"16. {_fresh(prompt, 2)}",
+            ]
+        )
+    if prompt.startswith(CLF_HEADER):
+        task = prompt.rsplit("Task:", 1)[1]
+        if "Summarize" in task or "Explain" in task:
+            return "Maybe"  # unparseable: the instruction is rejected with the reason
+        return "Yes" if "Classify" in task else "No"
+    task = prompt.rsplit("Task:", 1)[1]
+    if "Compare" in task:  # instances that all fail cleaning: input equals output
+        return "Example 1\nInput: same\nOutput: same\n"
+    if prompt.startswith("Given the classification task"):
+        return "Class label: Positive\nInput: I love it.\nClass label: Negative\nInput: I hate it.\n"
+    return "Example 1\nInput: a\nOutput: b\nExample 2\nInput: c\nOutput: d\nExample 3\nInput: e\nOutput: e\n"
+
+
+def config(**kw) -> SelfInstructConfig:  # noqa: ANN003
+    return load_generate_config("self-instruct", {"n": 6, "requests_per_round": 2, **kw})
+
+
+def test_every_candidate_is_kept_or_rejected_with_its_reason(tmp_path: Path) -> None:
+    backend = ScriptedBackend(answer=answer)
+    out = tmp_path / "gen"
+    result = generate("self-instruct", config(), out, show_progress=False, backend=backend)
+    card = json.loads((out / "card.json").read_text())
+    assert card["accounting"]["balanced"], card["accounting"]
+    assert card["summary"]["instructions"] == 6
+    assert card["stopped"] == "reached 6 instructions"
+    reasons = {r["reason"] for r in result.rejects}
+    for reason in (
+        "blacklisted_word",
+        "write_a_program",
+        "too_few_words",
+        "starts_with_punctuation",
+        "too_similar",
+        "unparseable_classification",
+        "no_valid_instances",
+        "input_equals_output",
+    ):
+        assert reason in reasons, (reason, sorted(reasons))
+    # instance-level rejects are outside the instruction sum and say so
+    assert all(not r["counted"] for r in result.rejects if r["reason"] == "input_equals_output")
+    steps = {s["step"]: s for s in card["steps"]}
+    assert steps["blacklist"]["dropped"] == {
+        "blacklisted_word": steps["blacklist"]["in"] - steps["blacklist"]["kept"]
+    }
+    # the dataset reads back; tasks are grouped, keep their nearest instructions and their kind
+    records = read_records(out / "records.jsonl")
+    assert len(records) == len(result.records) > 6
+    groups = {r.meta["group"] for r in records}
+    assert len(groups) == 6
+    assert all(r.meta["most_similar"] and 0 <= r.meta["most_similar"][0]["rouge_l"] < 0.7 for r in records)
+    clf = [r for r in records if r.meta["is_classification"]]
+    assert clf and {r.reply_text() for r in clf} == {"Positive", "Negative"}
+    assert "records" in (out / "card.md").read_text() or "kept" in (out / "card.md").read_text()
+
+
+def test_a_rerun_sends_nothing_and_writes_the_same_records(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    first = ScriptedBackend(answer=answer)
+    generate("self-instruct", config(), out, show_progress=False, backend=first)
+    before = (out / "records.jsonl").read_bytes()
+    again = ScriptedBackend(answer=answer)
+    result = generate("self-instruct", config(), out, show_progress=False, backend=again)
+    assert first.calls > 0 and again.calls == 0
+    assert result.summary["cache_hits"] == first.calls and result.summary["sent"] == 0
+    assert (out / "records.jsonl").read_bytes() == before
+
+
+def test_the_budget_stops_cleanly_and_a_rerun_goes_on_from_the_cache(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    full = ScriptedBackend(answer=answer)
+    generate("self-instruct", config(), tmp_path / "full", show_progress=False, backend=full)
+    short = ScriptedBackend(answer=answer)
+    cut = generate("self-instruct", config(budget_tokens=400), out, show_progress=False, backend=short)
+    assert cut.card["stopped"].startswith("token budget spent")
+    assert "of 6 instructions made" in cut.card["stopped"]
+    assert cut.card["accounting"]["balanced"]
+    assert cut.summary["prompt_tokens"] + cut.summary["completion_tokens"] < 400 + 250  # within one request
+    assert 0 < short.calls < full.calls
+    rest = ScriptedBackend(answer=answer)
+    done = generate("self-instruct", config(), out, show_progress=False, backend=rest)
+    assert rest.calls == full.calls - short.calls  # nothing answered before is asked again
+    assert (out / "records.jsonl").read_bytes() == (tmp_path / "full" / "records.jsonl").read_bytes()
+    assert done.summary["instructions"] == 6
+
+
+def test_bad_generate_configs_name_the_key() -> None:
+    with pytest.raises(GenerateConfigError, match="'generate.nn'"):
+        load_generate_config("self-instruct", {"nn": 3}, prefix="generate")
+    with pytest.raises(ConfigError, match="'generate.instruction_sampling.temperature'"):
+        load_generate_config(
+            "self-instruct", {"instruction_sampling": {"temperature": -1}}, prefix="generate"
+        )
+    with pytest.raises(ConfigError, match="'generate.backend.concurency'"):
+        load_generate_config(
+            "self-instruct", {"backend": {"name": "openai", "concurency": 2}}, prefix="generate"
+        )
+    with pytest.raises(GenerateConfigError, match="unknown generator"):
+        load_generate_config("self-instructt", {})
+
+
+def test_a_whole_dataset_step_cannot_filter_candidates(tmp_path: Path) -> None:
+    cfg = config(filters=["instruction_words", {"step": "near_dedup", "key": "prompt"}])
+    with pytest.raises(GenerateConfigError, match=r"'filters\[1\]'.*near_dedup"):
+        generate(
+            "self-instruct", cfg, tmp_path / "g", show_progress=False, backend=ScriptedBackend(answer=answer)
+        )
