@@ -5,7 +5,7 @@ It answers ``POST /v1/chat/completions`` with ``answer: <last user message>`` an
 list of behaviours used one per request (then "ok"): ``429``, ``500``, ``drop`` (close without answering),
 ``malformed`` (invalid JSON), ``truncated`` (a JSON body cut short, its length announced honestly),
 ``cut`` (the connection closes mid-body), ``no_choices``, ``null_content``, ``length`` (finish_reason length),
-``401``. ``hold_after=N`` answers N requests, then sets ``held`` and makes every later request wait until
+``401``. ``answer(message) -> text`` replaces the echo (a generator's scripted model). ``hold_after=N`` answers N requests, then sets ``held`` and makes every later request wait until
 ``release`` is set (so a test can kill a client with requests in flight).
 """
 
@@ -21,7 +21,13 @@ PROMPT_TOKENS, COMPLETION_TOKENS = 10, 5
 
 
 class FakeServer:
-    def __init__(self, script: dict[str, list[str]] | None = None, hold_after: int | None = None) -> None:
+    def __init__(
+        self,
+        script: dict[str, list[str]] | None = None,
+        hold_after: int | None = None,
+        answer: Any = None,
+    ) -> None:
+        self.answer = answer  # answer(last user message) -> reply text; default "answer: <message>"
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.hold_after = hold_after
         self.counts: Counter[str] = Counter()
@@ -69,7 +75,8 @@ class FakeServer:
             h.close_connection = True
             return
         status, payload = 200, None
-        message: dict[str, Any] = {"role": "assistant", "content": f"answer: {key}"}
+        text = self.answer(key) if self.answer else f"answer: {key}"
+        message: dict[str, Any] = {"role": "assistant", "content": text}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
         if action in ("429", "500", "401"):
             status = int(action)

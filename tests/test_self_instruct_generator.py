@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +19,10 @@ from instructkit.config import ConfigError
 from instructkit.formats import read_records
 from instructkit.generate.runner import GenerateConfigError, generate, load_generate_config
 from instructkit.generate.self_instruct import CLF_HEADER, INSTRUCTION_HEADER, SelfInstructConfig
+from tests.fake_openai_server import FakeServer
 from tests.scripted_backend import ScriptedBackend, last_user
+
+ROOT = Path(__file__).parent.parent
 
 WORDS = (
     "river mountain violin algebra harvest lantern orbit pepper saddle thunder walnut canyon ballet quartz "
@@ -30,7 +39,10 @@ def _fresh(prompt: str, i: int) -> str:
 
 
 def answer(request) -> str:  # noqa: ANN001
-    prompt = last_user(request)
+    return answer_text(last_user(request))
+
+
+def answer_text(prompt: str) -> str:
     if prompt.startswith(INSTRUCTION_HEADER):
         # the continuation of "9.": a fresh one, then one case per filter, then two more fresh ones
         return "\n".join(
@@ -150,3 +162,61 @@ def test_a_whole_dataset_step_cannot_filter_candidates(tmp_path: Path) -> None:
         generate(
             "self-instruct", cfg, tmp_path / "g", show_progress=False, backend=ScriptedBackend(answer=answer)
         )
+
+
+def _cli(url: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "instructkit.cli", "generate", "self-instruct", "-o", str(out), "-n", "6",
+            "--base-url", url, "--api-key", "k", "--model", "fake", "--set", "requests_per_round=2", "-q"]  # fmt: skip
+
+
+def _stored(db: Path) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def test_the_command_killed_mid_way_and_rerun_pays_for_nothing_twice(tmp_path: Path) -> None:
+    """SIGKILL while requests are in flight against an OpenAI-compatible server; the rerun sends no request
+    whose answer arrived before the kill and ends with the records of an uninterrupted run."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    with FakeServer(answer=answer_text) as server:
+        whole = subprocess.run(
+            _cli(server.url, tmp_path / "whole"), env=env, capture_output=True, text=True, timeout=300
+        )
+        assert whole.returncode == 0, whole.stderr
+        assert "6 kept" in whole.stdout and "stopped: reached 6 instructions" in whole.stdout
+    out, held_at = tmp_path / "gen", 5
+    with FakeServer(answer=answer_text, hold_after=held_at) as server:
+        child = subprocess.Popen(
+            _cli(server.url, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            assert server.held.wait(120), child.communicate(timeout=5)
+            deadline = time.monotonic() + 60
+            while _stored(out / "cache.sqlite") < held_at and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait()
+        answered = set(server.answered)
+        assert len(answered) == held_at == _stored(out / "cache.sqlite")
+        assert not (out / "records.jsonl").exists()  # nothing half-written that looks whole
+        before = server.counts.copy()
+        server.hold_after = None
+        server.release.set()
+        again = subprocess.run(_cli(server.url, out), env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+    resent = server.counts - before
+    assert resent and not answered & set(resent), "a request answered before the kill was sent again"
+    assert f"{held_at} from the cache" in again.stdout
+    assert (out / "records.jsonl").read_bytes() == (tmp_path / "whole" / "records.jsonl").read_bytes()

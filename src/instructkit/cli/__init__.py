@@ -7,7 +7,7 @@ import warnings
 import typer
 
 from instructkit import __version__
-from instructkit.cli import chat, config, data, eval, models, report, run, train
+from instructkit.cli import chat, config, data, eval, generate, models, report, run, train
 
 # The generators' instruction filters (blacklist, instruction_words, rouge_novelty, ...) are curate steps
 # that live beside the generators; data/ may not import generate/, so the command registers them here and
@@ -24,6 +24,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
+app.add_typer(generate.app, name="generate")
 app.command("chat")(chat.chat)
 app.command("train")(train.train)
 app.command("eval")(eval.eval_)

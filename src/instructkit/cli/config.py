@@ -1,6 +1,6 @@
 """``instructkit config show KIND [NAME]``: every field of a config schema, printed from the dataclasses.
 
-instructkit config show train | curate | run | method [NAME] | step [NAME]
+instructkit config show train | curate | run | method [NAME] | step [NAME] | generate [NAME]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from instructkit.cli._common import console, user_errors
 
 app = typer.Typer(help="Show the schema of each YAML instructkit reads.", no_args_is_help=True)
 
-KINDS = ("train", "curate", "run", "method", "step")
+KINDS = ("train", "curate", "run", "method", "step", "generate")
 
 
 def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[str, ...]]]:
@@ -34,6 +34,19 @@ def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[st
         from instructkit.recipe import Recipe
 
         return [("run recipe (instructkit run RECIPE.yaml)", Recipe, "", ())]
+    if kind == "generate":
+        import instructkit.generate  # noqa: F401  (the package registers every generator)
+        from instructkit.generate.runner import GENERATORS
+
+        key = name.strip().lower() if name else None
+        if key is not None and key not in GENERATORS:
+            raise ConfigError(f"unknown generator {name!r} (known: {', '.join(sorted(GENERATORS))})")
+        names = [key] if key is not None else sorted(GENERATORS)
+        return [
+            (f"generator {n} (instructkit generate {n} --config FILE; a run recipe's generate: {{generator: {n}, ...}})",
+             GENERATORS[n].config, "", ())
+            for n in names
+        ]  # fmt: skip
     if kind == "method":
         from instructkit.train.methods import METHODS
 
@@ -66,14 +79,14 @@ def _summary(cls: type) -> str:
 @app.command()
 def show(
     kind: str = typer.Argument(..., help=f"Which schema: {', '.join(KINDS)}."),
-    name: str | None = typer.Argument(None, help="For method and step: one name (default: all)."),
+    name: str | None = typer.Argument(None, help="For method, step and generate: one name (default: all)."),
 ) -> None:
     """Print every field of a config schema: key, type, default, range and what it is for."""
     from instructkit.config import ConfigError, describe
 
     if kind not in KINDS:
         raise typer.BadParameter(f"{kind!r} is not one of {', '.join(KINDS)}", param_hint="KIND")
-    if name is not None and kind not in ("method", "step"):
+    if name is not None and kind not in ("method", "step", "generate"):
         raise typer.BadParameter(f"only method and step take a NAME, not {kind}", param_hint="NAME")
     with user_errors(ConfigError):
         schemas = _schemas(kind, name)
