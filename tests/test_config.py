@@ -330,10 +330,14 @@ def test_cli_run_refuses_offline_hub_id_before_any_stage(tmp_path: Path, offline
 # ------------------------------------------------------------------------------- schemas and their docs
 def schemas() -> list[type]:
     import instructkit.data.pipeline  # noqa: F401  (registers every step)
+    import instructkit.generate  # noqa: F401  (registers every generator, backend and instruction filter)
+    from instructkit.generate.backends import BACKENDS, Sampling
+    from instructkit.generate.runner import GENERATORS
 
     return [
         TrainConfig, DataConfig, OptimConfig, EvalConfig, CurateConfig, SplitConfig, Recipe, EvalSettings,
-        *STEPS.values(), *METHODS.values(),
+        *STEPS.values(), *METHODS.values(), *(g.config for g in GENERATORS.values()), *BACKENDS.values(),
+        Sampling,
     ]  # fmt: skip
 
 

@@ -56,7 +56,7 @@ LAYERS: dict[str, set[str]] = {
         "evaluate.sandbox",
         "evaluate.metrics",
     },
-    "recipe": {"config", "records", "formats", "models", "data", "train", "evaluate"},
+    "recipe": {"config", "records", "formats", "models", "data", "train", "evaluate", "generate"},
     "cli": {"*"},
 }
 

@@ -220,3 +220,40 @@ def test_the_command_killed_mid_way_and_rerun_pays_for_nothing_twice(tmp_path: P
     assert resent and not answered & set(resent), "a request answered before the kill was sent again"
     assert f"{held_at} from the cache" in again.stdout
     assert (out / "records.jsonl").read_bytes() == (tmp_path / "whole" / "records.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_recipe_starts_with_a_generate_stage_skipped_when_unchanged(
+    tmp_path: Path, tiny_llama: str
+) -> None:
+    from instructkit.recipe import Recipe, run_recipe
+    from tests.test_run_faults import DEMO, write_recipe
+
+    def run(path: Path) -> tuple[object, list[str]]:
+        lines: list[str] = []
+        res = run_recipe(Recipe.from_yaml(path), recipe_path=path, progress=False, log=lines.append)
+        return res, lines
+
+    with FakeServer(answer=answer_text) as server:
+        backend = {"name": "openai", "base_url": server.url, "api_key": "k", "model": "fake"}
+        gen = {"generator": "self-instruct", "n": 4, "requests_per_round": 2, "backend": backend}
+        path = write_recipe(tmp_path, tiny_llama, DEMO, generate=gen)
+        first, log = run(path)
+        assert first.ran[:2] == ["generate", "data"], first.ran
+        assert any(line.startswith("[generate] 4 instructions kept") for line in log), log
+        card = json.loads((first.run_dir / "data" / "card.json").read_text())
+        generated = [s for s in card["sources"] if s["path"].endswith("generate/records.jsonl")]
+        assert generated and generated[0]["read"] > 4  # 4 tasks, each with its instances
+        sent = sum(server.counts.values())
+
+        second, _ = run(path)  # nothing changed: every stage skipped, no request sent
+        assert second.ran == [] and "generate" in second.skipped
+        assert sum(server.counts.values()) == sent
+
+        gen["n"] = 6  # a changed config reruns generate (answers so far from its cache) and what follows
+        path = write_recipe(tmp_path, tiny_llama, DEMO, generate=gen)
+        third, log = run(path)
+        assert third.ran[:2] == ["generate", "data"], third.ran
+        assert max(server.counts.values()) == 1, "a request was sent twice"
+        gcard = json.loads((third.run_dir / "generate" / "card.json").read_text())
+        assert gcard["summary"]["cache_hits"] > 0 and gcard["summary"]["instructions"] == 6

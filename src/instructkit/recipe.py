@@ -4,6 +4,7 @@ A recipe names the input files and how to curate them, a training config (a file
 ``recipes/train/`` or a mapping), and how to evaluate; :func:`check_recipe` checks all of it, the configs
 it points to included, before any stage starts. The run folder ``<output_dir>/<name>/`` holds::
 
+    generate/        generated records, rejects, card, cache.sqlite        (stage "generate", optional)
     data/            curated train/val/test, rejects.jsonl, card.json/md   (stage "data")
     eval/before.*    the untouched model on the eval split                 (stage "before")
     train/           the training run folder (config, checkpoints, model/)  (stage "train")
@@ -23,6 +24,11 @@ are moved to ``train/checkpoints-previous/`` and training starts at step 0; the 
 
 ``stages.json`` is written atomically; if it is unreadable anyway, the run stops with an error naming it
 rather than guessing which stages finished (delete it to rerun every stage).
+
+A recipe with ``generate: {generator: NAME, ...}`` starts with the generation stage: its records join the
+data stage's inputs. Its digest is the generator's resolved config and the bytes of the files it reads
+(seeds, input), so it is skipped while those are unchanged; interrupted, it reruns and its request cache
+(``generate/cache.sqlite``) answers every request already paid for.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import yaml
 from instructkit.config import ConfigError, checked, load, read_yaml, set_dotted
 from instructkit.formats.io import sha256_file, write_text
 
-STAGES = ("data", "before", "train", "after", "report")
+STAGES = ("generate", "data", "before", "train", "after", "report")
 
 
 class RecipeError(ConfigError):
@@ -75,6 +81,9 @@ class Recipe:
     """Folder that holds run folders."""
     inputs: list[str] = field(default_factory=list)
     """Input data files (any format instructkit reads)."""
+    generate: dict[str, Any] | None = None
+    """Optional first stage: ``{generator: self-instruct | evol | code, ...its config}`` (``instructkit config
+    show generate NAME``); the generated records join ``inputs``."""
     curate: str | dict[str, Any] | None = None
     """A curate YAML path or mapping (null: the default pipeline)."""
     train: str | dict[str, Any] = ""
@@ -104,8 +113,8 @@ class Recipe:
         problem = run_name_problem(self.name)
         if problem:
             raise RecipeError(f"{{key}} {problem} (the run folder is output_dir/name)", key="name")
-        if not self.inputs:
-            raise RecipeError("{key} lists no data files", key="inputs")
+        if not self.inputs and not self.generate:
+            raise RecipeError("{key} lists no data files (and there is no generate stage)", key="inputs")
         if not self.train:
             raise RecipeError("{key} is required (a training YAML or mapping)", key="train")
 
@@ -234,6 +243,29 @@ def _train_config(recipe: Recipe, base: Path, data_dir: Path, suffix: str) -> An
         raise ConfigError(e.template, key=e.key, where=("train", *where, *e.where)) from None
 
 
+def _generate_config(recipe: Recipe, base: Path) -> tuple[str, Any] | None:
+    """(generator name, its typed config with file paths resolved) for the generate stage, or None."""
+    from instructkit.generate.runner import generator_class, load_generate_config
+
+    if recipe.generate is None:
+        return None
+    data = copy.deepcopy(recipe.generate)
+    name = data.pop("generator", None)
+    if not isinstance(name, str):
+        raise RecipeError("{key} names the generator (self-instruct, evol or code)", key="generate.generator")
+    try:
+        gen = generator_class(name)
+    except ConfigError as e:
+        raise RecipeError(e.template, key="generate.generator") from None
+    for f in gen.files:
+        if isinstance(data.get(f), str):
+            path = _resolve(data[f], base)
+            if not path.is_file():
+                raise RecipeError(f"{{key}}: no such file {data[f]}", key=f"generate.{f}")
+            data[f] = str(path)
+    return gen.name, load_generate_config(gen.name, data, prefix="generate")
+
+
 def check_recipe(recipe: Recipe, recipe_path: str | Path | None = None) -> tuple[Any, Any, list[Path]]:
     """Everything ``run_recipe`` needs, checked before any stage starts: the input files, the curate config
     and every step, the training config (with ``train_overrides`` applied) and its method's parameters, the
@@ -248,6 +280,7 @@ def check_recipe(recipe: Recipe, recipe_path: str | Path | None = None) -> tuple
         for i, (given, path) in enumerate(zip(recipe.inputs, inputs, strict=True)):
             if not path.is_file():
                 raise RecipeError(f"{{key}}: no such file {given}", key=f"inputs[{i}]")
+        _generate_config(recipe, base)
         curate_cfg = _load_curate(recipe, base)
         cfg = _train_config(recipe, base, recipe.run_dir / "data", curate_cfg.output_suffix)
         for i, m in enumerate(recipe.eval.metrics or []):
@@ -319,7 +352,8 @@ def run_recipe(
     """Run the stages that are not fresh; see the module docstring. Each stage returns the digest of its
     inputs, which the stages downstream of it hash into theirs: a change reruns everything after it."""
     run = _open_recipe_run(recipe, recipe_path, force or [], progress, log)
-    d_data = _data_stage(run)
+    d_generate = _generate_stage(run, recipe_path)
+    d_data = _data_stage(run, d_generate)
     d_before = _before_stage(run, d_data)
     d_train = _train_stage(run, d_data)
     d_after = _after_stage(run, d_train)
@@ -355,11 +389,40 @@ def _open_recipe_run(
     return _RecipeRun(recipe, curate_cfg, cfg, inputs, stages, force, progress, log)
 
 
-def _data_stage(run: _RecipeRun) -> str:
-    """Curate the inputs into train/val/test; its digest: the curate config, the inputs' paths and bytes."""
+def _generate_stage(run: _RecipeRun, recipe_path: str | Path | None) -> str | None:
+    """Generate records into ``generate/`` (they join the data stage's inputs); its digest: the generator,
+    its resolved config and the bytes of the files it reads. None when the recipe has no generate stage."""
+    from instructkit.generate.runner import RECORDS_FILE, generate, generator_class
+
+    base = Path(recipe_path).parent if recipe_path else Path.cwd()
+    got = _generate_config(run.recipe, base)
+    if got is None:
+        return None
+    name, gcfg = got
+    files = [getattr(gcfg, f) for f in generator_class(name).files if getattr(gcfg, f, None)]
+    d_gen = _digest("generate", name, dataclasses.asdict(gcfg), [_file_digest(Path(f)) for f in files])
+    out = run.run_dir / "generate"
+    run.inputs = [*run.inputs, out / RECORDS_FILE]
+
+    def work() -> None:
+        result = generate(name, gcfg, out, show_progress=run.progress)
+        s = result.summary
+        run.log(
+            f"[generate] {s['kept']} {s['unit']}s kept, {s['rejected']} rejected, {s['records']} records; "
+            f"{s['sent']} requests sent, {s['cache_hits']} from the cache; {result.card['stopped']}"
+        )
+
+    run.stage("generate", d_gen, [out / RECORDS_FILE, out / "card.json"], work)
+    return d_gen
+
+
+def _data_stage(run: _RecipeRun, d_generate: str | None = None) -> str:
+    """Curate the inputs into train/val/test; its digest: the curate config, the inputs' paths and bytes
+    (and the generate stage's digest when there is one)."""
     from instructkit.data.pipeline import curate
 
-    d_data = _digest("data", run.curate_cfg.to_dict(), [(str(p), _file_digest(p)) for p in run.inputs])
+    parts: list[Any] = [run.curate_cfg.to_dict(), [(str(p), _file_digest(p)) for p in run.inputs]]
+    d_data = _digest("data", *parts, *([d_generate] if d_generate else []))
     data_dir, suffix = run.data_dir, run.suffix
     run.stage(
         "data",

@@ -18,7 +18,9 @@ def run(
     output_dir: str | None = typer.Option(None, "--output-dir", help="Folder that holds run folders."),
     name: str | None = typer.Option(None, "--name", help="Run name (folder under output_dir)."),
     force: list[str] = typer.Option(
-        [], "--force", help="Rerun this stage and the ones after it (data, before, train, after, report)."
+        [],
+        "--force",
+        help="Rerun this stage and the ones after it (generate, data, before, train, after, report).",
     ),
 ) -> None:
     """data -> eval before -> train -> eval after -> report; each stage skipped when its inputs are unchanged."""

@@ -390,6 +390,9 @@ class Generator:
     name: ClassVar[str]
     config: ClassVar[type[GenerateConfig]]
     unit: ClassVar[str] = "instruction"
+    files: ClassVar[tuple[str, ...]] = ()
+    """Config fields that name input files: a recipe resolves them beside itself and hashes their bytes
+    into the generate stage's digest."""
 
     def run(self, cfg: Any, run: GenerationRun) -> GenerationResult:
         raise NotImplementedError

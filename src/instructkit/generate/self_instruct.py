@@ -397,6 +397,7 @@ class SelfInstructGenerator(Generator):
     name = "self-instruct"
     config = SelfInstructConfig
     unit = "instruction"
+    files = ("seeds",)
 
     def run(self, cfg: SelfInstructConfig, run: GenerationRun) -> GenerationResult:
         from instructkit.data.base import DatasetStep, Filter, Mapper
