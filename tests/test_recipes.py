@@ -32,7 +32,7 @@ def tiny_model(base: str, task: str):
     return getattr(transformers, TASKS[task].auto_model).from_config(cfg)
 
 
-KINDS = ("run", "train", "curate")
+KINDS = ("run", "train", "curate", "generate")
 
 
 def kind_of(path: Path) -> str:
@@ -42,7 +42,7 @@ def kind_of(path: Path) -> str:
 
 def test_recipes_exist() -> None:
     assert len(RECIPES) >= 8
-    assert {kind_of(p) for p in RECIPES} == set(KINDS), "every recipe sits in recipes/run, train or curate"
+    assert {kind_of(p) for p in RECIPES} == set(KINDS), "every recipe sits in recipes/run, train, curate or generate"
     assert any(p.parent.name == "ner-methods" for p in RECIPES)
 
 
@@ -62,6 +62,18 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert steps and all(s.params() is not None for s in steps)
         cfg = _train_config(recipe, path.parent, Path("data"), ".jsonl")
         assert cfg.data.train == "data/train.jsonl" and cfg.name == "train"
+        if recipe.generate is not None:
+            from instructkit.recipe import _generate_config
+
+            name, gcfg = _generate_config(recipe, path.parent)
+            assert name == recipe.generate["generator"] and gcfg.backend["name"] == "local"
+        return
+    if kind == "generate":  # `instructkit generate NAME --config FILE`: the file is named after its generator
+        from instructkit.generate.runner import load_generate_config
+
+        raw = yaml.safe_load(path.read_text())
+        cfg = load_generate_config(path.stem, raw)
+        assert all(getattr(cfg, k) is not None or v is None for k, v in raw.items())
         return
     if kind == "curate":
         steps = CurateConfig.from_yaml(path).build_steps()
