@@ -42,7 +42,9 @@ def kind_of(path: Path) -> str:
 
 def test_recipes_exist() -> None:
     assert len(RECIPES) >= 8
-    assert {kind_of(p) for p in RECIPES} == set(KINDS), "every recipe sits in recipes/run, train, curate or generate"
+    assert {kind_of(p) for p in RECIPES} == set(KINDS), (
+        "every recipe sits in recipes/run, train, curate or generate"
+    )
     assert any(p.parent.name == "ner-methods" for p in RECIPES)
 
 

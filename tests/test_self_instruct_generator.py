@@ -257,3 +257,39 @@ def test_a_recipe_starts_with_a_generate_stage_skipped_when_unchanged(
         assert max(server.counts.values()) == 1, "a request was sent twice"
         gcard = json.loads((third.run_dir / "generate" / "card.json").read_text())
         assert gcard["summary"]["cache_hits"] > 0 and gcard["summary"]["instructions"] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.requires_models
+def test_the_bundled_model_makes_twenty_instructions_from_the_default_seeds(tmp_path: Path) -> None:
+    """The real thing, end to end: SmolLM2 through the local backend, the default seeds, every filter."""
+    from instructkit.generate.filters import INSTRUCTION_FILTERS
+
+    cfg = load_generate_config(
+        "self-instruct",
+        {
+            "n": 20,
+            "backend": {"name": "local", "model": "smollm2-135m-instruct", "batch_size": 8},
+            "instruction_sampling": {
+                "temperature": 0.7,
+                "top_p": 0.5,
+                "max_tokens": 96,
+                "stop": ["\n\n", "\n16"],
+            },
+            "instance_sampling": {"temperature": 0.0, "max_tokens": 128, "stop": ["Example 4", "Task:"]},
+        },
+    )
+    assert cfg.filters == INSTRUCTION_FILTERS
+    result = generate("self-instruct", cfg, tmp_path / "gen", show_progress=False)
+    card = json.loads((tmp_path / "gen" / "card.json").read_text())
+    assert card["stopped"] == "reached 20 instructions", card["stopped"]
+    assert card["accounting"]["balanced"] and card["accounting"]["kept"] == 20
+    assert [s["step"] for s in card["steps"]][:6] == [
+        "parse",
+        *[str(f) for f in INSTRUCTION_FILTERS[:4]],
+        "rouge_novelty",
+    ]
+    records = read_records(tmp_path / "gen" / "records.jsonl")
+    assert len({r.meta["group"] for r in records}) == 20 and len(records) == len(result.records)
+    assert all(r.messages[0].content and r.messages[-1].content for r in records)
+    assert all(r.meta["most_similar"][0]["rouge_l"] < 0.7 for r in records)

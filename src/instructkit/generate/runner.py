@@ -249,7 +249,7 @@ class GenerationRun:
                     out / "card.json",
                     encode_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", out / "card.json"),
                 ),
-                (out / "card.md", encode_text(render_generation_card(card), out / "card.md")),
+                (out / "card.md", encode_text(render_generation_card(card, self.rejects), out / "card.md")),
             ]
         )
         self.backend.close()
@@ -316,7 +316,7 @@ class _Progress:
             self.bar = None
 
 
-def render_generation_card(card: dict[str, Any]) -> str:
+def render_generation_card(card: dict[str, Any], rejects: Sequence[dict[str, Any]] = ()) -> str:
     """The generation card as Markdown (the curate card's accounting and steps tables, plus what the
     backend spent)."""
     s, acc = card["summary"], card["accounting"]
@@ -331,7 +331,13 @@ def render_generation_card(card: dict[str, Any]) -> str:
         "",
         f"**{acc['in']} candidate {s['unit']}s = {acc['kept']} kept + {acc['rejected']} rejected** "
         f"({'balanced' if acc['balanced'] else 'NOT BALANCED'}). Every rejected candidate is in "
-        "`rejects.jsonl` with its step and reason.",
+        "`rejects.jsonl` with its step and reason"
+        + (
+            "; its rows with `counted: false` are parts of candidates (instances), counted in their own "
+            "steps, outside this sum."
+            if any(not r.get("counted", True) for r in rejects)
+            else "."
+        ),
         "",
         "## Requests",
         "",

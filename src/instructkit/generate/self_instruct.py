@@ -539,7 +539,12 @@ class SelfInstructGenerator(Generator):
                 continue
             parsed, refused = parse_instances(reply.text, clf, reply.finish_reason)
             cleaned, dirty = clean_instances(parsed)
-            for r in refused + dirty:
+            # instance-level stages: they count instances, outside the instruction sum
+            run.passed("instance_parse", len(parsed))
+            for r in refused:
+                run.reject("instance_parse", r.reason, r.text, r.detail, counted=False, instruction=text)
+            run.passed("instance_cleaning", len(cleaned))
+            for r in dirty:
                 run.reject("instance_cleaning", r.reason, r.text, r.detail, counted=False, instruction=text)
             if not cleaned:
                 run.reject(
