@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from instructkit import __version__
-from instructkit.formats.atomic import _umask, recover_folder, replaced_folder, same_file
+from instructkit.formats.atomic import plain_file_mode, recover_folder, replaced_folder, same_file
 from instructkit.train.saved_model import INFO_FILE, is_trained_run, load_trained, trained_method
 from instructkit.train.tasks import TASKS
 
@@ -172,11 +172,11 @@ def _prompt_ids(tok: Any, template: str | None, generative: bool) -> tuple[list[
 
 
 def _logits(model: Any, ids: list[list[int]]) -> list[Any]:
-    """One forward per prompt (no padding, so no pad handling can differ), logits in float32."""
+    """One forward per prompt (no padding, so no pad handling can differ); the model is in float64."""
     import torch
 
     with torch.inference_mode():
-        return [model(input_ids=torch.tensor([row])).logits[0].float() for row in ids]
+        return [model(input_ids=torch.tensor([row])).logits[0].double() for row in ids]
 
 
 def _max_diff(a: list[Any], b: list[Any]) -> float:
@@ -228,7 +228,10 @@ def export_run(
         _check_llama(model)
     template = _template(tok, info)
     texts, ids = _prompt_ids(tok, template, task.generative)
-    reference = _logits(model.float(), ids)
+    # Both sides run in float64: the difference is then what the export changed (the merge, the stored
+    # precision), not float32 arithmetic noise, which alone reaches ~1e-4 on SmolLM2-135M's logits
+    # (merged W·x and W·x + B·A·x sum in different orders over 30 layers).
+    reference = _logits(model.double(), ids)
 
     notes = []
     if method.plain_weights:
@@ -238,7 +241,7 @@ def export_run(
     else:
         log(f"merging the {method.name} update into the base weights")
         plain = _merge(method, model)
-    plain = plain.to(getattr(torch, dtype))
+    plain = plain.to(getattr(torch, dtype))  # merged in float64, so each stored weight is rounded once
     plain.eval()
 
     tolerance = TOLERANCE[dtype]
@@ -363,12 +366,11 @@ def _export_hf(
         tok.save_pretrained(stage)
         (stage / INFO_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
         for f in stage.iterdir():  # safetensors writes private (0600) files; an export is for sharing
-            os.chmod(f, 0o666 & ~_umask())
+            os.chmod(f, plain_file_mode())
         log("verifying: reloading with plain transformers")
         auto = getattr(transformers, task.auto_model)
-        # float32 compute: the saved (maybe half) weights are cast up exactly, so the check measures the
-        # export's rounding, not half-precision arithmetic on the CPU
-        reloaded = auto.from_pretrained(stage, dtype=torch.float32)
+        # float64 compute: the saved weights are cast up exactly (see export_run)
+        reloaded = auto.from_pretrained(stage, dtype=torch.float64)
         retok = transformers.AutoTokenizer.from_pretrained(stage)
         diff, problem = _verify(reloaded, retok, template, check, "the exported folder")
         if problem:
@@ -404,13 +406,13 @@ def _export_gguf(
         write_gguf(plain, tok, model_dir, template, path, dtype, provenance)
         log("verifying: reloading through transformers' GGUF loader")
         reloaded = transformers.AutoModelForCausalLM.from_pretrained(
-            stage, gguf_file=out.name, dtype=torch.float32
+            stage, gguf_file=out.name, dtype=torch.float64
         )
         retok = transformers.AutoTokenizer.from_pretrained(stage, gguf_file=out.name)
         diff, problem = _verify(reloaded, retok, template, check, "the exported GGUF")
         if problem:
             raise ExportError(f"export verification failed, nothing written: {problem}")
-        os.chmod(path, 0o666 & ~_umask())
+        os.chmod(path, plain_file_mode())
         os.replace(path, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
