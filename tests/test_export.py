@@ -246,6 +246,12 @@ def test_plain_weight_methods_export_without_merge(tiny_llama: str, tmp_path: Pa
     assert result.max_abs_diff <= TOLERANCE["float32"][0]
 
 
+def test_ln_tuning_merges(tiny_llama: str, tmp_path: Path) -> None:
+    run = make_run(tiny_llama, tmp_path / "ln-run", "ln-tuning")
+    result = export_run(run, tmp_path / "out", merge=True)
+    assert result.merged and result.max_abs_diff <= TOLERANCE["float32"][0]
+
+
 def test_lora_needs_merge(lora_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="pass --merge"):
         export_run(lora_run, tmp_path / "out")
@@ -312,6 +318,9 @@ def test_bad_inputs_are_refused_before_loading(lora_run: Path, tmp_path: Path) -
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="other files in it"):
         export_run(lora_run, tmp_path / "busy", merge=True)
+    (tmp_path / "other.gguf").write_bytes(b"not ours")
+    with pytest.raises(ExportError, match="not an earlier instructkit export"):
+        export_run(lora_run, tmp_path / "other.gguf", fmt="gguf", merge=True)
     with pytest.raises(ExportError, match="--dtype 'int8'"):
         export_run(lora_run, tmp_path / "out", dtype="int8")
 
