@@ -182,7 +182,9 @@ def test_a_changed_chat_template_is_caught(
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("fmt", "dtype"), [("hf", "float16"), ("gguf", "bfloat16")])
+@pytest.mark.parametrize(
+    ("fmt", "dtype"), [("hf", "float16"), pytest.param("gguf", "bfloat16", marks=pytest.mark.slow)]
+)
 def test_half_precision_export_within_its_tolerance(
     lora_run: Path, tmp_path: Path, fmt: str, dtype: str
 ) -> None:
@@ -196,9 +198,10 @@ def test_half_precision_export_within_its_tolerance(
         assert cfg.get("dtype", cfg.get("torch_dtype")) == dtype
 
 
+@pytest.mark.slow  # transformers' GGUF loader parses the 49k-token vocabulary field by field: ~30 s a load
 def test_gguf_export_reloads_through_transformers_gguf_loader(lora_run: Path, tmp_path: Path) -> None:
     import gguf
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     out = tmp_path / "model.gguf"
     result = export_run(lora_run, out, merge=True, fmt="gguf")
@@ -206,9 +209,7 @@ def test_gguf_export_reloads_through_transformers_gguf_loader(lora_run: Path, tm
 
     source, src_tok, info = load_trained(lora_run)
     reloaded = AutoModelForCausalLM.from_pretrained(out.parent, gguf_file=out.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
-    ids = chat_ids(src_tok)
-    assert chat_ids(tok).tolist() == ids.tolist()
+    ids = chat_ids(src_tok)  # the exporter compared the GGUF tokenizer's rendering and ids already
     diff = (logits(reloaded, ids) - logits(source, ids)).abs().max().item()
     print(f"GGUF (F32) export vs base + LoRA: max |logit diff| {diff:.3g} (tolerance 1e-4)")
     assert diff <= 1e-4
@@ -228,6 +229,7 @@ def test_gguf_export_reloads_through_transformers_gguf_loader(lora_run: Path, tm
     assert prov["method"]["name"] == "lora" and prov["export"]["format"] == "gguf"
 
 
+@pytest.mark.slow
 def test_gguf_without_llama_cpp_qk_layout_is_caught(
     lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
