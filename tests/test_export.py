@@ -17,7 +17,13 @@ from typer.testing import CliRunner
 from instructkit.serve import export as export_mod
 from instructkit.serve.export import CHATS, TOLERANCE, ExportError, export_run
 from instructkit.train.methods import build_method
-from instructkit.train.saved_model import is_trained_run, load_base, load_trained, save_trained
+from instructkit.train.saved_model import (
+    is_trained_run,
+    load_base,
+    load_trained,
+    save_trained,
+    trained_method,
+)
 from instructkit.train.tasks import TASKS, LabelInfo
 
 
@@ -227,6 +233,44 @@ def test_gguf_export_reloads_through_transformers_gguf_loader(lora_run: Path, tm
     assert "output.weight" not in names  # tied embeddings: llama.cpp reuses token_embd
     prov = json.loads(reader.fields["instructkit.provenance"].contents())
     assert prov["method"]["name"] == "lora" and prov["export"]["format"] == "gguf"
+
+
+def test_gguf_file_layout_matches_what_transformers_undoes(lora_run: Path, tmp_path: Path) -> None:
+    """The writer alone, read back with the gguf package (fast; the full round trip is the slow test)."""
+    import gguf
+    import numpy as np
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    model, tok, info = load_trained(lora_run)
+    plain = trained_method(info).merged(model)
+    path = tmp_path / "w.gguf"
+    provenance = {"export": {"from": str(lora_run / "model")}}
+    export_mod.write_gguf(plain, tok, lora_run / "model", info["chat_template"], path, "float32", provenance)
+
+    reader = gguf.GGUFReader(path)
+    tensors = {t.name: np.array(t.data) for t in reader.tensors}
+    cfg = plain.config
+    undo = LlamaTensorProcessor(config={"num_attention_heads": cfg.num_attention_heads,
+                                        "num_key_value_heads": cfg.num_key_value_heads})  # fmt: skip
+    for i, layer in enumerate(plain.model.layers):
+        for short, proj in (("q", layer.self_attn.q_proj), ("k", layer.self_attn.k_proj)):
+            name = f"blk.{i}.attn_{short}.weight"
+            hf = proj.weight.detach().numpy()
+            assert not np.array_equal(tensors[name], hf)  # stored in llama.cpp's rotary order...
+            assert np.array_equal(undo.process(tensors[name], name).weights, hf)  # ...which the loader undoes
+        assert np.array_equal(
+            tensors[f"blk.{i}.ffn_down.weight"], layer.mlp.down_proj.weight.detach().numpy()
+        )
+    assert np.array_equal(tensors["token_embd.weight"], plain.model.embed_tokens.weight.detach().numpy())
+
+    fields = reader.fields
+    assert fields["tokenizer.chat_template"].contents() == info["chat_template"]
+    assert fields["llama.attention.head_count_kv"].contents() == cfg.num_key_value_heads
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    types = fields["tokenizer.ggml.token_type"].contents()
+    assert len(tokens) == cfg.vocab_size and tokens[tok.eos_token_id] == tok.eos_token
+    assert types[tokens.index("<|im_start|>")] == gguf.TokenType.CONTROL
+    assert fields["tokenizer.ggml.eos_token_id"].contents() == tok.eos_token_id
 
 
 @pytest.mark.slow
