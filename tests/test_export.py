@@ -93,6 +93,7 @@ def test_merged_export_reloads_with_plain_transformers(
 
     out = tmp_path / "merged"
     result = export_run(lora_run, out, merge=True)
+    print(f"exporter's own check (float64): {result.summary()}")
     assert result.merged and result.method == "lora" and result.max_abs_diff <= TOLERANCE["float32"][0]
 
     # independently of the exporter's own check: plain transformers against instructkit's base + adapter

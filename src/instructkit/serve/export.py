@@ -15,7 +15,7 @@ and compared with the trained model as instructkit rebuilds it (base + adapter, 
 rendered with the run's chat template: the largest absolute logit difference must stay within a tolerance
 (printed), and the reloaded tokenizer must render and tokenize those prompts exactly as the source one.
 Only then is the stage renamed to OUT; a failed check removes the stage, so no OUT appears.
-Measured on the tiny test Llama: 0 (merge) to ~5e-7 (GGUF, F32) in float32.
+Measured (float32 export, float64 check): SmolLM2-135M + LoRA r=8, 2.4e-5 to 3.1e-5, HF and GGUF alike.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def export_run(
     _check_output(run_dir, model_dir, out, fmt)
     info = json.loads((model_dir / INFO_FILE).read_text())
     task = TASKS[info["task"]]
-    if fmt == "gguf" and info["task"] != "causal-lm":
+    if fmt == "gguf" and not task.generative:
         raise ExportError(
             f"{model_dir} was trained for {info['task']}; --format gguf writes causal language models only "
             "(llama.cpp runs text generation): export it with --format hf"
