@@ -130,6 +130,9 @@ def test_merged_export_reloads_with_plain_transformers(
     assert prov["eval"] == {"metrics": {"loss": 1.25}}
     assert prov["export"]["merged"] is True and prov["export"]["dtype"] == "float32"
     assert not is_trained_run(out)  # an export is a plain model folder, loaded like any other
+    from instructkit.models import load_model
+
+    assert torch.allclose(logits(load_model(str(out)), ids), logits(exported, ids))
     assert not leftovers(out)
 
 
