@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -211,14 +212,13 @@ def _logits(model: Any, ids: list[list[int]]) -> list[Any]:
 
 
 def _max_diff(a: list[Any], b: list[Any]) -> float:
-    import torch
-
+    """Largest |a - b| over every prompt; a shape mismatch or a NaN counts as infinitely far."""
     worst = 0.0
     for x, y in zip(a, b, strict=True):
         if x.shape != y.shape:
-            return float("inf")
+            return math.inf
         d = (x - y).abs().max().item()
-        worst = max(worst, d if torch.isfinite(torch.tensor(d)) else float("inf"))
+        worst = max(worst, d if math.isfinite(d) else math.inf)
     return worst
 
 
@@ -356,7 +356,9 @@ def _verify(
     """(max |logit diff|, the first problem or None) of a reloaded export against the reference."""
     if check["template"] and getattr(tok, "chat_template", None) != check["template"]:
         return float("nan"), f"{where}: the reloaded tokenizer's chat template differs from the run's"
-    texts, ids = _prompt_ids(tok, check["template"], check["generative"])
+    # rendered with the reloaded tokenizer's own template, as a user of the export would
+    own = getattr(tok, "chat_template", None) if check["template"] else None
+    texts, ids = _prompt_ids(tok, own, check["generative"])
     for i, (a, b, x, y) in enumerate(zip(texts, check["texts"], ids, check["ids"], strict=True)):
         if a != b:
             return float("nan"), f"{where}: prompt {i} renders differently after the reload"
