@@ -289,11 +289,15 @@ def test_gguf_without_llama_cpp_qk_layout_is_caught(
     assert not out.exists() and not leftovers(out)
 
 
-def test_plain_weight_methods_export_without_merge(tiny_llama: str, tmp_path: Path) -> None:
-    run = make_run(tiny_llama, tmp_path / "full-run", "full")
-    result = export_run(run, tmp_path / "out", merge=True)
-    assert not result.merged and "nothing to merge" in result.summary()
-    assert result.max_abs_diff <= TOLERANCE["float32"][0]
+@pytest.mark.parametrize(("method", "params"), [("full", {}), ("freeze", {"layers": 1})])
+def test_plain_weight_methods_export_without_merge(
+    tiny_llama: str, tmp_path: Path, method: str, params: dict[str, Any]
+) -> None:
+    run = make_run(tiny_llama, tmp_path / "run", method, **params)
+    result = export_run(run, tmp_path / "out")
+    assert not result.merged and result.max_abs_diff <= TOLERANCE["float32"][0]
+    again = export_run(run, tmp_path / "out", merge=True)  # replaces the earlier export
+    assert "nothing to merge" in again.summary()
 
 
 def test_ln_tuning_merges(tiny_llama: str, tmp_path: Path) -> None:
