@@ -42,7 +42,8 @@ LAYERS: dict[str, set[str]] = {
         "train.tasks",
         "train.saved_model",
     },
-    "serve": {"models", "templates", "train.tasks", "train.saved_model"},
+    # serve: export writes its folder and file atomically (formats.atomic's staging and swap)
+    "serve": {"formats", "models", "templates", "train.tasks", "train.saved_model"},
     # generation: the local backend runs eval's batched generation engine; generated records go through
     # the curation steps (the similarity and blacklist filters among them); code tasks run in the sandbox.
     "generate": {

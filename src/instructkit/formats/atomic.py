@@ -59,6 +59,12 @@ def _umask() -> int:
     return mask
 
 
+def plain_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file (0666 minus the umask): for files that a
+    library writes private (safetensors: 0600) but that are the user's output."""
+    return 0o666 & ~_umask()
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable (best effort: not every file system lets a folder be synced)."""
     try:

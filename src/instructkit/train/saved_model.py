@@ -25,9 +25,26 @@ INFO_FILE = "instructkit.json"
 
 
 def is_trained_run(name: str | Path) -> bool:
-    """A run folder, or its ``model/`` folder, that ``instructkit train`` finished (it holds ``INFO_FILE``)."""
+    """A run folder, or its ``model/`` folder, that ``instructkit train`` finished (it holds ``INFO_FILE``).
+    An exported model (``instructkit export``) also carries ``INFO_FILE``, marked ``"export"``: it is a
+    plain model folder, loaded like any other, so it is not a trained run."""
     path = Path(name)
-    return (path / INFO_FILE).exists() or (path / "model" / INFO_FILE).exists()
+    for info in (path / INFO_FILE, path / "model" / INFO_FILE):
+        if info.exists():
+            try:
+                return "export" not in json.loads(info.read_text())
+            except (OSError, ValueError):
+                return True  # unreadable: load_trained names the file and the problem
+    return False
+
+
+def trained_method(info: dict[str, Any]) -> Any:
+    """The method a trained folder's ``instructkit.json`` names, with its parameters (``merged``,
+    ``plain_weights`` and ``merge_refusal`` say whether and how it becomes plain weights)."""
+    from instructkit.train.methods import build_method
+
+    params = {k: v for k, v in info["method"].items() if k != "name"}
+    return build_method(info["method"]["name"], params)
 
 
 def load_base(model_name: str, task: Task, labels: LabelInfo, seed: int) -> Any:

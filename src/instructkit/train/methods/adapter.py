@@ -69,6 +69,12 @@ def _find(layer: nn.Module, candidates: tuple[str, ...]) -> str | None:
 @dataclass
 class Adapters(Method):
     name = "adapter"
+    plain_weights = False
+    merge_refusal = (
+        "a bottleneck adapter applies a nonlinearity between its two projections, so no weight matrix of "
+        "the base architecture equals it (and plain transformers has no adapter layers to load it unmerged); "
+        "train with lora to get a mergeable model"
+    )
     bottleneck: int = checked(16, ge=1)
     """Width of the adapter's bottleneck (hidden -> bottleneck -> hidden)."""
     activation: str = checked("gelu", choices=tuple(ACTIVATIONS))

@@ -69,6 +69,11 @@ class Method:
     """Works on packed rows (per-sample position ids and a block-diagonal mask reach the model intact)."""
     trained_positions_head: ClassVar[bool] = True
     """Leaves the model's forward able to run the LM head only at trained positions (``train/trainer.py``)."""
+    plain_weights: ClassVar[bool] = True
+    """The trained model already is the base architecture with new weights (full, freeze, bitfit): it saves
+    and reloads with plain transformers as it is, with nothing to merge."""
+    merge_refusal: ClassVar[str | None] = None
+    """Why the trained part cannot be folded into the base architecture's weights; None: ``merged`` can."""
 
     def __post_init__(self) -> None:
         # ranges are declared beside each field (``checked``); a method built in code is held to them too
@@ -97,6 +102,15 @@ class Method:
     def for_loading(self) -> Method:
         """The method as ``load_trained`` rebuilds it (the saved weights replace any initialisation)."""
         return self
+
+    def merged(self, model: nn.Module) -> nn.Module:
+        """The trained model as the base architecture alone (loadable by plain transformers, same outputs):
+        a PEFT model's updates folded into the base weights (``merge_and_unload``), a plain one as it is."""
+        if self.merge_refusal:
+            raise MethodError(f"{self.name} cannot be merged: {self.merge_refusal}")
+        if is_peft(model):
+            return model.merge_and_unload()
+        return model
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -25,6 +25,7 @@ def norm_module_names(model: nn.Module) -> list[str]:
 @dataclass
 class LnTuning(Method):
     name = "ln-tuning"
+    plain_weights = False  # trained copies of the norm layers replace the originals on ``merged``
     target_modules: list[str] | None = None
     """Norm layers to train, by name; null: every normalization layer in the model."""
 

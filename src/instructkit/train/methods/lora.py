@@ -23,6 +23,7 @@ from instructkit.train.methods.base import (
 @dataclass
 class Lora(Method):
     name = "lora"
+    plain_weights = False  # W + (alpha/r)·B·A folds into W: ``merged`` (PEFT merge_and_unload)
     r: int = checked(8, ge=1)
     """Rank of the update matrices A (r x in) and B (out x r)."""
     alpha: float = checked(16, gt=0, finite=True)

@@ -34,6 +34,11 @@ def _left_align(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple
 @dataclass
 class PromptTuning(Method):
     name = "prompt-tuning"
+    plain_weights = False
+    merge_refusal = (
+        "its learned virtual tokens are extra inputs prepended to every sequence, not weights of the base "
+        "model, so there is nothing to fold them into; train with lora to get a mergeable model"
+    )
     task_types = ("CAUSAL_LM", "SEQ_CLS")
     packing = False
     """PEFT drops the per-sample position ids that packed rows need."""
