@@ -82,7 +82,9 @@ def test_parse_a_well_formed_reply() -> None:
     got = cg.parse_code_reply("Sure!\n" + CORRECT + "\nHope this helps.")
     assert isinstance(got, cg.CodeSample)
     assert got.task.startswith("Write a function `double_all")
-    assert got.solution == "def double_all(values: list[int]) -> list[int]:\n    return [2 * v for v in values]"
+    assert (
+        got.solution == "def double_all(values: list[int]) -> list[int]:\n    return [2 * v for v in values]"
+    )
     assert got.tests == "assert double_all([1, 2, 3]) == [2, 4, 6]\nassert double_all([]) == []"
 
 
@@ -93,16 +95,40 @@ def test_parse_other_heading_styles_and_a_second_exercise_is_ignored() -> None:
     )
     got = cg.parse_code_reply(text)
     assert isinstance(got, cg.CodeSample)
-    assert (got.task, got.solution, got.tests) == ("Add two numbers.", "def add(a, b):\n    return a + b", "assert add(1, 2) == 3")
+    assert (got.task, got.solution, got.tests) == (
+        "Add two numbers.",
+        "def add(a, b):\n    return a + b",
+        "assert add(1, 2) == 3",
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "finish", "reason", "detail"),
     [
-        ("Here is a function:\n```python\ndef f(): pass\n```", "stop", "malformed_reply", "no '### Task' section"),
-        ("### Task\nDo it.\n### Tests\n```python\nassert 1\n```", "stop", "malformed_reply", "no '### Solution'"),
-        ("### Task\n\n### Solution\n```python\nx = 1\n```\n### Tests\nassert x", "stop", "malformed_reply", "'### Task' section is empty"),
-        ("### Task\nDo.\n### Solution\n```python\ndef f(): return 1\n```\n### Tests\n```python\nassert f() ==", "length", "truncated", "length limit"),
+        (
+            "Here is a function:\n```python\ndef f(): pass\n```",
+            "stop",
+            "malformed_reply",
+            "no '### Task' section",
+        ),
+        (
+            "### Task\nDo it.\n### Tests\n```python\nassert 1\n```",
+            "stop",
+            "malformed_reply",
+            "no '### Solution'",
+        ),
+        (
+            "### Task\n\n### Solution\n```python\nx = 1\n```\n### Tests\nassert x",
+            "stop",
+            "malformed_reply",
+            "'### Task' section is empty",
+        ),
+        (
+            "### Task\nDo.\n### Solution\n```python\ndef f(): return 1\n```\n### Tests\n```python\nassert f() ==",
+            "length",
+            "truncated",
+            "length limit",
+        ),
         ("### Task\nDo.\n### Solution\n```python\ndef f(): return 1", "length", "truncated", "length limit"),
     ],
 )
@@ -157,9 +183,15 @@ class Counter:
 def test_stubs_keep_signatures_docstrings_and_module_statements() -> None:
     none_stub = cg.stub_source(SOLUTION, "return_none")
     raise_stub = cg.stub_source(SOLUTION, "raise")
-    assert "def area(r: float, *, scale: float=1.0) -> float:\n    \"\"\"Area of a circle.\"\"\"\n    return None" in none_stub
+    assert (
+        'def area(r: float, *, scale: float=1.0) -> float:\n    """Area of a circle."""\n    return None'
+        in none_stub
+    )
     assert "import math" in none_stub and "LIMIT = 10" in none_stub and "@staticmethod" in none_stub
-    assert "def bump(self) -> int:\n        raise NotImplementedError" in raise_stub and "start = 0" in raise_stub
+    assert (
+        "def bump(self) -> int:\n        raise NotImplementedError" in raise_stub
+        and "start = 0" in raise_stub
+    )
     assert "math.pi" not in none_stub and "self.n += 1" not in raise_stub
     plain = "def f(x):\n    return x + 1"
     ns: dict = {}
@@ -183,7 +215,9 @@ def test_bundled_seeds_are_exercises_with_tests() -> None:
 
 def test_seeds_from_another_format(tmp_path: Path) -> None:
     path = tmp_path / "alpaca.json"
-    path.write_text(json.dumps([{"instruction": "Add one.", "input": "", "output": "def f(x):\n    return x + 1"}]))
+    path.write_text(
+        json.dumps([{"instruction": "Add one.", "input": "", "output": "def f(x):\n    return x + 1"}])
+    )
     (seed,) = cg.load_code_seeds(path)
     assert (seed.task, seed.solution, seed.tests) == ("Add one.", "def f(x):\n    return x + 1", "")
 
@@ -229,7 +263,10 @@ def test_only_the_correct_sample_is_kept_and_each_other_rejected_with_its_reason
     assert backend.calls == 5
     (rec,) = res.records
     assert rec.messages[0].content.startswith("Write a function `double_all")
-    assert rec.messages[1].content == "```python\ndef double_all(values: list[int]) -> list[int]:\n    return [2 * v for v in values]\n```"
+    assert (
+        rec.messages[1].content
+        == "```python\ndef double_all(values: list[int]) -> list[int]:\n    return [2 * v for v in values]\n```"
+    )
     assert rec.meta["tests"].startswith("assert double_all([1, 2, 3])")
     assert rec.meta["functions"] == ["double_all"] and rec.meta["source"] == "generate:code"
     assert rec.meta["verdicts"]["solution"]["status"] == "passed"
@@ -240,9 +277,16 @@ def test_only_the_correct_sample_is_kept_and_each_other_rejected_with_its_reason
     by_reason = {r["reason"]: r for r in rejects}
     assert sorted(by_reason) == ["syntax_error", "tests_fail", "tests_pass_on_stub", "timeout"]
     assert len(rejects) == 4 and all(r["counted"] for r in rejects)
-    assert by_reason["tests_fail"]["step"] == "execute" and "AssertionError" in by_reason["tests_fail"]["detail"]
-    assert by_reason["timeout"]["step"] == "execute" and by_reason["timeout"]["verdicts"]["solution"]["status"] == "timeout"
-    assert by_reason["syntax_error"]["step"] == "syntax" and by_reason["syntax_error"]["detail"].startswith("solution line 1")
+    assert (
+        by_reason["tests_fail"]["step"] == "execute" and "AssertionError" in by_reason["tests_fail"]["detail"]
+    )
+    assert (
+        by_reason["timeout"]["step"] == "execute"
+        and by_reason["timeout"]["verdicts"]["solution"]["status"] == "timeout"
+    )
+    assert by_reason["syntax_error"]["step"] == "syntax" and by_reason["syntax_error"]["detail"].startswith(
+        "solution line 1"
+    )
     stub = by_reason["tests_pass_on_stub"]
     assert stub["step"] == "stub" and stub["detail"] == "the tests pass on the return_none stub"
     assert stub["verdicts"]["stubs"] == {"return_none": "passed", "raise": "failed"}
@@ -250,7 +294,12 @@ def test_only_the_correct_sample_is_kept_and_each_other_rejected_with_its_reason
 
     card = json.loads((tmp_path / "out" / "card.json").read_text())
     assert card["accounting"] == {"in": 5, "kept": 1, "rejected": 4, "balanced": True}
-    assert card["rejected_by_reason"] == {"syntax_error": 1, "tests_fail": 1, "tests_pass_on_stub": 1, "timeout": 1}
+    assert card["rejected_by_reason"] == {
+        "syntax_error": 1,
+        "tests_fail": 1,
+        "tests_pass_on_stub": 1,
+        "timeout": 1,
+    }
     steps = {s["step"]: s for s in card["steps"]}
     assert steps["execute"]["in"] == 4 and steps["execute"]["kept"] == 2  # the syntax error never ran
     assert steps["stub"]["in"] == 2 and steps["stub"]["kept"] == 1
@@ -340,7 +389,9 @@ def test_the_target_ends_the_run_and_the_token_budget_stops_it(tmp_path: Path) -
     res = generate("code", config(n=5, per_round=5, budget_tokens=50), tmp_path / "budget", show_progress=False,
                    backend=backend)  # fmt: skip
     assert backend.calls == 1  # the first request alone is over the budget
-    assert res.card["stopped"].startswith("token budget spent") and "1 of 5 samples made" in res.card["stopped"]
+    assert (
+        res.card["stopped"].startswith("token budget spent") and "1 of 5 samples made" in res.card["stopped"]
+    )
     assert len(res.records) == 1 and res.card["accounting"]["balanced"]
 
 
@@ -361,3 +412,30 @@ def test_bundled_seeds_pass_their_tests_fail_on_both_stubs_and_are_clean() -> No
     for s in seeds:
         rec = Record.chat([{"role": "user", "content": s.task}, {"role": "assistant", "content": s.solution}])
         assert decontam.keep(rec) is True, s.id
+
+
+def test_cli_options_become_config_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subcommand passes only the options given, under their config keys, to the group's runner (a
+    stand-in here: the ``generate`` group provides it)."""
+    import types
+
+    import typer
+    from typer.testing import CliRunner
+
+    from instructkit.cli import generate_code
+
+    calls = []
+    fake = types.ModuleType("instructkit.cli.generate_common")
+    fake.run_generator = lambda *args: calls.append(args)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "instructkit.cli.generate_common", fake)
+    app = typer.Typer()
+    app.command()(generate_code.command)
+    args = ["--seeds", "s.jsonl", "-n", "3", "--stub", "raise", "--no-decontaminate", "--timeout", "2",
+            "-o", str(tmp_path / "out"), "--set", "shots=2"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ((name, data, out_dir, config_file, overrides),) = calls
+    assert name == "code" and out_dir == tmp_path / "out" and config_file is None and overrides == ["shots=2"]
+    assert data == {"seeds": "s.jsonl", "n": 3, "stubs": ["raise"], "decontaminate": [], "timeout": 2.0}
+    cfg = load_generate_config("code", data)
+    assert (cfg.n, cfg.stubs, cfg.decontaminate, cfg.shots) == (3, ["raise"], [], 3)

@@ -225,7 +225,11 @@ def _unclosed_fence(section: str) -> bool:
 def syntax_problem(sample: CodeSample) -> str | None:
     """Why the solution, the tests or the program made of both do not compile (None when they do).
     ``compile``, not ``ast.parse``: it also refuses ``return`` outside a function and the like."""
-    for name, source in (("solution", sample.solution), ("tests", sample.tests), ("program", program(sample))):
+    for name, source in (
+        ("solution", sample.solution),
+        ("tests", sample.tests),
+        ("program", program(sample)),
+    ):
         try:
             compile(source, f"<{name}>", "exec", dont_inherit=True)
         except (SyntaxError, ValueError) as e:  # ValueError: a NUL byte in the source
@@ -381,8 +385,12 @@ class CodeGenerator(Generator):
         decontam = None
         if cfg.decontaminate or cfg.decontaminate_files:
             decontam = build_step(
-                {"step": "decontaminate", "benchmarks": list(cfg.decontaminate),
-                 "files": list(cfg.decontaminate_files), "n": cfg.decontaminate_n},  # fmt: skip
+                {
+                    "step": "decontaminate",
+                    "benchmarks": list(cfg.decontaminate),
+                    "files": list(cfg.decontaminate_files),
+                    "n": cfg.decontaminate_n,
+                },  # fmt: skip
                 prefix="decontaminate",
             )
         novelty = RougeNovelty(threshold=cfg.similarity_threshold, k=cfg.most_similar)
@@ -421,7 +429,9 @@ class CodeGenerator(Generator):
                 if len(kept) >= cfg.n:
                     stopped = f"reached {cfg.n} samples in {rnd + 1} round(s)"
                     if unused:
-                        stopped += f" ({unused} later replies of the last round not needed; they stay in the cache)"
+                        stopped += (
+                            f" ({unused} later replies of the last round not needed; they stay in the cache)"
+                        )
                     break
             else:
                 stopped = f"max_rounds ({cfg.max_rounds}) reached with {len(kept)} of {cfg.n} samples"
@@ -497,7 +507,11 @@ class CodeGenerator(Generator):
         for c in passed:
             on_stub = [k for k, status in c.verdicts["stubs"].items() if status == "passed"]
             if on_stub:
-                c.rejected = ("stub", "tests_pass_on_stub", f"the tests pass on the {', '.join(on_stub)} stub")
+                c.rejected = (
+                    "stub",
+                    "tests_pass_on_stub",
+                    f"the tests pass on the {', '.join(on_stub)} stub",
+                )
 
     def _account(
         self,
@@ -528,7 +542,10 @@ class CodeGenerator(Generator):
             run.passed(stage)
         assert s is not None
         rec = Record.chat(
-            [{"role": "user", "content": s.task}, {"role": "assistant", "content": f"```python\n{s.solution}\n```"}],
+            [
+                {"role": "user", "content": s.task},
+                {"role": "assistant", "content": f"```python\n{s.solution}\n```"},
+            ],
             id=s.id,
             source="generate:code",
             tests=s.tests,
