@@ -390,7 +390,7 @@ class CodeGenerator(Generator):
                     "benchmarks": list(cfg.decontaminate),
                     "files": list(cfg.decontaminate_files),
                     "n": cfg.decontaminate_n,
-                },  # fmt: skip
+                },
                 prefix="decontaminate",
             )
         novelty = RougeNovelty(threshold=cfg.similarity_threshold, k=cfg.most_similar)
@@ -409,9 +409,7 @@ class CodeGenerator(Generator):
                     replies: list[Reply | None] = list(run.complete(requests))
                 except BudgetExhausted as e:
                     replies, budget_error = e.replies, e
-                cands = [
-                    self._parse(i, shown[i], r) for i, r in enumerate(replies) if r is not None
-                ]  # fmt: skip
+                cands = [self._parse(i, shown[i], r) for i, r in enumerate(replies) if r is not None]
                 self._execute(cfg, sandbox, cands)
                 for n_done, cand in enumerate(cands):
                     if len(kept) >= cfg.n:
