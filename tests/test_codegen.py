@@ -439,3 +439,14 @@ def test_cli_options_become_config_keys(tmp_path: Path, monkeypatch: pytest.Monk
     assert data == {"seeds": "s.jsonl", "n": 3, "stubs": ["raise"], "decontaminate": [], "timeout": 2.0}
     cfg = load_generate_config("code", data)
     assert (cfg.n, cfg.stubs, cfg.decontaminate, cfg.shots) == (3, ["raise"], [], 3)
+
+
+def test_shots_mix_kept_samples_in_once_there_are_some() -> None:
+    import random
+
+    seeds = cg.load_code_seeds()
+    kept = [cg.CodeSample(f"kept {i}", "def f(): return 1", "assert f() == 1") for i in range(3)]
+    first = cg.choose_shots(seeds, [], 4, 1, random.Random(0))
+    assert len(first) == 4 and all(s in seeds for s in first)
+    later = cg.choose_shots(seeds, kept, 4, 1, random.Random(0))
+    assert sum(s in kept for s in later) == 1 and sum(s in seeds for s in later) == 3
