@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from instructkit.cli import generate_code
 from instructkit.cli import generate_common as g
 
 app = typer.Typer(help="Generate instruction data with a model.", no_args_is_help=True)
@@ -39,3 +40,6 @@ def self_instruct(
         "seed": seed,
     }
     g.run_generator("self-instruct", flags, out, config, set_, quiet)
+
+
+app.command("code")(generate_code.command)
