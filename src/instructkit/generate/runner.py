@@ -326,7 +326,7 @@ def render_generation_card(card: dict[str, Any]) -> str:
         "| requests | sent | cache hits | errors | prompt tokens | completion tokens | cost | seconds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {s['requests']} | {s['sent']} | {s['cache_hits']} | {s['errors']} | {s['prompt_tokens']:,} | "
-        f"{s['completion_tokens']:,} | {'-' if s['cost'] is None else f'{s["cost"]:.4f}'} | {s['seconds']} |",
+        f"{s['completion_tokens']:,} | {'-' if s['cost'] is None else format(s['cost'], '.4f')} | {s['seconds']} |",
         "",
         "## Steps",
         "",
