@@ -464,7 +464,7 @@ class EvolGenerator(Generator):
             else:
                 run.offered()
                 run.passed("equality")
-                kept.append(self.evolved_record(a))
+                kept.append(self.advance(a))
         return kept
 
     @staticmethod
@@ -500,7 +500,8 @@ class EvolGenerator(Generator):
         return None, None
 
     @staticmethod
-    def evolved_record(a: Attempt) -> Record:
+    def advance(a: Attempt) -> Record:
+        """Move the lineage on to its evolved prompt and return the record of this evolution."""
         lin = a.lineage
         step = {"round": a.round, "operation": a.operation, "parent": lin.text, "parent_id": lin.id}
         if a.input_format:
