@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from instructkit.cli import generate_code
+from instructkit.cli import generate_code, generate_evol
 from instructkit.cli import generate_common as g
 
 app = typer.Typer(help="Generate instruction data with a model.", no_args_is_help=True)
@@ -42,4 +42,5 @@ def self_instruct(
     g.run_generator("self-instruct", flags, out, config, set_, quiet)
 
 
+app.command("evol")(generate_evol.command)
 app.command("code")(generate_code.command)
