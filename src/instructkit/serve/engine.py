@@ -240,6 +240,14 @@ class Engine:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The requests being decoded now: id, lane, tokens so far, whether cancelled (tests, /health)."""
+        return [
+            {"id": r.id, "lane": r.lane, "generated": len(r.generated), "cancelled": r.cancelled}
+            for lane in list(self._lanes.values())
+            for r in list(lane.rows)
+        ]
+
     # ---------------------------------------------------------------- submitting
     def submit(self, prompt_ids: Sequence[int], sampling: Sampling, lane: str | None = None) -> Request:
         """Queue a request; raises QueueFull when ``max_queue`` requests already wait for a slot."""

@@ -19,6 +19,7 @@ import hmac
 import importlib.resources
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -498,6 +499,48 @@ def start_engine(served: Served, cfg: ServerConfig) -> Engine:
         max_queue=cfg.max_queue,
         activate=served.activate,
     ).start()
+
+
+class ServerThread:
+    """The server on a background thread, on a socket bound before it starts (port 0: a free port), so a
+    caller knows the URL at once; ``with ServerThread(...) as url:`` stops the server and the engine on
+    exit. The benchmark, the demo and the tests run it this way."""
+
+    def __init__(self, served: Served, cfg: ServerConfig):
+        import socket
+
+        import uvicorn
+
+        self.engine = start_engine(served, cfg)
+        self.app = build_app(served, self.engine, cfg)
+        self._sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((cfg.host, cfg.port))
+        host, port = self._sock.getsockname()[:2]
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
+        self._sock.close()
+        self.engine.stop()
 
 
 def run_server(served: Served, cfg: ServerConfig) -> None:
