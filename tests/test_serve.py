@@ -407,8 +407,9 @@ def test_cancelled_waiting_request_never_runs(model_dir: str) -> None:
 def test_chat_page_streams_in_chromium(live: Live, tmp_path: Path) -> None:
     """Headless Chromium (driven by Playwright over the system chromium) types a message on the page and
     reads the streamed reply from it; it equals the API's greedy reply."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the [dev] extra)")
-    from conftest import browser
+    from playwright import sync_api  # the [dev] extra; it drives the system chromium, no browser download
+
+    from tests.conftest import browser
 
     expected = (
         live.client()
@@ -433,3 +434,67 @@ def test_chat_page_streams_in_chromium(live: Live, tmp_path: Path) -> None:
         finally:
             chromium.close()
     assert shown.strip() == expected.strip() and shown.strip()
+
+
+# ------------------------------------------------------------------------------------------ the terminal chat
+
+
+def test_terminal_chat_commands_and_history(model_dir: str, adapter_dir: str) -> None:
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    lines = ["Hi there", "/system You are terse.", "Hi there", "/reset", "/bogus", "/exit", "never read"]
+    result = CliRunner().invoke(
+        app, ["chat", model_dir, "--adapter", adapter_dir, "--max-new-tokens", "8"], input="\n".join(lines) + "\n",
+        env={"COLUMNS": "200", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "system prompt set; conversation cleared" in out and "conversation cleared" in out
+    assert "unknown command /bogus" in out and "bye" in out
+    # the adapter's greedy reply to the first line, streamed to the terminal
+    served = load_served(model_dir, {"adapter": adapter_dir})
+    with served.activate("adapter"), torch.inference_mode():
+        ids = served.prompt_ids([{"role": "user", "content": "Hi there"}])
+        gen = served.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=8, do_sample=False)
+    assert served.tokenizer.decode(gen[0, len(ids) :], skip_special_tokens=True).strip() in out
+
+
+def test_chat_one_shot_prompt(model_dir: str) -> None:
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    for args in (["chat", model_dir], ["chat", "--model", model_dir]):
+        result = CliRunner().invoke(
+            app, [*args, "--prompt", "Hello", "--max-new-tokens", "5"], env={"COLUMNS": "200"}
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("user: Hello\n") and f"{model_dir}:" in result.output
+    bad = CliRunner().invoke(
+        app,
+        ["chat", model_dir, "--adapter", str(Path(model_dir) / "nothing"), "-p", "x"],
+        env={"COLUMNS": "300"},
+    )
+    assert bad.exit_code == 1 and "no such folder" in bad.output
+
+
+def test_chat_session_keeps_history_until_reset(model_dir: str) -> None:
+    from instructkit.serve.chat import ChatSession
+
+    served = load_served(model_dir)
+    engine = Engine(served.model, served.tokenizer, max_batch=1).start()
+    try:
+        session = ChatSession(served, engine, sampling=Sampling(max_tokens=6))
+        first = "".join(session.send("Hi"))
+        assert session.history == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": first}]
+        assert session.messages("Again")[:2] == session.history  # the next prompt carries the exchange
+        assert session.command("/system Be brief.") == (True, "system prompt set; conversation cleared")
+        assert session.history == [] and session.messages("x")[0] == {
+            "role": "system",
+            "content": "Be brief.",
+        }
+        assert session.command("/exit")[0] is False
+    finally:
+        engine.stop()
