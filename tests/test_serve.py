@@ -498,3 +498,32 @@ def test_chat_session_keeps_history_until_reset(model_dir: str) -> None:
         assert session.command("/exit")[0] is False
     finally:
         engine.stop()
+
+
+@pytest.mark.slow
+def test_trained_lora_run_is_served_as_trained(tmp_path: Path, model_dir: str, adapter_dir: str) -> None:
+    """A trained LoRA run as MODEL (rebuilt by load_trained, its chat template kept), with one more adapter
+    beside it: each model id answers like its own one-request ``generate``."""
+    from instructkit.train.config import TrainConfig
+    from instructkit.train.saved_model import load_trained
+    from instructkit.train.training import train
+
+    demo = Path(__file__).parent.parent / "examples" / "data" / "demo.jsonl"
+    cfg = TrainConfig.from_dict({
+        "model": model_dir, "task": "causal-lm", "method": {"name": "lora", "r": 4, "alpha": 8}, "name": "run",
+        "output_dir": str(tmp_path), "data": {"train": str(demo), "val_share": 0.2, "max_length": 96},
+        "optim": {"lr": 5e-2, "batch_size": 4, "max_steps": 3}, "bf16": "false",
+    })  # fmt: skip
+    run = train(cfg, progress=False).run_dir
+    trained, tok, _ = load_trained(run)
+    ids = load_served(model_dir).prompt_ids(USER)
+    with torch.inference_mode():
+        want = tok.decode(trained.generate(input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids) :],
+                          skip_special_tokens=True)  # fmt: skip
+    for live in _live(str(run), {"other": adapter_dir}, ServerConfig(port=0)):
+        client = live.client()
+        assert [m.id for m in client.models.list().data] == ["tiny", "other"]
+        got = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, temperature=0)
+        assert got.choices[0].message.content == want
+        other = client.chat.completions.create(model="other", messages=USER, max_tokens=12, temperature=0)
+        assert other.choices[0].message.content == live.reference(ids, 12, lane="other")

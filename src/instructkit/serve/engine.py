@@ -234,7 +234,7 @@ class Engine:
 
     @property
     def active(self) -> int:
-        return sum(len(lane.rows) for lane in self._lanes.values())
+        return sum(len(lane.rows) for lane in list(self._lanes.values()))  # read from other threads too
 
     @property
     def waiting(self) -> int:
