@@ -527,3 +527,41 @@ def test_trained_lora_run_is_served_as_trained(tmp_path: Path, model_dir: str, a
         assert got.choices[0].message.content == want
         other = client.chat.completions.create(model="other", messages=USER, max_tokens=12, temperature=0)
         assert other.choices[0].message.content == live.reference(ids, 12, lane="other")
+
+
+def test_generation_failure_is_500_without_trace(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken:
+        def __call__(self, **kwargs: Any) -> Any:
+            raise RuntimeError("secret internal detail")
+
+    with live.engine.paused():
+        monkeypatch.setattr(live.engine, "model", Broken())
+    with pytest.raises(openai.InternalServerError) as e:
+        live.client().chat.completions.create(model="tiny", messages=USER, max_tokens=3)
+    err = _error_shape(e.value.response)
+    assert err["type"] == "server_error" and "secret internal detail" not in e.value.response.text
+    with live.engine.paused():
+        monkeypatch.undo()
+    assert (
+        live.client()
+        .chat.completions.create(model="tiny", messages=USER, max_tokens=3)
+        .usage.completion_tokens
+        == 3
+    )
+
+
+def test_one_log_line_per_request_without_prompt_text(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "my password is hunter2"
+    with caplog.at_level("INFO", logger="instructkit.serve"):
+        live.client().chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": secret}], max_tokens=2
+        )
+        assert wait_until(lambda: any("/v1/chat/completions" in r.getMessage() for r in caplog.records))
+    lines = [r.getMessage() for r in caplog.records if "/v1/chat/completions" in r.getMessage()]
+    assert (
+        len(lines) == 1
+        and " 200 " in lines[0]
+        and "model=tiny" in lines[0]
+        and "completion_tokens=2" in lines[0]
+    )
+    assert all("hunter2" not in r.getMessage() for r in caplog.records)
