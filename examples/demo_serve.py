@@ -47,7 +47,17 @@ def main() -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "instructkit.cli", "serve", args.model, "--name", "demo", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "instructkit.cli",
+        "serve",
+        args.model,
+        "--name",
+        "demo",
+        "--port",
+        str(port),
+    ]
     print(f"$ instructkit serve {args.model} --name demo --port {port}", flush=True)
     proc = subprocess.Popen(cmd, env=os.environ | {"HF_HUB_OFFLINE": "1"})
     try:
@@ -56,7 +66,9 @@ def main() -> None:
         messages = [{"role": "user", "content": args.prompt}]
         print(f"models: {[m.id for m in client.models.list()]}")
         print(f"user: {args.prompt}")
-        reply = client.chat.completions.create(model="demo", messages=messages, max_tokens=args.max_tokens, temperature=0)
+        reply = client.chat.completions.create(
+            model="demo", messages=messages, max_tokens=args.max_tokens, temperature=0
+        )
         print(f"plain reply ({reply.usage.completion_tokens} tokens): {reply.choices[0].message.content}")
         print("streamed reply: ", end="", flush=True)
         stream = client.chat.completions.create(
