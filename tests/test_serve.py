@@ -565,3 +565,23 @@ def test_one_log_line_per_request_without_prompt_text(live: Live, caplog: pytest
         and "completion_tokens=2" in lines[0]
     )
     assert all("hunter2" not in r.getMessage() for r in caplog.records)
+
+
+def test_template_that_breaks_train_serve_parity_is_refused(model_dir: str, tmp_path: Path) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from instructkit.templates import TemplateError
+
+    folder = tmp_path / "bad-template"
+    shutil.copytree(model_dir, folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    # replies are trained after "<|im_start|>bot", yet the served prompt would end "<|im_start|>assistant"
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ 'bot' if m['role'] == 'assistant' else m['role'] }}\n"
+        "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tok.save_pretrained(folder)
+    with pytest.raises(TemplateError, match="train/serve template mismatch"):
+        load_served(str(folder))

@@ -127,12 +127,17 @@ def load_served(name: str, adapters: dict[str, str] | None = None, served_name: 
     if adapters:
         served.base_adapter = _attach(served, adapters)
     try:
-        served.template = ChatTemplate(tok, name=base_name)
-        served.template.encode(PROBE)  # text and token parity between the prompt and the training text
-    except TemplateError as e:
-        if served.template is not None and "no chat template" not in str(e):
+        template = ChatTemplate(tok, name=base_name)
+    except TemplateError:
+        template = None  # completions only; chat requests say why they cannot be served
+    if template is not None:
+        try:
+            template.encode(PROBE)  # text and token parity between the prompt and the training text
+        except TemplateError:
             raise
-        served.template = None  # completions only; chat requests say why they cannot be served
+        except Exception:  # some templates refuse a system turn (Gemma's raises): probe without one
+            template.encode(PROBE[1:])
+    served.template = template
     model.eval()
     return served
 
