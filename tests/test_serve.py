@@ -585,3 +585,21 @@ def test_template_that_breaks_train_serve_parity_is_refused(model_dir: str, tmp_
     tok.save_pretrained(folder)
     with pytest.raises(TemplateError, match="train/serve template mismatch"):
         load_served(str(folder))
+
+
+def test_client_gone_while_waiting_never_runs(guarded: Live) -> None:
+    """A non-streaming request whose client hangs up while it waits for a slot is dropped unrun."""
+    engine = guarded.engine
+    cancelled, finished = engine.stats["cancelled"], engine.stats["finished"]
+    u = urllib.parse.urlsplit(guarded.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    body = json.dumps({"model": "tiny", "messages": USER, "max_tokens": 5}).encode()
+    with engine.paused():
+        conn.request("POST", "/v1/chat/completions", body=body,
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})  # fmt: skip
+        assert wait_until(lambda: engine.waiting == 1)
+        conn.close()  # hang up without reading the answer
+        # the server notices within its polling interval and marks the waiting request cancelled
+        assert wait_until(lambda: engine.waiting_cancelled() == 1, timeout=20)
+    assert wait_until(lambda: engine.stats["cancelled"] == cancelled + 1 and engine.waiting == 0, timeout=20)
+    assert engine.stats["finished"] == finished  # it never ran

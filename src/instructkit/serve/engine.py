@@ -240,6 +240,10 @@ class Engine:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def waiting_cancelled(self) -> int:
+        """Waiting requests whose client is gone (dropped when they reach the front of the queue)."""
+        return sum(1 for r in list(self._waiting) if r.cancelled)
+
     def snapshot(self) -> list[dict[str, Any]]:
         """The requests being decoded now: id, lane, tokens so far, whether cancelled (tests, /health)."""
         return [

@@ -245,7 +245,7 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise APIError(400, "stop: up to 4 non-empty strings", param="stop", code="invalid_value")
-        wanted = max_tokens or cfg.default_max_tokens
+        wanted = max_tokens or min(cfg.default_max_tokens, cfg.max_tokens)
         if wanted > cfg.max_tokens:
             raise APIError(
                 400, f"max_tokens {wanted} is over this server's cap of {cfg.max_tokens}",
