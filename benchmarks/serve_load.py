@@ -139,7 +139,7 @@ def run_side(
             if status == "200":
                 side.latencies.append(latency)
                 side.tokens += tokens
-                side.replies[i % len(prompts)] = text
+                side.replies[i] = text  # request i asks prompt i % len(prompts) on every side
     except Exception as e:  # the table says why a side did not run
         side.error = f"{type(e).__name__}: {e} (log: {log})"
     finally:
@@ -216,10 +216,17 @@ def main() -> None:
         print(side.row())
     ran = [s for s in sides if not s.error]
     ref = ran[0].replies if ran else {}
+    for side in ran:
+        by_prompt: dict[int, set[str]] = {}
+        for i, text in side.replies.items():
+            by_prompt.setdefault(i % len(prompts), set()).add(text)
+        unstable = sorted(k for k, texts in by_prompt.items() if len(texts) > 1)
+        print(f"{side.name}: the same prompt got the same greedy reply every time: {'yes' if not unstable else f'no (prompts {unstable})'}")  # fmt: skip
     for side in ran[1:]:
-        differ = [k for k in ref if k in side.replies and side.replies[k] != ref[k]]
+        both = [k for k in ref if k in side.replies]
+        differ = [k for k in both if side.replies[k] != ref[k]]
         print(f"greedy replies of {side.name} vs {ran[0].name}: "
-              f"{len(ref) - len(differ)}/{len(ref)} identical" + (f" (differ: prompts {differ})" if differ else ""))  # fmt: skip
+              f"{len(both) - len(differ)}/{len(both)} requests identical" + (f" (differ: {differ})" if differ else ""))  # fmt: skip
     five = sum(n for s in sides for k, n in s.statuses.items() if k.startswith("5"))
     print(f"5xx answers: {five}")
     ours, single, peer = sides
