@@ -7,7 +7,7 @@ import warnings
 import typer
 
 from instructkit import __version__
-from instructkit.cli import chat, config, data, eval, export, generate, models, report, run, train
+from instructkit.cli import chat, config, data, eval, export, generate, models, report, run, serve, train
 
 # The generators' instruction filters (blacklist, instruction_words, rouge_novelty, ...) are curate steps
 # that live beside the generators; data/ may not import generate/, so the command registers them here and
@@ -26,6 +26,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
 app.add_typer(generate.app, name="generate")
 app.command("chat")(chat.chat)
+app.command("serve")(serve.serve)
 app.command("train")(train.train)
 app.command("eval")(eval.eval_)
 app.command("run")(run.run)

@@ -1,0 +1,528 @@
+"""Continuous batching for causal LMs: concurrent requests share each decoding step's forward pass.
+
+One background thread owns the model. Between two decoding steps it admits waiting requests (each
+prompt is prefilled on its own, batch 1, exactly as a one-request ``generate`` does), then merges the
+new rows into the running batch: every row's KV cache is left-padded to the batch's length and a
+per-row attention mask hides the padding, while per-row position ids keep each row's positions its
+own. A finished row (EOS, a stop string, ``max_tokens``, a client gone) leaves the batch at once and
+its caller gets the result at once; columns that only padding still uses are trimmed away.
+
+Why by hand rather than transformers' continuous-batching manager: that one needs paged attention
+kernels and a static block budget, does not run adapters side by side, and (5.x) does not take per-row
+stop strings; a left-padded ``DynamicCache`` is what ``generate`` itself uses for a batch, so greedy
+replies match one-request ``generate`` (the tests compare them token for token).
+
+Requests for different LoRA adapters run in separate *lanes* (one running batch each, stepped in
+turn), because the active adapter is a property of the model, not of a row. Sampling is per request
+(temperature 0 = greedy, ``top_p``, a seeded ``torch.Generator`` per request, so a seeded reply does
+not depend on what else is in the batch). Models whose cache is not a plain per-layer key/value list
+(sliding-window or linear-attention layers) are served one request at a time, and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+log = logging.getLogger("instructkit.serve")
+
+
+class QueueFull(RuntimeError):
+    """The waiting queue is at its bound; the caller should retry after ``retry_after`` seconds."""
+
+    def __init__(self, size: int, retry_after: int = 1):
+        super().__init__(f"the server is busy: {size} requests are already waiting; retry shortly")
+        self.retry_after = retry_after
+
+
+class EngineStopped(RuntimeError):
+    """The engine is not running (stopped, or never started)."""
+
+
+@dataclass
+class Sampling:
+    """How one request is decoded. ``temperature`` 0 is greedy (``top_p`` and ``seed`` then unused)."""
+
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Result:
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string), "length", "cancelled", "error"
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+_ids = itertools.count(1)
+
+
+class Request:
+    """One generation in flight. Iterate :meth:`events` (threads) or :meth:`aevents` (asyncio): each
+    event is ``("delta", text)`` and the last is ``("done", Result)``."""
+
+    def __init__(self, prompt_ids: Sequence[int], sampling: Sampling, lane: str | None, eos: set[int]):
+        self.id = next(_ids)
+        self.prompt_ids = list(prompt_ids)
+        self.sampling = sampling
+        self.lane = lane
+        self.eos = eos
+        self.generated: list[int] = []
+        self.sent = 0  # characters of text already handed out as deltas
+        self.text = ""
+        self.result: Result | None = None
+        self.cancelled = False
+        self.generator: torch.Generator | None = None
+        if sampling.temperature > 0:
+            self.generator = torch.Generator()
+            if sampling.seed is not None:
+                self.generator.manual_seed(sampling.seed)
+            else:
+                self.generator.seed()
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._aq: asyncio.Queue | None = None
+        with contextlib.suppress(RuntimeError):  # submitted from a coroutine: deliver on its loop
+            self._loop = asyncio.get_running_loop()
+            self._aq = asyncio.Queue()
+
+    # ---------------------------------------------------------------- delivery (engine thread -> caller)
+    def _push(self, event: tuple[str, Any]) -> None:
+        if self._loop is not None and self._aq is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
+                self._loop.call_soon_threadsafe(self._aq.put_nowait, event)
+        else:
+            self._q.put(event)
+
+    def _finish(self, reason: str, error: str | None = None) -> None:
+        if self.result is not None:
+            return
+        self.result = Result(
+            self.text, reason, len(self.prompt_ids), len(self.generated), list(self.generated), error
+        )
+        self._push(("done", self.result))
+
+    def events(self) -> Iterator[tuple[str, Any]]:
+        while True:
+            kind, value = self._q.get()
+            yield kind, value
+            if kind == "done":
+                return
+
+    async def aevents(self) -> AsyncIterator[tuple[str, Any]]:
+        assert self._aq is not None, "aevents() needs a request submitted from a coroutine"
+        while True:
+            kind, value = await self._aq.get()
+            yield kind, value
+            if kind == "done":
+                return
+
+    def cancel(self) -> None:
+        """Free the slot: the engine drops the row before its next step (or never admits it)."""
+        self.cancelled = True
+
+
+class _Lane:
+    """The running batch of one adapter: rows, their KV cache (left-padded), mask, positions."""
+
+    def __init__(self, name: str | None):
+        self.name = name
+        self.rows: list[Request] = []
+        self.layers: list[list[torch.Tensor]] = []  # per layer: [keys, values], [B, heads, T, dim]
+        self.mask = torch.zeros((0, 0), dtype=torch.long)
+        self.positions = torch.zeros(0, dtype=torch.long)
+        self.next_tokens = torch.zeros(0, dtype=torch.long)
+
+    @property
+    def length(self) -> int:
+        return self.mask.shape[1]
+
+
+def _cache_of(out: Any) -> Any:
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class Engine:
+    """The batching loop. ``activate(lane)`` returns a context manager that makes the model run with that
+    lane's adapter (``None``: the base model); a model without adapters needs none."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch: int = 8,
+        max_queue: int = 64,
+        activate: Callable[[str | None], AbstractContextManager] | None = None,
+    ):
+        if max_batch < 1 or max_queue < 0:
+            raise ValueError("max_batch must be >= 1 and max_queue >= 0")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.activate = activate or (lambda lane: contextlib.nullcontext())
+        self.device = next(model.parameters()).device
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if tokenizer.eos_token_id is not None:
+            eos.append(tokenizer.eos_token_id)
+        self.eos = set(eos)
+        # transformers 5.2x renamed ``past_key_values`` to ``cache`` (the old name warns, then goes away)
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes it on
+        params = inspect.signature(inner.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+        self._waiting: deque[Request] = deque()
+        self._lanes: dict[str | None, _Lane] = {}
+        self._cond = threading.Condition()
+        self._step_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._batchable: bool | None = None  # decided on the first prefill (the model's cache layout)
+        self.stats = {"requests": 0, "finished": 0, "cancelled": 0, "steps": 0, "max_rows": 0}
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> Engine:
+        if self._thread is None:
+            self.model.eval()
+            self._thread = threading.Thread(target=self._run, name="instructkit-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the decoding loop between two steps (maintenance; tests use it to fill the queue)."""
+        with self._step_lock:
+            yield
+
+    @property
+    def active(self) -> int:
+        return sum(len(lane.rows) for lane in list(self._lanes.values()))  # read from other threads too
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def waiting_cancelled(self) -> int:
+        """Waiting requests whose client is gone (dropped when they reach the front of the queue)."""
+        return sum(1 for r in list(self._waiting) if r.cancelled)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The requests being decoded now: id, lane, tokens so far, whether cancelled (tests, /health)."""
+        return [
+            {"id": r.id, "lane": r.lane, "generated": len(r.generated), "cancelled": r.cancelled}
+            for lane in list(self._lanes.values())
+            for r in list(lane.rows)
+        ]
+
+    # ---------------------------------------------------------------- submitting
+    def submit(self, prompt_ids: Sequence[int], sampling: Sampling, lane: str | None = None) -> Request:
+        """Queue a request; raises QueueFull when ``max_queue`` requests already wait for a slot."""
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        req = Request(prompt_ids, sampling, lane, self.eos)
+        with self._cond:
+            if self._stopping or self._thread is None:
+                raise EngineStopped("the generation engine is not running")
+            free = self.max_batch - self.active
+            if len(self._waiting) >= self.max_queue + max(free, 0):
+                raise QueueFull(len(self._waiting))
+            self._waiting.append(req)
+            self.stats["requests"] += 1
+            self._cond.notify_all()
+        return req
+
+    def generate(self, prompt_ids: Sequence[int], sampling: Sampling, lane: str | None = None) -> Result:
+        """Blocking convenience: submit and wait for the result."""
+        req = self.submit(prompt_ids, sampling, lane)
+        for kind, value in req.events():
+            if kind == "done":
+                return value
+        raise AssertionError("unreachable")
+
+    # ---------------------------------------------------------------- the loop
+    def _run(self) -> None:
+        turn = 0
+        while True:
+            with self._cond:
+                while not self._stopping and not self._waiting and not self.active:
+                    self._cond.wait()
+                if self._stopping:
+                    break
+            with self._step_lock:
+                try:
+                    self._admit()
+                    lanes = [lane for lane in self._lanes.values() if lane.rows]
+                    if lanes:
+                        lane = lanes[turn % len(lanes)]
+                        turn += 1
+                        self._decode(lane)
+                except Exception as e:  # one failure must not kill the server: fail the rows it touched
+                    log.exception("generation step failed")
+                    for lane in list(self._lanes.values()):
+                        for req in lane.rows:
+                            req._finish("error", f"generation failed: {type(e).__name__}")
+                        self._lanes.pop(lane.name, None)
+        for lane in self._lanes.values():
+            for req in lane.rows:
+                req._finish("cancelled")
+        for req in self._waiting:
+            req._finish("cancelled")
+
+    def _admit(self) -> None:
+        while True:
+            with self._cond:
+                if not self._waiting:
+                    return
+                batchable = self._batchable is not False
+                room = self.max_batch if batchable else 1
+                if self.active >= room:
+                    return
+                req = self._waiting.popleft()
+            if req.cancelled:
+                self.stats["cancelled"] += 1
+                req._finish("cancelled")
+                continue
+            try:
+                self._prefill(req)
+            except Exception as e:
+                log.exception("prefill failed")
+                req._finish("error", f"generation failed: {type(e).__name__}")
+
+    @torch.inference_mode()
+    def _prefill(self, req: Request) -> None:
+        ids = torch.as_tensor([req.prompt_ids], dtype=torch.long, device=self.device)
+        with self.activate(req.lane):
+            out = self.model(
+                input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1
+            )
+        cache = _cache_of(out)
+        layers = getattr(cache, "layers", None)
+        if self._batchable is None:
+            from transformers.cache_utils import DynamicLayer
+
+            self._batchable = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+            if not self._batchable:
+                log.warning(
+                    "this model's KV cache is not a plain key/value list: serving one request at a time"
+                )
+        token = self._sample(out.logits[:, -1, :], [req])[0]
+        if self._take(req, token):
+            return
+        lane = self._lanes.get(req.lane)
+        if lane is None:
+            lane = self._lanes[req.lane] = _Lane(req.lane)
+        kv = [[layer.keys, layer.values] for layer in layers] if layers else None
+        if not self._batchable or kv is None:
+            lane.rows.append(req)
+            lane.cache = cache  # type: ignore[attr-defined]
+            lane.next_tokens = torch.tensor([token])
+            lane.positions = torch.tensor([len(req.prompt_ids)])
+            lane.mask = torch.ones((1, len(req.prompt_ids)), dtype=torch.long)
+            return
+        self._join(lane, req, kv, token)
+
+    def _join(self, lane: _Lane, req: Request, kv: list[list[torch.Tensor]], token: int) -> None:
+        """Merge one prefilled row into the lane's batch, left-padding whichever side is shorter."""
+        n = len(req.prompt_ids)
+        width = max(lane.length, n)
+        row_mask = torch.ones((1, n), dtype=torch.long)
+        if not lane.rows:
+            lane.layers = kv
+            lane.mask = row_mask
+        else:
+            lane.layers = [
+                [
+                    torch.cat([_pad_left(a, width, 2), _pad_left(b, width, 2)], dim=0)
+                    for a, b in zip(old, new, strict=True)
+                ]
+                for old, new in zip(lane.layers, kv, strict=True)
+            ]
+            lane.mask = torch.cat([_pad_left(lane.mask, width, 1), _pad_left(row_mask, width, 1)], dim=0)
+        lane.rows.append(req)
+        lane.positions = torch.cat([lane.positions, torch.tensor([n])])
+        lane.next_tokens = torch.cat([lane.next_tokens, torch.tensor([token])])
+        self.stats["max_rows"] = max(self.stats["max_rows"], len(lane.rows))
+
+    @torch.inference_mode()
+    def _decode(self, lane: _Lane) -> None:
+        # drop rows whose client left before spending a forward on them
+        gone = [i for i, r in enumerate(lane.rows) if r.cancelled]
+        for i in gone:
+            self.stats["cancelled"] += 1
+            lane.rows[i]._finish("cancelled")
+        if gone:
+            self._keep(lane, [i for i in range(len(lane.rows)) if i not in gone])
+            if not lane.rows:
+                return
+        batch = len(lane.rows)
+        mask = torch.cat([lane.mask, torch.ones((batch, 1), dtype=torch.long)], dim=1)
+        if self._batchable:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            for layer, (k, v) in zip(cache.layers, lane.layers, strict=False):
+                layer.lazy_initialization(k, v)
+                layer.keys, layer.values = k, v
+        else:
+            cache = lane.cache  # type: ignore[attr-defined]
+        with self.activate(lane.name):
+            out = self.model(
+                input_ids=lane.next_tokens[:, None].to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=lane.positions[:, None].to(self.device),
+                **{self._cache_arg: cache},
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        self.stats["steps"] += 1
+        if self._batchable:
+            lane.layers = [[layer.keys, layer.values] for layer in _cache_of(out).layers]
+        lane.mask = mask
+        lane.positions = lane.positions + 1
+        tokens = self._sample(out.logits[:, -1, :], lane.rows)
+        keep = [
+            i for i, (req, tok) in enumerate(zip(lane.rows, tokens, strict=True)) if not self._take(req, tok)
+        ]
+        lane.next_tokens = torch.tensor(tokens, dtype=torch.long)
+        if len(keep) < batch:
+            self._keep(lane, keep)
+
+    def _keep(self, lane: _Lane, keep: list[int]) -> None:
+        """Keep only rows ``keep``; trim leading columns that are padding in every remaining row."""
+        lane.rows = [lane.rows[i] for i in keep]
+        if not keep:
+            self._lanes.pop(lane.name, None)
+            return
+        index = torch.tensor(keep, dtype=torch.long)
+        lane.mask = lane.mask[index]
+        lane.positions = lane.positions[index]
+        lane.next_tokens = lane.next_tokens[index]
+        start = int((lane.mask.sum(dim=0) > 0).nonzero()[0])
+        lane.mask = lane.mask[:, start:]
+        dev_index = index.to(self.device)
+        lane.layers = [[k[dev_index, :, start:], v[dev_index, :, start:]] for k, v in lane.layers]
+
+    # ---------------------------------------------------------------- per-row token handling
+    def _sample(self, logits: torch.Tensor, rows: list[Request]) -> list[int]:
+        logits = logits.float()
+        if all(r.sampling.temperature <= 0 for r in rows):
+            return logits.argmax(dim=-1).tolist()
+        out = []
+        for i, r in enumerate(rows):
+            s = r.sampling
+            if s.temperature <= 0:
+                out.append(int(logits[i].argmax()))
+                continue
+            probs = torch.softmax(logits[i] / s.temperature, dim=-1).cpu()
+            if s.top_p < 1.0:
+                sorted_p, order = probs.sort(descending=True)
+                keep = sorted_p.cumsum(0) - sorted_p < s.top_p  # the smallest set reaching top_p
+                keep[0] = True
+                probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+            out.append(int(torch.multinomial(probs, 1, generator=r.generator)))
+        return out
+
+    def _take(self, req: Request, token: int) -> bool:
+        """Record one generated token; deliver the new text; True when the request is finished."""
+        if req.cancelled:
+            self.stats["cancelled"] += 1
+            req._finish("cancelled")
+            return True
+        s = req.sampling
+        req.generated.append(token)
+        if token in req.eos:
+            return self._done(req, "stop")
+        text = self.tokenizer.decode(req.generated, skip_special_tokens=True)
+        for stop in s.stop:
+            at = text.find(stop, max(0, len(req.text) - len(stop)))
+            if at >= 0:
+                req.text = text[:at]
+                return self._done(req, "stop")
+        req.text = text
+        limit = s.max_tokens
+        if self.context_length:
+            limit = min(limit, self.context_length - len(req.prompt_ids))
+        if len(req.generated) >= limit:
+            return self._done(req, "length")
+        # Hold back an incomplete UTF-8 character and any tail that may still grow into a stop string.
+        safe = len(text.rstrip("\ufffd"))
+        for stop in s.stop:
+            for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:k]):
+                    safe = min(safe, len(text) - k)
+                    break
+        if safe > req.sent:
+            req._push(("delta", text[req.sent : safe]))
+            req.sent = safe
+        return False
+
+    def _done(self, req: Request, reason: str) -> bool:
+        if len(req.text) > req.sent:  # what was held back (a partial stop string that never completed)
+            req._push(("delta", req.text[req.sent :]))
+            req.sent = len(req.text)
+        self.stats["finished"] += 1
+        req._finish(reason)
+        return True
+
+
+def stream_text(
+    engine: Engine, prompt_ids: Sequence[int], sampling: Sampling, lane: str | None = None
+) -> Iterator[str]:
+    """Text deltas of one reply, for a terminal (blocking); the request is cancelled if abandoned."""
+    req = engine.submit(prompt_ids, sampling, lane)
+    try:
+        for kind, value in req.events():
+            if kind == "delta":
+                yield value
+            elif value.finish_reason == "error":
+                raise RuntimeError(value.error)
+    finally:
+        req.cancel()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass (tests and shutdown)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

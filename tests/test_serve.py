@@ -1,0 +1,605 @@
+"""The OpenAI-compatible server, driven by the official ``openai`` client against a live server on 127.0.0.1
+(a free port, stopped by the fixture), on a tiny random Llama with SmolLM2's tokenizer and a LoRA adapter
+made here with PEFT; and the engine's batching, streaming and cancellation underneath."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import http.client
+import json
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import torch
+
+from instructkit.serve.engine import Engine, Request, Sampling, wait_until
+from instructkit.serve.loading import Served, load_served
+from instructkit.serve.server import ServerConfig, ServerThread
+
+USER = [{"role": "user", "content": "Tell me a story about a lighthouse."}]
+KEY = "sekret-key-123"
+
+
+@pytest.fixture(scope="module")
+def model_dir(make_tiny_llama: Callable[..., str]) -> str:
+    # A larger init scale than the default gives varied greedy text (the default repeats one token), and
+    # as many key/value heads as heads keeps the tiny model off torch's slow CPU GQA path.
+    return make_tiny_llama("serve-llama", num_key_value_heads=4, initializer_range=0.2)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    cfg = LoraConfig(
+        r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
+    folder = tmp_path_factory.mktemp("lora")
+    get_peft_model(base, cfg).save_pretrained(folder)
+    return str(folder)
+
+
+class Live:
+    def __init__(self, served: Served, thread: ServerThread, url: str):
+        self.served, self.thread, self.url = served, thread, url
+        self.engine: Engine = thread.engine
+
+    def client(self, key: str | None = "unused", **kw: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60, **kw)
+
+    def reference(self, ids: list[int], max_tokens: int, lane: str | None = None) -> str:
+        """One-request ``generate`` (greedy) with the same model and adapter, the engine held meanwhile."""
+        with self.engine.paused(), self.served.activate(lane), torch.inference_mode():
+            t = torch.tensor([ids])
+            out = self.served.model.generate(
+                input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=max_tokens, do_sample=False,
+                temperature=None, top_p=None, top_k=None, pad_token_id=self.served.tokenizer.eos_token_id,
+            )  # fmt: skip
+        return self.served.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+
+
+def _live(model: str, adapters: dict[str, str] | None, cfg: ServerConfig) -> Iterator[Live]:
+    served = load_served(model, adapters, served_name="tiny")
+    thread = ServerThread(served, cfg)
+    with thread as url:
+        assert url.startswith("http://127.0.0.1:")
+        yield Live(served, thread, url)
+
+
+@pytest.fixture(scope="module")
+def live(model_dir: str, adapter_dir: str) -> Iterator[Live]:
+    yield from _live(model_dir, {"tuned": adapter_dir}, ServerConfig(port=0, max_batch=4, max_queue=8))
+
+
+@pytest.fixture(scope="module")
+def guarded(model_dir: str) -> Iterator[Live]:
+    """Small caps, one slot and one waiting place, an API key."""
+    cfg = ServerConfig(
+        port=0, api_key=KEY, max_batch=1, max_queue=1, max_body_bytes=4000, max_messages=4,
+        max_prompt_tokens=120, max_tokens=450,
+    )  # fmt: skip
+    yield from _live(model_dir, None, cfg)
+
+
+class Raw:
+    """A plain HTTP exchange (stdlib), for what the openai client does not send: bad JSON, no key."""
+
+    def __init__(
+        self, method: str, url: str, body: Any = None, *, raw: bytes | None = None, key: str | None = None
+    ):
+        u = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+        self.conn.request(method, u.path, body=data, headers=headers)
+        self.response = self.conn.getresponse()
+        self.status_code = self.response.status
+        self.headers = {k.lower(): v for k, v in self.response.getheaders()}
+
+    @property
+    def text(self) -> str:
+        if not hasattr(self, "_text"):
+            self._text = self.response.read().decode()
+            self.conn.close()
+        return self._text
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    def lines(self) -> Iterator[str]:
+        while line := self.response.readline():
+            yield line.decode().rstrip("\r\n")
+
+    def close(self) -> None:
+        self.response.close()
+        self.conn.close()
+
+
+def get(url: str, key: str | None = None) -> Raw:
+    return Raw("GET", url, key=key)
+
+
+def post(url: str, body: Any = None, *, raw: bytes | None = None, key: str | None = None) -> Raw:
+    return Raw("POST", url, body, raw=raw, key=key)
+
+
+def _error_shape(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert "Traceback" not in response.text
+    return body["error"]
+
+
+# ------------------------------------------------------------------------------------------ the API
+
+
+def test_chat_stream_and_generate_agree(live: Live) -> None:
+    client = live.client()
+    reply = client.chat.completions.create(model="tiny", messages=USER, max_tokens=24, temperature=0)
+    text = reply.choices[0].message.content
+    ids = live.served.prompt_ids(USER)
+    assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert reply.usage.prompt_tokens == len(ids)
+    assert reply.usage.completion_tokens == 24 and reply.choices[0].finish_reason == "length"
+    assert reply.usage.total_tokens == len(ids) + 24
+    assert text == live.reference(ids, 24)  # greedy == one-request generate
+
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=USER, max_tokens=24, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert len([d for d in deltas if d]) > 3  # really streamed, several pieces
+    assert "".join(deltas) == text
+    assert chunks[-1].usage.completion_tokens == 24
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+
+def test_sse_ends_with_done(live: Live) -> None:
+    body = {"model": "tiny", "messages": USER, "max_tokens": 5, "stream": True}
+    r = post(live.url + "/v1/chat/completions", body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    lines = [line for line in r.lines() if line]
+    r.close()
+    assert lines[-1] == "data: [DONE]"
+    assert all(line.startswith("data: ") for line in lines)
+    assert json.loads(lines[0][6:])["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_completions_plain_and_streamed(live: Live) -> None:
+    client = live.client()
+    prompt = "Once upon a time"
+    reply = client.completions.create(model="tiny", prompt=prompt, max_tokens=16, temperature=0)
+    ids = live.served.text_ids(prompt)
+    assert reply.choices[0].text == live.reference(ids, 16)
+    assert reply.usage.prompt_tokens == len(ids) and reply.usage.completion_tokens == 16
+    parts = [c.choices[0].text for c in client.completions.create(
+        model="tiny", prompt=prompt, max_tokens=16, temperature=0, stream=True) if c.choices]  # fmt: skip
+    assert "".join(parts) == reply.choices[0].text
+
+
+def test_models_list_and_adapter_selection(live: Live) -> None:
+    client = live.client()
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["tiny", "tuned"]
+    assert client.models.retrieve("tuned").id == "tuned"
+    ids = live.served.prompt_ids(USER)
+    base = client.chat.completions.create(model="tiny", messages=USER, max_tokens=16, temperature=0)
+    tuned = client.chat.completions.create(model="tuned", messages=USER, max_tokens=16, temperature=0)
+    assert tuned.model == "tuned"
+    assert tuned.choices[0].message.content == live.reference(ids, 16, lane="tuned")
+    assert base.choices[0].message.content == live.reference(ids, 16)
+    assert tuned.choices[0].message.content != base.choices[0].message.content  # the adapter is applied
+
+
+def test_concurrent_greedy_replies_equal_one_at_a_time(live: Live) -> None:
+    """Six requests (two adapters, different prompts and lengths) held until all wait, then decoded
+    together: each reply equals its one-request ``generate``."""
+    jobs = [
+        ("tiny", "Tell me a story about a lighthouse.", 20),
+        ("tiny", "Hi", 7),
+        ("tuned", "What is the capital of France? Answer briefly please.", 15),
+        ("tiny", "List three colours.", 25),
+        ("tuned", "Hi", 11),
+        ("tiny", "Write a haiku about winter mornings and coffee.", 18),
+    ]
+    client = live.client()
+    with cf.ThreadPoolExecutor(len(jobs)) as pool:
+        with live.engine.paused():
+            futures = [
+                pool.submit(client.chat.completions.create, model=m, max_tokens=n, temperature=0,
+                            messages=[{"role": "user", "content": q}])
+                for m, q, n in jobs
+            ]  # fmt: skip
+            assert wait_until(lambda: live.engine.waiting == len(jobs))
+        replies = [f.result().choices[0].message.content for f in futures]
+    assert live.engine.stats["max_rows"] >= 3  # they really shared forward passes
+    for (model, question, n), reply in zip(jobs, replies, strict=True):
+        ids = live.served.prompt_ids([{"role": "user", "content": question}])
+        assert reply == live.reference(ids, n, lane=None if model == "tiny" else "tuned"), (model, question)
+
+
+def test_stop_strings_and_seeded_sampling(live: Live) -> None:
+    client = live.client()
+    full = client.chat.completions.create(model="tiny", messages=USER, max_tokens=24, temperature=0)
+    text = full.choices[0].message.content
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    cut = client.chat.completions.create(
+        model="tiny", messages=USER, max_tokens=24, temperature=0, stop=[stop]
+    )
+    assert cut.choices[0].message.content == text[: text.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+    streamed = client.chat.completions.create(
+        model="tiny", messages=USER, max_tokens=24, temperature=0, stop=stop, stream=True
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == text[: text.index(stop)]
+    )
+
+    def sample(seed: int) -> str:
+        r = client.chat.completions.create(
+            model="tiny", messages=USER, max_tokens=12, temperature=1.0, seed=seed
+        )
+        return r.choices[0].message.content
+
+    assert sample(7) == sample(7)
+    assert len({sample(7), sample(8), sample(9)}) > 1
+
+
+def test_unknown_model_is_404(live: Live) -> None:
+    with pytest.raises(openai.NotFoundError) as e:
+        live.client().chat.completions.create(model="nope", messages=USER)
+    err = _error_shape(e.value.response)
+    assert err["code"] == "model_not_found" and err["param"] == "model" and "tiny" in err["message"]
+    r = get(live.url + "/v1/nothing-here")
+    assert r.status_code == 404 and _error_shape(r)
+
+
+def test_malformed_requests_are_422_or_400(live: Live) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        live.client().chat.completions.create(model="tiny", messages=[{"role": "robot", "content": "x"}])
+    assert _error_shape(e.value.response)["param"].startswith("messages")
+    r = post(live.url + "/v1/chat/completions", raw=b"{not json")
+    assert r.status_code == 422 and _error_shape(r)["code"] == "invalid_json"
+    r = post(live.url + "/v1/chat/completions", {"model": "tiny", "messages": USER, "temperature": "hot"})
+    assert r.status_code == 422 and _error_shape(r)["param"] == "temperature"
+    r = post(live.url + "/v1/chat/completions", {"model": "tiny", "messages": USER, "n": 2})
+    assert r.status_code == 400 and _error_shape(r)["param"] == "n"
+
+
+# ------------------------------------------------------------------------------------------ safety and load
+
+
+def test_api_key_required(guarded: Live) -> None:
+    r = get(guarded.url + "/v1/models")
+    assert r.status_code == 401 and _error_shape(r)["code"] == "invalid_api_key"
+    assert get(guarded.url + "/health").status_code == 401
+    with pytest.raises(openai.AuthenticationError):
+        guarded.client("wrong-key").models.list()
+    with pytest.raises(openai.AuthenticationError):
+        guarded.client(KEY[:-1]).chat.completions.create(model="tiny", messages=USER, max_tokens=2)
+    assert [m.id for m in guarded.client(KEY).models.list().data] == ["tiny"]
+    assert get(guarded.url + "/").status_code == 200  # the static page holds no data
+
+
+def test_caps(guarded: Live) -> None:
+    client = guarded.client(KEY)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 5000}])
+    assert e.value.status_code == 413 and _error_shape(e.value.response)["code"] == "request_too_large"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny", messages=USER * 5, max_tokens=2)
+    assert _error_shape(e.value.response)["param"] == "messages"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "word " * 150}])
+    assert _error_shape(e.value.response)["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny", messages=USER, max_tokens=451)
+    assert _error_shape(e.value.response)["param"] == "max_tokens"
+
+
+def test_queue_full_is_429_with_retry_after(guarded: Live) -> None:
+    client = guarded.client(KEY)
+    engine = guarded.engine
+    with cf.ThreadPoolExecutor(2) as pool:
+        with engine.paused():  # one slot + one waiting place: two requests fit, the third does not
+            futures = [
+                pool.submit(client.chat.completions.create, model="tiny", messages=USER, max_tokens=4)
+                for _ in range(2)
+            ]
+            assert wait_until(lambda: engine.waiting == 2)
+            r = post(
+                guarded.url + "/v1/chat/completions",
+                {"model": "tiny", "messages": USER, "max_tokens": 4},
+                key=KEY,
+            )
+            assert r.status_code == 429 and r.headers["retry-after"] == "1"
+            assert _error_shape(r)["code"] == "queue_full"
+            with pytest.raises(openai.RateLimitError):
+                client.chat.completions.create(model="tiny", messages=USER, max_tokens=4)
+        assert [f.result().usage.completion_tokens for f in futures] == [4, 4]
+
+
+def test_disconnect_mid_stream_frees_the_slot(guarded: Live) -> None:
+    engine = guarded.engine
+    cancelled = engine.stats["cancelled"]
+    body = {"model": "tiny", "messages": USER, "max_tokens": 400, "stream": True}
+    r = post(guarded.url + "/v1/chat/completions", body, key=KEY)
+    assert r.status_code == 200
+    next(line for line in r.lines() if '"content"' in line and '"content": ""' not in line)
+    engine_hold = engine.paused()
+    engine_hold.__enter__()  # hold decoding while the client hangs up, so the reply cannot finish first
+    r.close()
+    try:  # the response is closed: the server notices and cancels the request
+        assert wait_until(lambda: any(row["cancelled"] for row in engine.snapshot()), timeout=20)
+        assert max(row["generated"] for row in engine.snapshot()) < 400
+    finally:
+        engine_hold.__exit__(None, None, None)
+    assert wait_until(lambda: engine.active == 0, timeout=20)
+    assert engine.stats["cancelled"] == cancelled + 1
+    reply = guarded.client(KEY).chat.completions.create(model="tiny", messages=USER, max_tokens=3)
+    assert reply.usage.completion_tokens == 3  # the one slot serves the next request
+
+
+def test_health_and_page(live: Live) -> None:
+    assert get(live.url + "/health").json()["status"] == "ok"
+    page = get(live.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert (
+        "v1/chat/completions" in page.text and "<script src" not in page.text and "https://" not in page.text
+    )
+
+
+# ------------------------------------------------------------------------------------------ the engine
+
+
+def test_stream_holds_back_partial_characters_and_stop_prefixes(model_dir: str) -> None:
+    """Token by token, deltas never hold half a UTF-8 character or the start of a stop string that may
+    still complete; together they are the final text."""
+    served = load_served(model_dir)
+    tok = served.tokenizer
+    engine = Engine(served.model, tok)
+    text = "Grüße 😀 from Zürich! END of text"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text.split())  # some characters take several byte-level tokens
+    req = Request([1], Sampling(max_tokens=100, stop=("END",)), None, engine.eos)
+    for t in ids:
+        if engine._take(req, t):
+            break
+    events = list(req._q.get() for _ in range(req._q.qsize()))
+    deltas = [v for k, v in events if k == "delta"]
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas) == "Grüße 😀 from Zürich! "
+    assert events[-1][0] == "done" and events[-1][1].finish_reason == "stop"
+
+
+def test_cancelled_waiting_request_never_runs(model_dir: str) -> None:
+    served = load_served(model_dir)
+    engine = Engine(served.model, served.tokenizer, max_batch=1, max_queue=2).start()
+    try:
+        ids = served.prompt_ids(USER)
+        with engine.paused():
+            a = engine.submit(ids, Sampling(max_tokens=3))
+            b = engine.submit(ids, Sampling(max_tokens=3))
+            b.cancel()
+        results = [next(v for k, v in r.events() if k == "done") for r in (a, b)]
+        assert [r.finish_reason for r in results] == ["length", "cancelled"]
+        assert results[1].completion_tokens == 0
+    finally:
+        engine.stop()
+
+
+# ------------------------------------------------------------------------------------------ the browser
+
+
+@pytest.mark.slow
+@pytest.mark.requires_browser
+def test_chat_page_streams_in_chromium(live: Live, tmp_path: Path) -> None:
+    """Headless Chromium (driven by Playwright over the system chromium) types a message on the page and
+    reads the streamed reply from it; it equals the API's greedy reply."""
+    from playwright import sync_api  # the [dev] extra; it drives the system chromium, no browser download
+
+    from tests.conftest import browser
+
+    expected = (
+        live.client()
+        .chat.completions.create(
+            model="tuned", messages=[{"role": "user", "content": "Hello page"}], max_tokens=40, temperature=0
+        )
+        .choices[0]
+        .message.content
+    )
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=browser(), args=["--no-sandbox", "--headless=new"])
+        try:
+            page = chromium.new_page()
+            page.goto(live.url + "/")
+            page.wait_for_function("document.querySelectorAll('#model option').length === 2")
+            page.select_option("#model", "tuned")
+            page.fill("#max_tokens", "40")
+            page.fill("#input", "Hello page")
+            page.click("#send")
+            page.wait_for_selector(".assistant[data-state=done]", timeout=60_000)
+            shown = page.inner_text(".assistant[data-state=done] .text")
+        finally:
+            chromium.close()
+    assert shown.strip() == expected.strip() and shown.strip()
+
+
+# ------------------------------------------------------------------------------------------ the terminal chat
+
+
+def test_terminal_chat_commands_and_history(model_dir: str, adapter_dir: str) -> None:
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    lines = ["Hi there", "/system You are terse.", "Hi there", "/reset", "/bogus", "/exit", "never read"]
+    result = CliRunner().invoke(
+        app, ["chat", model_dir, "--adapter", adapter_dir, "--max-new-tokens", "8"], input="\n".join(lines) + "\n",
+        env={"COLUMNS": "200", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "system prompt set; conversation cleared" in out and "conversation cleared" in out
+    assert "unknown command /bogus" in out and "bye" in out
+    # the adapter's greedy reply to the first line, streamed to the terminal
+    served = load_served(model_dir, {"adapter": adapter_dir})
+    with served.activate("adapter"), torch.inference_mode():
+        ids = served.prompt_ids([{"role": "user", "content": "Hi there"}])
+        gen = served.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=8, do_sample=False)
+    assert served.tokenizer.decode(gen[0, len(ids) :], skip_special_tokens=True).strip() in out
+
+
+def test_chat_one_shot_prompt(model_dir: str) -> None:
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    for args in (["chat", model_dir], ["chat", "--model", model_dir]):
+        result = CliRunner().invoke(
+            app, [*args, "--prompt", "Hello", "--max-new-tokens", "5"], env={"COLUMNS": "200"}
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("user: Hello\n") and f"{model_dir}:" in result.output
+    bad = CliRunner().invoke(
+        app,
+        ["chat", model_dir, "--adapter", str(Path(model_dir) / "nothing"), "-p", "x"],
+        env={"COLUMNS": "300"},
+    )
+    assert bad.exit_code == 1 and "no such folder" in bad.output
+
+
+def test_chat_session_keeps_history_until_reset(model_dir: str) -> None:
+    from instructkit.serve.chat import ChatSession
+
+    served = load_served(model_dir)
+    engine = Engine(served.model, served.tokenizer, max_batch=1).start()
+    try:
+        session = ChatSession(served, engine, sampling=Sampling(max_tokens=6))
+        first = "".join(session.send("Hi"))
+        assert session.history == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": first}]
+        assert session.messages("Again")[:2] == session.history  # the next prompt carries the exchange
+        assert session.command("/system Be brief.") == (True, "system prompt set; conversation cleared")
+        assert session.history == [] and session.messages("x")[0] == {
+            "role": "system",
+            "content": "Be brief.",
+        }
+        assert session.command("/exit")[0] is False
+    finally:
+        engine.stop()
+
+
+@pytest.mark.slow
+def test_trained_lora_run_is_served_as_trained(tmp_path: Path, model_dir: str, adapter_dir: str) -> None:
+    """A trained LoRA run as MODEL (rebuilt by load_trained, its chat template kept), with one more adapter
+    beside it: each model id answers like its own one-request ``generate``."""
+    from instructkit.train.config import TrainConfig
+    from instructkit.train.saved_model import load_trained
+    from instructkit.train.training import train
+
+    demo = Path(__file__).parent.parent / "examples" / "data" / "demo.jsonl"
+    cfg = TrainConfig.from_dict({
+        "model": model_dir, "task": "causal-lm", "method": {"name": "lora", "r": 4, "alpha": 8}, "name": "run",
+        "output_dir": str(tmp_path), "data": {"train": str(demo), "val_share": 0.2, "max_length": 96},
+        "optim": {"lr": 5e-2, "batch_size": 4, "max_steps": 3}, "bf16": "false",
+    })  # fmt: skip
+    run = train(cfg, progress=False).run_dir
+    trained, tok, _ = load_trained(run)
+    ids = load_served(model_dir).prompt_ids(USER)
+    with torch.inference_mode():
+        want = tok.decode(trained.generate(input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids) :],
+                          skip_special_tokens=True)  # fmt: skip
+    for live in _live(str(run), {"other": adapter_dir}, ServerConfig(port=0)):
+        client = live.client()
+        assert [m.id for m in client.models.list().data] == ["tiny", "other"]
+        got = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, temperature=0)
+        assert got.choices[0].message.content == want
+        other = client.chat.completions.create(model="other", messages=USER, max_tokens=12, temperature=0)
+        assert other.choices[0].message.content == live.reference(ids, 12, lane="other")
+
+
+def test_generation_failure_is_500_without_trace(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken:
+        def __call__(self, **kwargs: Any) -> Any:
+            raise RuntimeError("secret internal detail")
+
+    with live.engine.paused():
+        monkeypatch.setattr(live.engine, "model", Broken())
+    with pytest.raises(openai.InternalServerError) as e:
+        live.client().chat.completions.create(model="tiny", messages=USER, max_tokens=3)
+    err = _error_shape(e.value.response)
+    assert err["type"] == "server_error" and "secret internal detail" not in e.value.response.text
+    with live.engine.paused():
+        monkeypatch.undo()
+    assert (
+        live.client()
+        .chat.completions.create(model="tiny", messages=USER, max_tokens=3)
+        .usage.completion_tokens
+        == 3
+    )
+
+
+def test_one_log_line_per_request_without_prompt_text(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "my password is hunter2"
+    with caplog.at_level("INFO", logger="instructkit.serve"):
+        live.client().chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": secret}], max_tokens=2
+        )
+        assert wait_until(lambda: any("/v1/chat/completions" in r.getMessage() for r in caplog.records))
+    lines = [r.getMessage() for r in caplog.records if "/v1/chat/completions" in r.getMessage()]
+    assert (
+        len(lines) == 1
+        and " 200 " in lines[0]
+        and "model=tiny" in lines[0]
+        and "completion_tokens=2" in lines[0]
+    )
+    assert all("hunter2" not in r.getMessage() for r in caplog.records)
+
+
+def test_template_that_breaks_train_serve_parity_is_refused(model_dir: str, tmp_path: Path) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from instructkit.templates import TemplateError
+
+    folder = tmp_path / "bad-template"
+    shutil.copytree(model_dir, folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    # replies are trained after "<|im_start|>bot", yet the served prompt would end "<|im_start|>assistant"
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ 'bot' if m['role'] == 'assistant' else m['role'] }}\n"
+        "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tok.save_pretrained(folder)
+    with pytest.raises(TemplateError, match="train/serve template mismatch"):
+        load_served(str(folder))
+
+
+def test_client_gone_while_waiting_never_runs(guarded: Live) -> None:
+    """A non-streaming request whose client hangs up while it waits for a slot is dropped unrun."""
+    engine = guarded.engine
+    cancelled, finished = engine.stats["cancelled"], engine.stats["finished"]
+    u = urllib.parse.urlsplit(guarded.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    body = json.dumps({"model": "tiny", "messages": USER, "max_tokens": 5}).encode()
+    with engine.paused():
+        conn.request("POST", "/v1/chat/completions", body=body,
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})  # fmt: skip
+        assert wait_until(lambda: engine.waiting == 1)
+        conn.close()  # hang up without reading the answer
+        # the server notices within its polling interval and marks the waiting request cancelled
+        assert wait_until(lambda: engine.waiting_cancelled() == 1, timeout=20)
+    assert wait_until(lambda: engine.stats["cancelled"] == cancelled + 1 and engine.waiting == 0, timeout=20)
+    assert engine.stats["finished"] == finished  # it never ran
