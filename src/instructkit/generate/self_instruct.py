@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -194,7 +194,8 @@ def classification_prompt(instruction: str, examples: list[SeedTask], n_examples
 
 
 def parse_classification(reply: str) -> bool | Rejected:
-    """Yes/No (first word, any case) → bool; anything else is refused with a reason."""
+    """Yes/No (first word, any case) → bool; anything else is refused with a reason (the generator then
+    treats the task as not classification, as the original does)."""
     m = re.match(r"\W*(yes|no)\b", reply.strip(), re.IGNORECASE)
     if m is None:
         return Rejected(reply, "unparseable_classification", "expected Yes or No")
@@ -429,6 +430,7 @@ class SelfInstructGenerator(Generator):
         done = 0
         stopped = ""
         self._open: list[str] = []  # this round's accepted instructions not yet kept or rejected
+        self.answers: Counter[str] = Counter()  # the "is it classification?" answers: yes, no, unclear
         try:
             for rnd in range(cfg.max_rounds):
                 if done >= cfg.n:
@@ -451,7 +453,8 @@ class SelfInstructGenerator(Generator):
                     "budget", "budget_spent", text, "accepted, but the budget ran out before its instances"
                 )
         stopped = stopped or f"reached {done} instructions"
-        return run.finish(records, stopped, kept=done, extra={"instructions": done})
+        extra = {"instructions": done, "classification_answers": dict(self.answers)}
+        return run.finish(records, stopped, kept=done, extra=extra)
 
     # one round's instruction pass: requests, parsing, filters, novelty; returns (instruction, most similar)
     def _instructions(self, cfg, run, rnd, seed_texts, pool, per_record, novelty, index, done):  # noqa: ANN001
@@ -512,17 +515,17 @@ class SelfInstructGenerator(Generator):
         )
         classified: list[tuple[str, list[tuple[str, float]], bool]] = []
         for (text, similar), reply in zip(accepted, verdicts, strict=True):
-            got = (
-                parse_classification(reply.text)
-                if reply.ok
-                else Rejected(reply.text, "request_failed", reply.error or "")
-            )
             self._open.remove(text)
-            if isinstance(got, Rejected):
-                run.reject("classify", got.reason, text, f"{got.detail}: {got.text!r}"[:300], round=rnd)
-            else:
-                run.passed("classify")
-                classified.append((text, similar, got))
+            if not reply.ok:
+                run.reject("classify", "request_failed", text, reply.error, round=rnd)
+                continue
+            # An answer that is not Yes or No means "not classification", as the original
+            # (generate_instances.py keeps a task as classification only when the answer is "Yes"); the
+            # card counts how often that happened, since small models often answer neither.
+            got = parse_classification(reply.text)
+            self.answers[("unclear" if isinstance(got, Rejected) else "yes" if got else "no")] += 1
+            run.passed("classify")
+            classified.append((text, similar, got is True))
         prompts = []
         for text, _, clf in classified:
             same = [t for t in seeds if t.is_classification == clf and t.instances]
