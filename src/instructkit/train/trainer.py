@@ -17,6 +17,9 @@
   right after setup, so it draws epoch k's order from the RNG state of epoch 0 and trains on other
   batches (the random sampler is exact because accelerate swaps it for a sampler seeded with
   ``seed + epoch``). ``EpochSeededLengthGroupedSampler`` does the same for length grouping.
+* **A loss penalty.** ``loss_penalty(model)`` (a tensor) is added to each training step's loss: the seam
+  continual strategies regularize through (EWC's (λ/2)·Σ F(θ−θ*)², ``train/continual/ewc.py``). It is
+  scaled so that gradient accumulation counts it once per optimizer step, and left out of evaluation.
 * **Weights-only resume.** ``weights_only_resume`` skips loading the optimizer, scheduler, scaler and RNG
   state (see ``train/checkpoints.py``: a checkpoint missing them is refused unless asked for this).
 """
@@ -24,7 +27,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -91,11 +94,13 @@ class InstructTrainer(Trainer):
         *args: Any,
         trained_positions_head: bool = False,
         weights_only_resume: bool = False,
+        loss_penalty: Callable[[torch.nn.Module], torch.Tensor] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.trained_positions_head = trained_positions_head
         self.weights_only_resume = weights_only_resume
+        self.loss_penalty = loss_penalty
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         sampler = super()._get_train_sampler(train_dataset)
@@ -128,6 +133,30 @@ class InstructTrainer(Trainer):
         inputs: dict[str, Any],
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        out = self._task_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.loss_penalty is None or not model.training:
+            return out
+        loss, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+        term = self.loss_penalty(self.accelerator.unwrap_model(model))
+        # training_step divides the loss by the accumulation steps unless it is already a share of the
+        # accumulated batch's token sum; the penalty is per optimizer step, so it is divided either way.
+        scaled = self.loss_is_scaled_for_ga
+        if scaled is None:
+            scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
+                self.compute_loss_func is not None
+            )
+        if scaled:
+            term = term / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        loss = loss + term.to(loss.dtype)
+        return (loss, *rest) if rest is not None else loss
+
+    def _task_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool,
+        num_items_in_batch: torch.Tensor | int | None,
     ) -> Any:
         head = self._output_head(model) if self.trained_positions_head else None
         if head is None or return_outputs or "labels" not in inputs:

@@ -199,13 +199,15 @@ def train(
     weights_only: bool | None = None,
     restart_if_changed: bool = False,
     log: Callable[[str], None] = print,
+    loss_penalty: Callable[[Any], Any] | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says. ``resume``: continue from the newest intact checkpoint made with the same
     inputs (see ``train/checkpoints.py``); a changed config or data is an error naming the keys, unless
     ``restart_if_changed`` (``instructkit run``), which moves the old checkpoints aside and starts over.
     Without ``resume`` existing checkpoints are moved aside too: two runs never share a checkpoints
     folder. ``weights_only`` (default ``cfg.resume_weights_only``): resume from the weights and step
-    alone, with a fresh optimizer, schedule and RNG."""
+    alone, with a fresh optimizer, schedule and RNG. ``loss_penalty(model)`` is added to each training
+    step's loss (``InstructTrainer``; EWC's penalty, ``train/continual/ewc.py``)."""
     from transformers import set_seed
 
     cfg.validate()
@@ -220,7 +222,7 @@ def train(
     feats = _read_features(cfg)
     model = _build_model(run, feats)
     summary = run.method.trainable_summary(model)
-    trainer = _build_trainer(run, feats, model, weights_only, progress)
+    trainer = _build_trainer(run, feats, model, weights_only, progress, loss_penalty)
     metrics = _fit(trainer, last)
     metrics.update(_held_out_metrics(trainer, run, feats))
     metrics.update(
@@ -379,7 +381,14 @@ def _callbacks(run: _Run, has_val: bool, progress: bool) -> list[Any]:
     return callbacks
 
 
-def _build_trainer(run: _Run, feats: _Features, model: Any, weights_only: bool, progress: bool) -> Any:
+def _build_trainer(
+    run: _Run,
+    feats: _Features,
+    model: Any,
+    weights_only: bool,
+    progress: bool,
+    loss_penalty: Callable[[Any], Any] | None = None,
+) -> Any:
     from instructkit.train.trainer import InstructTrainer
 
     cfg, task, method = run.cfg, feats.task, run.method
@@ -391,6 +400,7 @@ def _build_trainer(run: _Run, feats: _Features, model: Any, weights_only: bool, 
         model=model,
         trained_positions_head=head_only,
         weights_only_resume=weights_only,
+        loss_penalty=loss_penalty,
         args=args,
         train_dataset=train_ds,
         eval_dataset=ListDataset(feats.val) if feats.val else None,
