@@ -210,3 +210,274 @@ def test_buffer_round_trips_through_jsonl(tmp_path):
     bad.write_text('{"text": "x", "meta": {}}\n')
     with pytest.raises(ContinualError, match="record 1: meta.replay"):
         ReplayBuffer.load(bad)
+
+
+# ------------------------------------------------------------------------------------------ EWC
+
+
+class Out:
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+
+class LinearLM(nn.Module):
+    """logits = W · emb(token): a frozen embedding and a trainable linear head, small enough to write the
+    Fisher of by hand."""
+
+    def __init__(self, vocab: int = 4, dim: int = 3):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.emb = nn.Embedding(vocab, dim)
+        self.emb.weight.data = torch.randn(vocab, dim, generator=g)
+        self.emb.weight.requires_grad_(False)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight.data = torch.randn(vocab, dim, generator=g)
+
+    def forward(self, input_ids: torch.Tensor, **_: torch.Tensor) -> Out:
+        return Out(self.head(self.emb(input_ids)))
+
+
+def one_example(prompt: int, target: int) -> dict[str, torch.Tensor]:
+    # position 0 (the prompt token) predicts the trained token at position 1
+    return {"input_ids": torch.tensor([[prompt, target]]), "labels": torch.tensor([[-100, target]])}
+
+
+def hand_grad_sq(model: LinearLM, prompt: int, y: int) -> torch.Tensor:
+    """(∂ CE/∂W)² for one position: ∂ CE/∂W = (softmax(Wx) − e_y) xᵀ."""
+    x = model.emb.weight[prompt]
+    p = torch.softmax(model.head.weight @ x, dim=0)
+    e = torch.zeros_like(p)
+    e[y] = 1
+    return (torch.outer(p - e, x)) ** 2
+
+
+def test_empirical_fisher_matches_the_hand_computation():
+    model = LinearLM()
+    data = [one_example(0, 2), one_example(1, 3), one_example(3, 0)]
+    fisher = fisher_diagonal(model, data, estimator="empirical", n_samples=10)
+    assert set(fisher) == {"head.weight"}  # the frozen embedding gets none
+    want = sum(hand_grad_sq(model, a, y) for a, y in [(0, 2), (1, 3), (3, 0)]) / 3
+    torch.testing.assert_close(fisher["head.weight"], want.detach())
+    # n_samples caps the examples used
+    first_two = fisher_diagonal(model, data, estimator="empirical", n_samples=2)
+    want2 = (hand_grad_sq(model, 0, 2) + hand_grad_sq(model, 1, 3)) / 2
+    torch.testing.assert_close(first_two["head.weight"], want2.detach())
+
+
+def test_sampled_fisher_converges_to_the_expectation_under_the_model():
+    """The sampled estimator averages (∂ log p(y)/∂W)² over y ~ p; with 3,000 draws it must come within
+    5% (relative, summed over entries) of Σ_y p_y·(p − e_y)²xᵀ², which the empirical one does not."""
+    model = LinearLM()
+    data = [one_example(1, 2)] * 3000
+    sampled = fisher_diagonal(model, data, estimator="sampled", n_samples=3000, seed=5)["head.weight"]
+    x = model.emb.weight[1]
+    p = torch.softmax(model.head.weight @ x, dim=0).detach()
+    expected = sum(p[y] * hand_grad_sq(model, 1, y) for y in range(4)).detach()
+    assert (sampled - expected).abs().sum() / expected.sum() < 0.05
+    empirical = fisher_diagonal(model, data[:1], estimator="empirical", n_samples=1)["head.weight"]
+    assert (empirical - expected).abs().sum() / expected.sum() > 0.2
+    again = fisher_diagonal(model, data[:50], estimator="sampled", n_samples=50, seed=5)["head.weight"]
+    torch.testing.assert_close(again, fisher_diagonal(model, data[:50], n_samples=50, seed=5)["head.weight"])
+
+
+def tiny_lm() -> nn.Module:
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_llama_config(vocab_size=64, pad_token_id=0))
+
+
+def lm_batches(n_batches: int = 2, seed: int = 1) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        ids = torch.randint(1, 64, (3, 8), generator=g)
+        labels = ids.clone()
+        labels[:, :4] = -100  # the prompt
+        mask = torch.ones_like(ids)
+        ids[2, 6:], labels[2, 6:], mask[2, 6:] = 0, -100, 0  # padding
+        out.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+    return out
+
+
+def test_fisher_on_a_tiny_llama_is_non_negative_and_the_estimators_differ():
+    model = tiny_lm()
+    model.train()
+    emp = fisher_diagonal(model, lm_batches(), estimator="empirical", n_samples=6)
+    smp = fisher_diagonal(model, lm_batches(), estimator="sampled", n_samples=6, seed=0)
+    assert model.training  # put back
+    assert set(emp) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(bool((f >= 0).all()) and bool(torch.isfinite(f).all()) for f in emp.values())
+    assert sum(float(f.sum()) for f in emp.values()) > 0
+    diff = sum(float((emp[n] - smp[n]).abs().sum()) for n in emp)
+    assert diff > 1e-3 * sum(float(f.sum()) for f in emp.values())
+    with pytest.raises(ContinualError, match="no example with a trained token"):
+        fisher_diagonal(
+            model, [{"input_ids": torch.ones(1, 4, dtype=torch.long), "labels": torch.full((1, 4), -100)}]
+        )
+    with pytest.raises(ContinualError, match="unknown estimator"):
+        fisher_diagonal(model, lm_batches(), estimator="true")
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_grows_quadratically(tmp_path):
+    model = tiny_lm()
+    fisher = fisher_diagonal(model, lm_batches(), estimator="empirical", n_samples=6)
+    state = consolidate(None, fisher, model)
+    penalty = EwcPenalty(state, lam=100.0)
+    assert penalty(model).item() == 0.0
+    direction = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+
+    def moved(step: float) -> float:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(state.anchor[n] + step * direction[n])
+        return float(penalty(model))
+
+    p1, p2 = moved(1e-2), moved(2e-2)
+    assert p1 > 0
+    assert p2 == pytest.approx(4 * p1, rel=1e-4)
+    by_hand = 50.0 * sum(float((fisher[n] * (2e-2 * direction[n]) ** 2).sum()) for n in fisher)
+    assert p2 == pytest.approx(by_hand, rel=1e-4)
+    # the gradient is λ·F·(θ − θ*)
+    model.zero_grad()
+    penalty(model).backward()
+    name = "model.layers.0.mlp.up_proj.weight"
+    p = dict(model.named_parameters())[name]
+    torch.testing.assert_close(p.grad, 100.0 * fisher[name] * (p.detach() - state.anchor[name]))
+    # saved and reloaded, it is the same penalty
+    state.save(tmp_path / "ewc.safetensors")
+    assert float(EwcPenalty(EwcState.load(tmp_path / "ewc.safetensors"), 100.0)(model)) == pytest.approx(p2)
+
+
+def test_online_ewc_decays_the_old_fisher_and_moves_the_anchor():
+    model = tiny_lm()
+    f1 = fisher_diagonal(model, lm_batches(seed=1), estimator="empirical", n_samples=6)
+    s1 = consolidate(None, f1, model, gamma=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    f2 = fisher_diagonal(model, lm_batches(seed=2), estimator="empirical", n_samples=6)
+    s2 = consolidate(s1, f2, model, gamma=0.5)
+    s3 = consolidate(s2, f2, model, gamma=0.5)
+    name = "model.norm.weight"
+    torch.testing.assert_close(s2.fisher[name], 0.5 * f1[name] + f2[name])
+    torch.testing.assert_close(s3.fisher[name], 0.25 * f1[name] + 0.5 * f2[name] + f2[name])
+    torch.testing.assert_close(s2.anchor[name], dict(model.named_parameters())[name].detach())
+    assert not torch.equal(s1.anchor[name], s2.anchor[name])
+    assert (s1.tasks, s2.tasks, s3.tasks) == (1, 2, 3)
+    with pytest.raises(ContinualError, match="gamma must be in"):
+        consolidate(s1, f2, model, gamma=1.5)
+
+
+def test_trainer_adds_the_penalty_to_training_loss_only(tmp_path):
+    from transformers import TrainingArguments
+
+    from instructkit.train.trainer import InstructTrainer
+
+    model = tiny_lm()
+    batch = lm_batches(1)[0]
+
+    def trainer(accumulate: int) -> InstructTrainer:
+        args = TrainingArguments(
+            output_dir=str(tmp_path), use_cpu=True, report_to=[], gradient_accumulation_steps=accumulate
+        )
+        return InstructTrainer(
+            model=model, args=args, loss_penalty=lambda m: m.model.norm.weight.sum() * 0 + 3.0
+        )
+
+    t = trainer(1)
+    model.eval()
+    base = float(t.compute_loss(model, dict(batch)))
+    model.train()
+    with torch.no_grad():
+        plain = float(model(**batch).loss)
+    assert base == pytest.approx(plain)
+    assert float(t.compute_loss(model, dict(batch))) == pytest.approx(plain + 3.0)
+    loss, outputs = t.compute_loss(model, dict(batch), return_outputs=True)
+    assert float(loss) == pytest.approx(plain + 3.0) and outputs.logits.shape[-1] == 64
+    # a loss already a share of the accumulated batch's tokens is summed over 2 micro-batches: the
+    # penalty is halved so the optimizer step still sees it once
+    n_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    t2 = trainer(2)
+    shared = float(t2.compute_loss(model, dict(batch), num_items_in_batch=n_tokens))
+    assert t2.model_accepts_loss_kwargs
+    assert shared == pytest.approx(plain + 1.5, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ LwF
+
+
+def test_distillation_loss_matches_a_hand_computation_and_its_order():
+    teacher = torch.tensor([[2.0, 0.0, -1.0]])
+    student = torch.tensor([[0.0, 1.0, 0.5]])
+    t = 2.0
+    p = torch.softmax(teacher / t, -1)
+    q = torch.softmax(student / t, -1)
+    kl_pq = float((p * (p.log() - q.log())).sum())  # KL(teacher ‖ student)
+    kl_qp = float((q * (q.log() - p.log())).sum())
+    assert abs(kl_pq - kl_qp) > 1e-3  # the example tells the two orders apart
+    got = float(distillation_loss(student, teacher, temperature=t))
+    assert got == pytest.approx(kl_pq * t**2, rel=1e-6)
+    # torch's kl_div(input=log Q, target=P) is KL(P ‖ Q); with log_target the target is log P
+    ref = torch.nn.functional.kl_div(q.log(), p, reduction="sum")
+    assert got == pytest.approx(float(ref) * t**2, rel=1e-6)
+    assert float(distillation_loss(student, student.clone(), temperature=t)) == pytest.approx(0.0, abs=1e-7)
+    assert got > 0
+
+
+def test_distillation_loss_scales_by_t_squared():
+    g = torch.Generator().manual_seed(0)
+    teacher, student = torch.randn(4, 10, generator=g), torch.randn(4, 10, generator=g)
+    for t in (1.0, 3.0):
+        p = torch.log_softmax(teacher / t, -1)
+        q = torch.log_softmax(student / t, -1)
+        kl = float((p.exp() * (p - q)).sum(-1).mean())
+        assert float(distillation_loss(student, teacher, temperature=t)) == pytest.approx(
+            kl * t * t, rel=1e-5
+        )
+
+
+def test_distillation_loss_leaves_out_prompt_and_padding():
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, 8, -100, -100]])
+    mask = trained_mask(labels)
+    # position t is trained when token t+1 is: row 0 -> 1, 2; row 1 -> 0, 1
+    assert mask.tolist() == [[False, True, True, False, False], [True, True, False, False, False]]
+    g = torch.Generator().manual_seed(1)
+    teacher, student = torch.randn(2, 5, 9, generator=g), torch.randn(2, 5, 9, generator=g)
+    base = float(distillation_loss(student, teacher, mask))
+    noisy = student.clone()
+    noisy[~mask] += 100 * torch.randn(int((~mask).sum()), 9, generator=g)
+    assert float(distillation_loss(noisy, teacher, mask)) == pytest.approx(base, rel=1e-6)
+    assert float(distillation_loss(noisy, teacher)) != pytest.approx(base, rel=1e-3)
+    only_kept = float(distillation_loss(student[mask], teacher[mask]))
+    assert base == pytest.approx(only_kept, rel=1e-6)
+    empty = distillation_loss(student.requires_grad_(), teacher, torch.zeros(2, 5, dtype=torch.bool))
+    assert float(empty) == 0.0 and empty.requires_grad
+
+
+def test_lwf_mixes_task_and_distillation_and_only_the_student_learns():
+    model = tiny_lm()
+    teacher = frozen_teacher(model)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    batch = lm_batches(1)[0]
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = model(**batch)
+    from instructkit.train.continual.lwf import teacher_logits
+
+    z_t = teacher_logits(teacher, inputs)
+    mask = trained_mask(batch["labels"])
+    d = distillation_loss(out.logits, z_t, mask, 2.0)
+    assert float(d) > 0
+    assert float(lwf_loss(out.loss, out.logits, z_t, mask, alpha=0.0, temperature=2.0)) == pytest.approx(
+        float(out.loss)
+    )
+    mixed = lwf_loss(out.loss, out.logits, z_t, mask, alpha=0.3, temperature=2.0)
+    assert float(mixed) == pytest.approx(0.7 * float(out.loss) + 0.3 * float(d), rel=1e-6)
+    mixed.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert model.lm_head.weight.grad is not None
+    # the teacher is a copy: training the student left it where it was
+    assert not torch.equal(teacher.lm_head.weight, model.lm_head.weight)

@@ -147,7 +147,9 @@ class InstructTrainer(Trainer):
                 self.compute_loss_func is not None
             )
         if scaled:
-            term = term / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+            term = term / getattr(
+                self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps
+            )
         loss = loss + term.to(loss.dtype)
         return (loss, *rest) if rest is not None else loss
 

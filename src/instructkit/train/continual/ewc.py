@@ -62,7 +62,9 @@ def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return params
 
 
-def _rows(batches: Iterable[dict[str, torch.Tensor]]) -> Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+def _rows(
+    batches: Iterable[dict[str, torch.Tensor]],
+) -> Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]:
     for batch in batches:
         if "labels" not in batch or "input_ids" not in batch:
             raise ContinualError(f"ewc: a batch needs input_ids and labels, got {sorted(batch)}")
@@ -186,7 +188,9 @@ class EwcPenalty:
         params = dict(model.named_parameters())
         missing = [n for n in self.state.fisher if n not in params]
         if missing:
-            raise ContinualError(f"ewc: the model has no parameter {missing[0]!r} that the Fisher was taken on")
+            raise ContinualError(
+                f"ewc: the model has no parameter {missing[0]!r} that the Fisher was taken on"
+            )
         total: Any = None
         for name, f in self.state.fisher.items():
             p = params[name]

@@ -40,9 +40,13 @@ class ScoreMatrix:
         if len(set(self.tasks)) != n:
             raise ContinualError(f"score matrix: task names repeat: {self.tasks}")
         if len(self.untouched) != n:
-            raise ContinualError(f"score matrix: the untouched row has {len(self.untouched)} scores for {n} tasks")
+            raise ContinualError(
+                f"score matrix: the untouched row has {len(self.untouched)} scores for {n} tasks"
+            )
         if len(self.rounds) > n:
-            raise ContinualError(f"score matrix: {len(self.rounds)} rounds for {n} tasks (one round per task)")
+            raise ContinualError(
+                f"score matrix: {len(self.rounds)} rounds for {n} tasks (one round per task)"
+            )
         for i, row in enumerate(self.rounds):
             if len(row) != n:
                 raise ContinualError(f"score matrix: round {i} has {len(row)} scores for {n} tasks (ragged)")
@@ -92,7 +96,9 @@ class ScoreMatrix:
             raise ContinualError(f"score matrix must be a mapping, got {type(data).__name__}")
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ContinualError(f"score matrix: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            raise ContinualError(
+                f"score matrix: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
         for key in ("tasks", "untouched"):
             if key not in data:
                 raise ContinualError(f"score matrix: missing key {key!r}")
@@ -107,7 +113,9 @@ class ScoreMatrix:
 
 def _need_rounds(r: ScoreMatrix, at_least: int, metric: str) -> None:
     if r.n_rounds < at_least:
-        raise ContinualError(f"{metric}: needs at least {at_least} finished round(s), the matrix has {r.n_rounds}")
+        raise ContinualError(
+            f"{metric}: needs at least {at_least} finished round(s), the matrix has {r.n_rounds}"
+        )
 
 
 def average_accuracy(r: ScoreMatrix) -> float:
@@ -142,14 +150,14 @@ def forward_transfer(r: ScoreMatrix) -> float | None:
 
 
 def forgetting(r: ScoreMatrix) -> dict[str, float]:
-    """Forgetting of each earlier task j < T-1: f_j = max_{j≤l<T-1} R[l][j] − R[T-1][j], the drop from its
+    """Forgetting of each earlier task j < T-1: f_j = max_{j≤i<T-1} R[i][j] − R[T-1][j], the drop from its
     best score since it was learned to its score now (≥ 0). Chaudhry et al., "Riemannian Walk for
     Incremental Learning" (ECCV 2018), eq. 5; their max runs over every earlier round, this one over the
     rounds from j's own (before it, the model had not learned j, and the untouched model's score on a task
     is not knowledge to forget). Empty when T = 1."""
     _need_rounds(r, 1, "forgetting")
     t = r.n_rounds
-    return {r.tasks[j]: max(r.at(l, j) for l in range(j, t - 1)) - r.at(t - 1, j) for j in range(t - 1)}
+    return {r.tasks[j]: max(r.at(i, j) for i in range(j, t - 1)) - r.at(t - 1, j) for j in range(t - 1)}
 
 
 def average_forgetting(r: ScoreMatrix) -> float | None:

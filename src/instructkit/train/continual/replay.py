@@ -173,11 +173,19 @@ class ReplayBuffer:
         buf = cls(per_task=per_task, seed=seed)
         for i, rec in enumerate(read_records(path, fmt="instructkit")):
             tag = rec.meta.get(META_KEY)
-            if not (isinstance(tag, dict) and isinstance(tag.get("task"), str) and isinstance(tag.get("seen"), int)):
-                raise ContinualError(f"{path}: record {i + 1}: meta.{META_KEY} must be {{task: str, seen: int}}")
+            if not (
+                isinstance(tag, dict)
+                and isinstance(tag.get("task"), str)
+                and isinstance(tag.get("seen"), int)
+            ):
+                raise ContinualError(
+                    f"{path}: record {i + 1}: meta.{META_KEY} must be {{task: str, seen: int}}"
+                )
             task = tag["task"]
             if task in buf.seen and buf.seen[task] != tag["seen"]:
-                raise ContinualError(f"{path}: record {i + 1}: meta.{META_KEY}.seen disagrees within task {task!r}")
+                raise ContinualError(
+                    f"{path}: record {i + 1}: meta.{META_KEY}.seen disagrees within task {task!r}"
+                )
             buf.kept.setdefault(task, []).append(_untagged(rec))
             buf.seen[task] = tag["seen"]
             if len(buf.kept[task]) > per_task:
