@@ -331,7 +331,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_quadratically(tmp_path):
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(state.anchor[n] + step * direction[n])
-        return float(penalty(model))
+        return penalty(model).item()
 
     p1, p2 = moved(1e-2), moved(2e-2)
     assert p1 > 0
@@ -346,7 +346,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_quadratically(tmp_path):
     torch.testing.assert_close(p.grad, 100.0 * fisher[name] * (p.detach() - state.anchor[name]))
     # saved and reloaded, it is the same penalty
     state.save(tmp_path / "ewc.safetensors")
-    assert float(EwcPenalty(EwcState.load(tmp_path / "ewc.safetensors"), 100.0)(model)) == pytest.approx(p2)
+    assert EwcPenalty(EwcState.load(tmp_path / "ewc.safetensors"), 100.0)(model).item() == pytest.approx(p2)
 
 
 def test_online_ewc_decays_the_old_fisher_and_moves_the_anchor():
@@ -387,19 +387,19 @@ def test_trainer_adds_the_penalty_to_training_loss_only(tmp_path):
 
     t = trainer(1)
     model.eval()
-    base = float(t.compute_loss(model, dict(batch)))
+    base = t.compute_loss(model, dict(batch)).item()
     model.train()
     with torch.no_grad():
         plain = float(model(**batch).loss)
     assert base == pytest.approx(plain)
-    assert float(t.compute_loss(model, dict(batch))) == pytest.approx(plain + 3.0)
+    assert t.compute_loss(model, dict(batch)).item() == pytest.approx(plain + 3.0)
     loss, outputs = t.compute_loss(model, dict(batch), return_outputs=True)
-    assert float(loss) == pytest.approx(plain + 3.0) and outputs.logits.shape[-1] == 64
+    assert loss.item() == pytest.approx(plain + 3.0) and outputs.logits.shape[-1] == 64
     # a loss already a share of the accumulated batch's tokens is summed over 2 micro-batches: the
     # penalty is halved so the optimizer step still sees it once
     n_tokens = int((batch["labels"][:, 1:] != -100).sum())
     t2 = trainer(2)
-    shared = float(t2.compute_loss(model, dict(batch), num_items_in_batch=n_tokens))
+    shared = t2.compute_loss(model, dict(batch), num_items_in_batch=n_tokens).item()
     assert t2.model_accepts_loss_kwargs
     assert shared == pytest.approx(plain + 1.5, rel=1e-5)
 
@@ -452,7 +452,7 @@ def test_distillation_loss_leaves_out_prompt_and_padding():
     only_kept = float(distillation_loss(student[mask], teacher[mask]))
     assert base == pytest.approx(only_kept, rel=1e-6)
     empty = distillation_loss(student.requires_grad_(), teacher, torch.zeros(2, 5, dtype=torch.bool))
-    assert float(empty) == 0.0 and empty.requires_grad
+    assert empty.item() == 0.0 and empty.requires_grad
 
 
 def test_lwf_mixes_task_and_distillation_and_only_the_student_learns():
@@ -465,17 +465,18 @@ def test_lwf_mixes_task_and_distillation_and_only_the_student_learns():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     out = model(**batch)
+    scalar = lambda x: x.detach().item()  # noqa: E731
     from instructkit.train.continual.lwf import teacher_logits
 
     z_t = teacher_logits(teacher, inputs)
     mask = trained_mask(batch["labels"])
     d = distillation_loss(out.logits, z_t, mask, 2.0)
-    assert float(d) > 0
-    assert float(lwf_loss(out.loss, out.logits, z_t, mask, alpha=0.0, temperature=2.0)) == pytest.approx(
-        float(out.loss)
+    assert scalar(d) > 0
+    assert scalar(lwf_loss(out.loss, out.logits, z_t, mask, alpha=0.0, temperature=2.0)) == pytest.approx(
+        scalar(out.loss)
     )
     mixed = lwf_loss(out.loss, out.logits, z_t, mask, alpha=0.3, temperature=2.0)
-    assert float(mixed) == pytest.approx(0.7 * float(out.loss) + 0.3 * float(d), rel=1e-6)
+    assert scalar(mixed) == pytest.approx(0.7 * scalar(out.loss) + 0.3 * scalar(d), rel=1e-6)
     mixed.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert model.lm_head.weight.grad is not None

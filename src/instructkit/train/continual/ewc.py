@@ -182,7 +182,7 @@ class EwcPenalty:
             raise ContinualError(f"ewc: lam must be ≥ 0, got {lam}")
         self.state = state
         self.lam = lam
-        self._moved: dict[str, torch.Tensor] = {}
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (F, θ*) on p's device
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         params = dict(model.named_parameters())
@@ -194,10 +194,10 @@ class EwcPenalty:
         total: Any = None
         for name, f in self.state.fisher.items():
             p = params[name]
-            if name not in self._moved or self._moved[name].device != p.device:
-                self._moved[name] = f.to(p.device)
-                self._moved[f"anchor.{name}"] = self.state.anchor[name].to(p.device)
-            diff = p.float() - self._moved[f"anchor.{name}"]
-            term = (self._moved[name] * diff * diff).sum()
+            if name not in self._on_device or self._on_device[name][0].device != p.device:
+                self._on_device[name] = (f.to(p.device), self.state.anchor[name].to(p.device))
+            fisher, anchor = self._on_device[name]
+            diff = p.float() - anchor
+            term = (fisher * diff * diff).sum()
             total = term if total is None else total + term
         return 0.5 * self.lam * total
