@@ -12,7 +12,9 @@ split are what the round folders must reproduce; ``random.Random`` seeded with a
 Python runs (it hashes with SHA-512, not the salted ``hash``).
 
 The buffer saves as instructkit JSONL (``write_records``), so a round folder can store it: each record
-carries ``meta.replay = {"task": name, "seen": n}`` (n: records of that task streamed past the reservoir).
+carries ``meta.replay = {"task": name, "seen": n, "source": s}`` (n: records of that task streamed past the
+reservoir; s: the record's own ``meta.source`` or null, since reading a file sets ``meta.source`` to that
+file's name where it is absent, and a reloaded buffer should hold the records it saved, unchanged).
 """
 
 from __future__ import annotations
@@ -80,11 +82,20 @@ def reservoir_sample(items: Iterable[Record], k: int, rng: random.Random) -> tup
 
 
 def _tagged(rec: Record, task: str, seen: int) -> Record:
-    return dataclasses.replace(rec, meta={**rec.meta, META_KEY: {"task": task, "seen": seen}})
+    tag = {"task": task, "seen": seen, "source": rec.meta.get("source")}
+    return dataclasses.replace(rec, meta={**rec.meta, META_KEY: tag})
 
 
 def _untagged(rec: Record) -> Record:
     return dataclasses.replace(rec, meta={k: v for k, v in rec.meta.items() if k != META_KEY})
+
+
+def _restored(rec: Record, tag: dict) -> Record:
+    """A saved record as it was before saving: without its tag, with its own ``meta.source`` (or none)."""
+    meta = {k: v for k, v in rec.meta.items() if k not in (META_KEY, "source")}
+    if tag.get("source") is not None:
+        meta["source"] = tag["source"]
+    return dataclasses.replace(rec, meta=meta)
 
 
 class ReplayBuffer:
@@ -186,7 +197,7 @@ class ReplayBuffer:
                 raise ContinualError(
                     f"{path}: record {i + 1}: meta.{META_KEY}.seen disagrees within task {task!r}"
                 )
-            buf.kept.setdefault(task, []).append(_untagged(rec))
+            buf.kept.setdefault(task, []).append(_restored(rec, tag))
             buf.seen[task] = tag["seen"]
             if len(buf.kept[task]) > per_task:
                 raise ContinualError(f"{path}: task {task!r} holds more than per_task={per_task} records")
