@@ -532,6 +532,19 @@ def test_train_applies_the_loss_penalty_every_step(tmp_path, tiny_llama):
     free = train(cfg("free"), progress=False).model
     assert len(calls) == 4 * 2 and all(calls)  # 4 steps of 2 micro-batches, none in evaluation
 
+    # the token loss reaches the trainer the same way (LwF with the starting model as teacher)
+    from instructkit.train.continual.lwf import LwfTokenLoss
+
+    lwf = LwfTokenLoss(frozen_teacher(start), alpha=0.5, temperature=2.0)
+    seen: list[int] = []
+
+    def counted_lwf(logits, targets, inputs, keep):
+        seen.append(int(keep.sum()))
+        return lwf(logits, targets, inputs, keep)
+
+    train(cfg("lwf"), progress=False, token_loss=counted_lwf)
+    assert len(seen) == 4 * 2 and all(n > 0 for n in seen)
+
     def drift(model: nn.Module) -> float:
         return sum(
             float((p.detach() - start.state_dict()[n]).abs().sum()) for n, p in model.named_parameters()
@@ -541,3 +554,41 @@ def test_train_applies_the_loss_penalty_every_step(tmp_path, tiny_llama):
     # Adam's steps are about lr in size whatever the gradient's scale, so even a huge penalty holds the
     # weights within a few steps of θ*, not at it: measured 1,426 vs 9,241 (summed |θ − θ*|)
     assert drift(held) < drift(free) / 3
+
+
+def test_lwf_token_loss_through_the_trainer(tmp_path):
+    """``InstructTrainer(token_loss=LwfTokenLoss(...))`` on the trained-positions head gives (1 − α)·CE +
+    α·T²·KL over the trained positions, as computed from full forwards of student and teacher."""
+    from transformers import TrainingArguments
+
+    from instructkit.train.continual.lwf import LwfTokenLoss
+    from instructkit.train.trainer import InstructTrainer
+
+    model = tiny_lm()
+    teacher = frozen_teacher(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = lm_batches(1)[0]
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+
+    def trainer(student_teacher: nn.Module) -> InstructTrainer:
+        token_loss = LwfTokenLoss(student_teacher, alpha=0.3, temperature=2.0)
+        return InstructTrainer(model=model, args=args, trained_positions_head=True, token_loss=token_loss)
+
+    model.train()
+    with torch.no_grad():
+        out = model(**batch)
+        z_t = teacher(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits
+    mask = trained_mask(batch["labels"])
+    want = 0.7 * out.loss.item() + 0.3 * distillation_loss(out.logits, z_t, mask, 2.0).item()
+    t = trainer(teacher)
+    assert t.compute_loss(model, dict(batch)).detach().item() == pytest.approx(want, rel=1e-5)
+    # the student as its own teacher: the KL vanishes and only (1 − α)·CE is left
+    assert trainer(model).compute_loss(model, dict(batch)).detach().item() == pytest.approx(
+        0.7 * out.loss.item(), rel=1e-5
+    )
+    model.eval()  # evaluation keeps the plain cross-entropy
+    assert t.compute_loss(model, dict(batch)).detach().item() == pytest.approx(out.loss.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="needs the trained-positions head"):
+        InstructTrainer(model=model, args=args, token_loss=LwfTokenLoss(teacher, alpha=0.3, temperature=2.0))

@@ -20,6 +20,9 @@
 * **A loss penalty.** ``loss_penalty(model)`` (a tensor) is added to each training step's loss: the seam
   continual strategies regularize through (EWC's (λ/2)·Σ F(θ−θ*)², ``train/continual/ewc.py``). It is
   scaled so that gradient accumulation counts it once per optimizer step, and left out of evaluation.
+* **A token loss.** ``token_loss(logits, targets, inputs, keep)`` replaces the cross-entropy *sum* over the
+  trained positions in training steps (on the trained-positions head only), and is normalised exactly as
+  that sum is: the seam for losses that read the logits, LwF's distillation (``train/continual/lwf.py``).
 * **Weights-only resume.** ``weights_only_resume`` skips loading the optimizer, scheduler, scaler and RNG
   state (see ``train/checkpoints.py``: a checkpoint missing them is refused unless asked for this).
 """
@@ -95,9 +98,14 @@ class InstructTrainer(Trainer):
         trained_positions_head: bool = False,
         weights_only_resume: bool = False,
         loss_penalty: Callable[[torch.nn.Module], torch.Tensor] | None = None,
+        token_loss: Callable[[torch.Tensor, torch.Tensor, dict[str, Any], torch.Tensor], torch.Tensor]
+        | None = None,
         **kwargs: Any,
     ):
+        if token_loss is not None and not trained_positions_head:
+            raise ValueError("token_loss needs the trained-positions head (trained_positions_head: true)")
         super().__init__(*args, **kwargs)
+        self.token_loss = token_loss
         self.trained_positions_head = trained_positions_head
         self.weights_only_resume = weights_only_resume
         self.loss_penalty = loss_penalty
@@ -168,15 +176,18 @@ class InstructTrainer(Trainer):
         keep, targets = causal_lm_targets(labels)
         with trained_positions_only(head, keep):
             logits = model(**inputs, use_cache=False).logits
+        if self.token_loss is not None and model.training:
+            total = self.token_loss(logits, targets, inputs, keep)
+        else:
+            total = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
         # As transformers' ForCausalLMLoss: fp32 cross-entropy, a sum over the accumulated batch's
         # trained tokens when the Trainer passes their count, else the mean of this batch.
         if num_items_in_batch is not None:
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-            loss = loss / num_items_in_batch
+            loss = total / num_items_in_batch
             if self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         else:
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+            loss = total / targets.numel()
         return loss
 
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:

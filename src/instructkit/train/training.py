@@ -200,6 +200,7 @@ def train(
     restart_if_changed: bool = False,
     log: Callable[[str], None] = print,
     loss_penalty: Callable[[Any], Any] | None = None,
+    token_loss: Callable[..., Any] | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says. ``resume``: continue from the newest intact checkpoint made with the same
     inputs (see ``train/checkpoints.py``); a changed config or data is an error naming the keys, unless
@@ -207,7 +208,8 @@ def train(
     Without ``resume`` existing checkpoints are moved aside too: two runs never share a checkpoints
     folder. ``weights_only`` (default ``cfg.resume_weights_only``): resume from the weights and step
     alone, with a fresh optimizer, schedule and RNG. ``loss_penalty(model)`` is added to each training
-    step's loss (``InstructTrainer``; EWC's penalty, ``train/continual/ewc.py``)."""
+    step's loss (``InstructTrainer``; EWC's penalty, ``train/continual/ewc.py``); ``token_loss`` replaces the
+    per-token cross-entropy sum in training steps (LwF, ``train/continual/lwf.py``)."""
     from transformers import set_seed
 
     cfg.validate()
@@ -222,7 +224,7 @@ def train(
     feats = _read_features(cfg)
     model = _build_model(run, feats)
     summary = run.method.trainable_summary(model)
-    trainer = _build_trainer(run, feats, model, weights_only, progress, loss_penalty)
+    trainer = _build_trainer(run, feats, model, weights_only, progress, loss_penalty, token_loss)
     metrics = _fit(trainer, last)
     metrics.update(_held_out_metrics(trainer, run, feats))
     metrics.update(
@@ -388,6 +390,7 @@ def _build_trainer(
     weights_only: bool,
     progress: bool,
     loss_penalty: Callable[[Any], Any] | None = None,
+    token_loss: Callable[..., Any] | None = None,
 ) -> Any:
     from instructkit.train.trainer import InstructTrainer
 
@@ -401,6 +404,7 @@ def _build_trainer(
         trained_positions_head=head_only,
         weights_only_resume=weights_only,
         loss_penalty=loss_penalty,
+        token_loss=token_loss,
         args=args,
         train_dataset=train_ds,
         eval_dataset=ListDataset(feats.val) if feats.val else None,

@@ -24,7 +24,7 @@ from torch import nn
 
 from instructkit.config import checked
 from instructkit.train.continual.base import ContinualError, Strategy, register
-from instructkit.train.trainer import causal_lm_targets
+from instructkit.train.trainer import causal_lm_targets, trained_positions_only
 
 
 @register
@@ -59,11 +59,17 @@ def trained_mask(labels: torch.Tensor) -> torch.Tensor:
 
 
 def distillation_loss(
-    student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None, temperature: float = 2.0
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    temperature: float = 2.0,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the positions where ``mask`` is true
-    (all positions when None). ``student`` and ``teacher``: (..., vocab) logits of the same shape; the
-    teacher's carry no gradient."""
+    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), averaged (``reduction="sum"``: summed) over the
+    positions where ``mask`` is true (all positions when None). ``student`` and ``teacher``: (..., vocab)
+    logits of the same shape; the teacher's carry no gradient."""
+    if reduction not in ("mean", "sum"):
+        raise ContinualError(f"lwf: reduction must be mean or sum, got {reduction!r}")
     if student.shape != teacher.shape:
         raise ContinualError(f"lwf: student logits {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
     if temperature <= 0:
@@ -77,7 +83,8 @@ def distillation_loss(
         per_position = per_position[mask.bool()]
         if per_position.numel() == 0:
             return student.sum() * 0.0  # no trained position: no term, but a graph to backpropagate
-    return per_position.mean() * temperature**2
+    pooled = per_position.sum() if reduction == "sum" else per_position.mean()
+    return pooled * temperature**2
 
 
 def lwf_loss(
@@ -93,3 +100,36 @@ def lwf_loss(
     if not 0 <= alpha <= 1:
         raise ContinualError(f"lwf: alpha must be in [0, 1], got {alpha}")
     return (1 - alpha) * task_loss + alpha * distillation_loss(student, teacher, mask, temperature)
+
+
+def _output_head(model: nn.Module) -> nn.Module:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if head is None:
+        raise ContinualError(f"lwf: the teacher ({type(base).__name__}) has no output embedding to read")
+    return head
+
+
+class LwfTokenLoss:
+    """The trainer's ``token_loss`` for LwF (``InstructTrainer(token_loss=...)``): at the trained positions,
+    (1 − α)·Σ cross-entropy + α·Σ T²·KL(teacher ‖ student), both sums, so the trainer normalises them as it
+    normalises the cross-entropy alone. The teacher runs on the same inputs with its head restricted to the
+    same positions, under no_grad."""
+
+    def __init__(self, teacher: nn.Module, *, alpha: float, temperature: float):
+        if not 0 <= alpha <= 1:
+            raise ContinualError(f"lwf: alpha must be in [0, 1], got {alpha}")
+        if temperature <= 0:
+            raise ContinualError(f"lwf: temperature must be > 0, got {temperature}")
+        self.teacher = teacher
+        self.alpha = alpha
+        self.temperature = temperature
+
+    def __call__(
+        self, logits: torch.Tensor, targets: torch.Tensor, inputs: dict[str, torch.Tensor], keep: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.no_grad(), trained_positions_only(_output_head(self.teacher), keep):
+            teacher = self.teacher(**inputs, use_cache=False).logits
+        ce = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        kl = distillation_loss(logits, teacher, None, self.temperature, reduction="sum")
+        return (1 - self.alpha) * ce + self.alpha * kl
