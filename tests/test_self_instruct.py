@@ -185,6 +185,20 @@ def test_clean_instances_each_reason() -> None:
     ]
 
 
+def test_an_output_that_echoes_the_instruction_is_refused() -> None:
+    instruction = 'Using it in a sentence: "The cat and the dog are the only two legs of a cat."'
+    insts = [
+        si.Instance("a", "The cat and the dog are the only two legs of a cat."),  # a part of it, echoed
+        si.Instance("b", "USING it in a sentence -- the cat and the dog are the only two legs of a cat"),
+        si.Instance("c", "A cat."),  # short: a label may be named in the instruction
+        si.Instance("d", "The cat sat next to the dog on the mat."),  # a real sentence
+    ]
+    kept, rejected = si.clean_instances(insts, instruction)
+    assert kept == insts[2:]
+    assert [r.reason for r in rejected] == ["output_copies_instruction"] * 2
+    assert si.clean_instances(insts)[0] == insts  # without the instruction, nothing to compare
+
+
 def test_task_records_round_trip_through_the_self_instruct_writer(tmp_path: Path) -> None:
     from instructkit.formats import write_records
 

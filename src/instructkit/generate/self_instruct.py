@@ -273,10 +273,15 @@ def parse_instances(
     return kept, rejected
 
 
-def clean_instances(instances: list[Instance]) -> tuple[list[Instance], list[Rejected]]:
+def clean_instances(
+    instances: list[Instance], instruction: str | None = None
+) -> tuple[list[Instance], list[Rejected]]:
     """Self-Instruct's instance cleaning: an empty output, an output equal to its input (case and
     whitespace ignored), and every instance of an input given conflicting outputs are refused; exact
-    repeats are refused as duplicates (the first is kept)."""
+    repeats are refused as duplicates (the first is kept). With ``instruction``, an output that only
+    repeats (a part of) the instruction is refused too: small models echo the task instead of doing it
+    (the bundled SmolLM2 did so for 2 of the 3 tasks of a demo run). Outputs under 20 characters are
+    exempt, so a class label the instruction names ("positive or negative") is not refused."""
     outputs: dict[str, set[str]] = defaultdict(set)
     for inst in instances:
         outputs[_squash(inst.input)].add(_squash(inst.output))
@@ -290,6 +295,8 @@ def clean_instances(instances: list[Instance]) -> tuple[list[Instance], list[Rej
             rejected.append(Rejected(text, "empty_output"))
         elif key[0] and key[0].casefold() == key[1].casefold():
             rejected.append(Rejected(text, "input_equals_output"))
+        elif instruction is not None and _copies(key[1], instruction):
+            rejected.append(Rejected(text, "output_copies_instruction"))
         elif len(outputs[key[0]]) > 1:
             rejected.append(
                 Rejected(text, "conflicting_outputs", f"{len(outputs[key[0]])} outputs for one input")
@@ -300,6 +307,16 @@ def clean_instances(instances: list[Instance]) -> tuple[list[Instance], list[Rej
             seen.add(key)
             kept.append(inst)
     return kept, rejected
+
+
+def _letters(text: str) -> str:
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.casefold()).split())
+
+
+def _copies(output: str, instruction: str) -> bool:
+    """``output`` is (a part of) ``instruction``, case, spacing and punctuation ignored; 20+ characters."""
+    out = _letters(output)
+    return len(out) >= 20 and out in _letters(instruction)
 
 
 def task_records(
@@ -541,7 +558,7 @@ class SelfInstructGenerator(Generator):
                 run.reject("instances", "request_failed", text, reply.error, round=rnd)
                 continue
             parsed, refused = parse_instances(reply.text, clf, reply.finish_reason)
-            cleaned, dirty = clean_instances(parsed)
+            cleaned, dirty = clean_instances(parsed, text)
             # instance-level stages: they count instances, outside the instruction sum
             run.passed("instance_parse", len(parsed))
             for r in refused:
