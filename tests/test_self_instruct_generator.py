@@ -295,3 +295,25 @@ def test_the_bundled_model_makes_twenty_instructions_from_the_default_seeds(tmp_
     assert len({r.meta["group"] for r in records}) == 20 and len(records) == len(result.records)
     assert all(r.messages[0].content and r.messages[-1].content for r in records)
     assert all(r.meta["most_similar"][0]["rouge_l"] < 0.7 for r in records)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_cache_is_named_and_left_alone(tmp_path: Path, damage: str) -> None:
+    """A cache file that is not a readable request cache stops the run with its name; it is not replaced."""
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    out = tmp_path / "gen"
+    generate("self-instruct", config(), out, show_progress=False, backend=ScriptedBackend(answer=answer))
+    db = out / "cache.sqlite"
+    for extra in ("-wal", "-shm"):
+        (out / f"cache.sqlite{extra}").unlink(missing_ok=True)
+    data = db.read_bytes()
+    db.write_bytes(b"not a database at all " * 200 if damage == "garbage" else data[:100])
+    damaged = db.read_bytes()
+    result = CliRunner().invoke(app, ["generate", "self-instruct", "-o", str(out), "-n", "2", "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert "cache.sqlite is not a readable request cache" in said and "move it aside" in said, said
+    assert db.read_bytes() == damaged  # left as it was

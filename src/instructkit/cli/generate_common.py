@@ -76,10 +76,13 @@ def run_generator(
     from instructkit.config import ConfigError, parse_overrides, read_yaml, set_dotted
     from instructkit.formats.atomic import OutputError
     from instructkit.generate import runner
+    from instructkit.generate.cache import CacheError
     from instructkit.models import ModelNotFoundError
     from instructkit.records import RecordError
 
-    with user_errors(ConfigError, OutputError, ModelNotFoundError, RecordError, FileNotFoundError):
+    with user_errors(
+        ConfigError, OutputError, CacheError, ModelNotFoundError, RecordError, FileNotFoundError
+    ):
         data: dict[str, Any] = read_yaml(config_file, runner.GenerateConfigError) if config_file else {}
         for key, value in parse_overrides(overrides or [], runner.GenerateConfigError).items():
             set_dotted(data, key, value, runner.GenerateConfigError, parse=False)

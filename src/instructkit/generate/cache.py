@@ -49,13 +49,27 @@ def request_key(backend_key: dict[str, Any], request: Request) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class CacheError(ValueError):
+    """The cache file cannot be read as a request cache (damaged, or another kind of file)."""
+
+
 class ReplyCache:
-    """Answers by request key in an SQLite file (created with its folder)."""
+    """Answers by request key in an SQLite file (created with its folder). A file that is not a readable
+    request cache is a :class:`CacheError` naming it, never silently replaced (its answers were paid for)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        try:
+            self._open()
+        except sqlite3.DatabaseError as e:
+            raise CacheError(
+                f"{self.path} is not a readable request cache ({e}); move it aside to start over "
+                "(the answers stored in it would be asked, and paid for, again)"
+            ) from None
+
+    def _open(self) -> None:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
