@@ -229,6 +229,63 @@ def test_concurrent_greedy_replies_equal_one_at_a_time(live: Live) -> None:
         assert reply == live.reference(ids, n, lane=None if model == "tiny" else "tuned"), (model, question)
 
 
+def test_rows_joining_and_leaving_mid_decode_keep_greedy_replies(
+    model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests of different prompt lengths join while others decode (a longer prompt joining shifts every
+    row's cache), rows leave at different steps, and the in-place cache buffers grow every 2 steps: each
+    reply still equals its one-request ``generate``."""
+    import instructkit.serve.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_HEADROOM", 2)
+    served = load_served(model_dir, served_name="tiny")
+    engine = Engine(served.model, served.tokenizer, max_batch=4, max_queue=8).start()
+    try:
+        jobs = [("Hi", 30), ("Tell me a story about a lighthouse and its keeper.", 9), ("List colours.", 21),
+                ("Write a long haiku about winter mornings, coffee, snow and quiet.", 14), ("Why?", 12)]  # fmt: skip
+        ids = [served.prompt_ids([{"role": "user", "content": q}]) for q, _ in jobs]
+        requests = []
+        for (_, n), prompt in zip(jobs, ids, strict=True):
+            requests.append(engine.submit(prompt, Sampling(max_tokens=n)))
+            assert wait_until(lambda: engine.stats["steps"] >= 3 * len(requests), timeout=30)  # join mid-run
+        results = [next(v for k, v in r.events() if k == "done") for r in requests]
+        assert engine.stats["max_rows"] >= 3
+        # every prompt after the first starts with the template's system turn: prefilled from the cache
+        assert engine.prefix_cache is not None and engine.prefix_cache.stats["hits"] == len(jobs) - 1
+    finally:
+        engine.stop()
+    for (_, n), prompt, result in zip(jobs, ids, results, strict=True):
+        with torch.inference_mode():
+            t = torch.tensor([prompt])
+            out = served.model.generate(
+                input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False,
+                temperature=None, top_p=None, top_k=None, pad_token_id=served.tokenizer.eos_token_id,
+            )  # fmt: skip
+        assert result.token_ids == out[0, len(prompt) :].tolist()
+
+
+def test_prefix_cache_reuses_the_longest_prefix_within_its_lane_and_bound() -> None:
+    from instructkit.serve.engine import PrefixCache
+
+    def kv(n: int, fill: float) -> list[list[torch.Tensor]]:  # 2 layers, [1, heads, n, dim]
+        return [[torch.full((1, 2, n, 4), fill), torch.full((1, 2, n, 4), -fill)] for _ in range(2)]
+
+    per_token = 2 * 2 * 2 * 4 * 4  # layers x (k, v) x heads x dim x bytes
+    cache = PrefixCache(max_bytes=10 * per_token)
+    cache.store(None, [1, 2, 3, 4], kv(4, 1.0))
+    cache.store(None, [1, 2, 9, 9, 9], kv(5, 2.0))
+    cache.store("tuned", [1, 2, 3, 4, 5], kv(5, 3.0))  # over the bound: the oldest entry goes
+    assert cache.bytes <= 10 * per_token
+    m, past = cache.lookup(None, [1, 2, 3, 4, 7])
+    assert m == 2 and past is not None and float(past[0][0][0, 0, 0, 0]) == 2.0  # the survivor's prefix
+    m, past = cache.lookup("tuned", [1, 2, 3, 4, 5])  # an identical prompt reuses all but its last token
+    assert (
+        m == 4 and past is not None and past[1][1].shape == (1, 2, 4, 4) and float(past[1][1].max()) == -3.0
+    )
+    assert cache.lookup("other", [1, 2, 3]) == (0, None)  # another adapter's keys are never reused
+    assert cache.stats["hits"] == 2 and cache.stats["reused_tokens"] == 6
+
+
 def test_stop_strings_and_seeded_sampling(live: Live) -> None:
     client = live.client()
     full = client.chat.completions.create(model="tiny", messages=USER, max_tokens=24, temperature=0)

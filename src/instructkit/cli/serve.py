@@ -34,6 +34,12 @@ def serve(
         8, "--max-batch", min=1, help="Requests decoded together (1: one at a time)."
     ),
     max_queue: int = typer.Option(64, "--max-queue", min=0, help="Requests that may wait; more get 429."),
+    prefix_cache_mb: float = typer.Option(
+        256,
+        "--prefix-cache-mb",
+        min=0,
+        help="Memory for recent prompts' key/value states, reused by prompts that start the same (0: off).",
+    ),
     max_body_bytes: int = typer.Option(
         1_000_000, "--max-body-bytes", min=1, help="Largest request body (413)."
     ),
@@ -54,8 +60,9 @@ def serve(
 
     cfg = ServerConfig(
         host=host, port=port, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
-        max_body_bytes=max_body_bytes, max_messages=max_messages, max_prompt_tokens=max_prompt_tokens,
-        max_tokens=max_tokens, default_max_tokens=default_max_tokens, log_prompts=log_prompts,
+        prefix_cache_mb=prefix_cache_mb, max_body_bytes=max_body_bytes, max_messages=max_messages,
+        max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens, default_max_tokens=default_max_tokens,
+        log_prompts=log_prompts,
     )  # fmt: skip
     with user_errors(ModelNotFoundError, AdapterError, TemplateError, ValueError):
         served = load_served(model, parse_adapters(adapter), served_name=name)

@@ -142,12 +142,18 @@ class Request:
 
 
 class _Lane:
-    """The running batch of one adapter: rows, their KV cache (left-padded), mask, positions."""
+    """The running batch of one adapter: rows, their KV cache (left-padded), mask, positions.
+
+    ``layers`` holds, per layer, preallocated key and value buffers ``[rows, heads, capacity, dim]`` of
+    which the first ``length`` columns are used: a decoding step writes its new column in place
+    (:class:`_Slot`) instead of concatenating the whole cache into a new tensor, as ``DynamicCache``
+    does. Measured on the bundled model (8 rows, 160 positions, 1 thread): the concatenations were 20% of
+    a decoding step on a quiet machine and half of it when other jobs were reading memory too."""
 
     def __init__(self, name: str | None):
         self.name = name
         self.rows: list[Request] = []
-        self.layers: list[list[torch.Tensor]] = []  # per layer: [keys, values], [B, heads, T, dim]
+        self.layers: list[list[torch.Tensor]] = []  # per layer: [keys, values] buffers, [B, heads, cap, dim]
         self.mask = torch.zeros((0, 0), dtype=torch.long)
         self.positions = torch.zeros(0, dtype=torch.long)
         self.next_tokens = torch.zeros(0, dtype=torch.long)
@@ -155,6 +161,53 @@ class _Lane:
     @property
     def length(self) -> int:
         return self.mask.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0][0].shape[2] if self.layers else 0
+
+
+_HEADROOM = 64  # columns allocated past the longest row: a buffer grows once per 64 decoding steps
+
+
+def _buffers(rows: list[torch.Tensor], width: int, capacity: int) -> torch.Tensor:
+    """One buffer ``[sum of rows, heads, capacity, dim]`` holding each part right-aligned at column
+    ``width`` (left padding), zeros elsewhere (masked out, and finite)."""
+    first = rows[0]
+    batch = sum(r.shape[0] for r in rows)
+    out = first.new_zeros((batch, first.shape[1], capacity, first.shape[3]))
+    at = 0
+    for r in rows:
+        out[at : at + r.shape[0], :, width - r.shape[2] : width] = r
+        at += r.shape[0]
+    return out
+
+
+def _slot_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class _Slot(DynamicLayer):
+        """A cache layer over a lane's preallocated buffers: ``update`` writes the new columns in place and
+        returns views of the used part (what ``DynamicLayer`` returns, without the copy)."""
+
+        _layer_type = None  # never registered as transformers' layer of any type
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+            super().__init__()
+            self.kbuf, self.vbuf, self.used = keys, values, length
+            self.keys, self.values = keys[:, :, :length], values[:, :, :length]
+            self.device = keys.device
+            self.is_initialized = True
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+            end = self.used + key_states.shape[-2]
+            self.kbuf[:, :, self.used : end] = key_states
+            self.vbuf[:, :, self.used : end] = value_states
+            self.used = end
+            self.keys, self.values = self.kbuf[:, :, :end], self.vbuf[:, :, :end]
+            return self.keys, self.values
+
+    return _Slot
 
 
 def _cache_of(out: Any) -> Any:
@@ -170,6 +223,69 @@ def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
+class PrefixCache:
+    """Prompt key/value states of recent requests, per adapter lane, so a new prompt that starts like an
+    earlier one prefills only the part after their longest common prefix (what vLLM calls automatic prefix
+    caching). Chat prompts share a lot: the template's system turn alone is about 30 of the ~55 tokens of a
+    typical SmolLM2 prompt, and repeated prompts (retries, evaluation sets, several clients asking the same
+    thing) share everything. A prompt's keys and values over its first ``m`` tokens depend on those tokens
+    only (causal attention), so a stored prompt's first ``m`` columns are exact for any prompt that starts
+    with the same ``m`` tokens.
+
+    Bounded by ``max_bytes`` (least recently used entries go first); written by hand because the entries
+    are tensors owned by the engine thread and the lookup is a longest-common-prefix match, which no cache
+    library offers. A linear scan over the entries is enough at this scale (hundreds of entries, a few
+    microseconds each)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[tuple[str | None, tuple[int, ...]], list[list[torch.Tensor]]] = {}
+        self.stats = {"lookups": 0, "hits": 0, "reused_tokens": 0, "prompt_tokens": 0}
+
+    @staticmethod
+    def _size(kv: list[list[torch.Tensor]]) -> int:
+        return sum(t.numel() * t.element_size() for pair in kv for t in pair)
+
+    def lookup(self, lane: str | None, ids: Sequence[int]) -> tuple[int, list[list[torch.Tensor]] | None]:
+        """``(m, kv)``: the longest stored prefix of ``ids`` (at most ``len(ids) - 1`` tokens, so the last
+        token is always computed and gives the next token's logits), or ``(0, None)``."""
+        self.stats["lookups"] += 1
+        self.stats["prompt_tokens"] += len(ids)
+        best, best_key = 0, None
+        limit = len(ids) - 1
+        for key in self._entries:
+            if key[0] != lane:
+                continue
+            stored = key[1]
+            n = min(len(stored), limit)
+            m = 0
+            while m < n and stored[m] == ids[m]:
+                m += 1
+            if m > best:
+                best, best_key = m, key
+        if best_key is None:
+            return 0, None
+        kv = self._entries.pop(best_key)
+        self._entries[best_key] = kv  # most recently used last
+        self.stats["hits"] += 1
+        self.stats["reused_tokens"] += best
+        return best, [[k[:, :, :best], v[:, :, :best]] for k, v in kv]
+
+    def store(self, lane: str | None, ids: Sequence[int], kv: list[list[torch.Tensor]]) -> None:
+        key = (lane, tuple(ids))
+        if key in self._entries or self.max_bytes <= 0:
+            return
+        size = self._size(kv)
+        if size > self.max_bytes:
+            return
+        self._entries[key] = kv
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self.bytes -= self._size(self._entries.pop(oldest))
+
+
 class Engine:
     """The batching loop. ``activate(lane)`` returns a context manager that makes the model run with that
     lane's adapter (``None``: the base model); a model without adapters needs none."""
@@ -182,6 +298,7 @@ class Engine:
         max_batch: int = 8,
         max_queue: int = 64,
         activate: Callable[[str | None], AbstractContextManager] | None = None,
+        prefix_cache_mb: float = 256,
     ):
         if max_batch < 1 or max_queue < 0:
             raise ValueError("max_batch must be >= 1 and max_queue >= 0")
@@ -208,6 +325,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._batchable: bool | None = None  # decided on the first prefill (the model's cache layout)
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self._slot: type | None = None  # the in-place cache layer class (made once, on first use)
         self.stats = {"requests": 0, "finished": 0, "cancelled": 0, "steps": 0, "max_rows": 0}
 
     # ---------------------------------------------------------------- lifecycle
@@ -329,9 +448,26 @@ class Engine:
     @torch.inference_mode()
     def _prefill(self, req: Request) -> None:
         ids = torch.as_tensor([req.prompt_ids], dtype=torch.long, device=self.device)
+        reused, past = 0, None
+        if self.prefix_cache is not None and self._batchable:
+            reused, past = self.prefix_cache.lookup(req.lane, req.prompt_ids)
+        extra: dict[str, Any] = {}
+        if past is not None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            for layer, (k, v) in zip(cache.layers, past, strict=False):
+                layer.lazy_initialization(k, v)
+                layer.keys, layer.values = k, v
+            positions = torch.arange(reused, ids.shape[1], device=self.device)[None]
+            extra = {self._cache_arg: cache, "position_ids": positions}
         with self.activate(req.lane):
             out = self.model(
-                input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1
+                input_ids=ids[:, reused:],
+                attention_mask=torch.ones_like(ids),
+                use_cache=True,
+                logits_to_keep=1,
+                **extra,
             )
         cache = _cache_of(out)
         layers = getattr(cache, "layers", None)
@@ -343,13 +479,15 @@ class Engine:
                 log.warning(
                     "this model's KV cache is not a plain key/value list: serving one request at a time"
                 )
+        kv = [[layer.keys, layer.values] for layer in layers] if layers else None
+        if self.prefix_cache is not None and self._batchable and kv is not None:
+            self.prefix_cache.store(req.lane, req.prompt_ids, kv)
         token = self._sample(out.logits[:, -1, :], [req])[0]
         if self._take(req, token):
             return
         lane = self._lanes.get(req.lane)
         if lane is None:
             lane = self._lanes[req.lane] = _Lane(req.lane)
-        kv = [[layer.keys, layer.values] for layer in layers] if layers else None
         if not self._batchable or kv is None:
             lane.rows.append(req)
             lane.cache = cache  # type: ignore[attr-defined]
@@ -364,16 +502,18 @@ class Engine:
         n = len(req.prompt_ids)
         width = max(lane.length, n)
         row_mask = torch.ones((1, n), dtype=torch.long)
+        capacity = max(lane.capacity, width + _HEADROOM)
         if not lane.rows:
-            lane.layers = kv
+            lane.layers = [[_buffers([k], width, capacity), _buffers([v], width, capacity)] for k, v in kv]
             lane.mask = row_mask
         else:
+            used = lane.length
             lane.layers = [
                 [
-                    torch.cat([_pad_left(a, width, 2), _pad_left(b, width, 2)], dim=0)
-                    for a, b in zip(old, new, strict=True)
+                    _buffers([old_k[:, :, :used], k], width, capacity),
+                    _buffers([old_v[:, :, :used], v], width, capacity),
                 ]
-                for old, new in zip(lane.layers, kv, strict=True)
+                for (old_k, old_v), (k, v) in zip(lane.layers, kv, strict=True)
             ]
             lane.mask = torch.cat([_pad_left(lane.mask, width, 1), _pad_left(row_mask, width, 1)], dim=0)
         lane.rows.append(req)
@@ -393,14 +533,19 @@ class Engine:
             if not lane.rows:
                 return
         batch = len(lane.rows)
+        used = lane.length
         mask = torch.cat([lane.mask, torch.ones((batch, 1), dtype=torch.long)], dim=1)
         if self._batchable:
             from transformers import DynamicCache
 
+            if used + 1 > lane.capacity:  # the buffers are full: grow them (amortised over _HEADROOM steps)
+                lane.layers = [
+                    [_buffers([k[:, :, :used]], used, used + _HEADROOM) for k in pair] for pair in lane.layers
+                ]
             cache = DynamicCache(config=self.model.config)
-            for layer, (k, v) in zip(cache.layers, lane.layers, strict=False):
-                layer.lazy_initialization(k, v)
-                layer.keys, layer.values = k, v
+            slot = self._slot or _slot_layer_class()
+            self._slot = slot
+            cache.layers = [slot(k, v, used) for k, v in lane.layers]
         else:
             cache = lane.cache  # type: ignore[attr-defined]
         with self.activate(lane.name):
@@ -413,8 +558,6 @@ class Engine:
                 logits_to_keep=1,
             )
         self.stats["steps"] += 1
-        if self._batchable:
-            lane.layers = [[layer.keys, layer.values] for layer in _cache_of(out).layers]
         lane.mask = mask
         lane.positions = lane.positions + 1
         tokens = self._sample(out.logits[:, -1, :], lane.rows)
@@ -432,13 +575,20 @@ class Engine:
             self._lanes.pop(lane.name, None)
             return
         index = torch.tensor(keep, dtype=torch.long)
+        used = lane.length
         lane.mask = lane.mask[index]
         lane.positions = lane.positions[index]
         lane.next_tokens = lane.next_tokens[index]
         start = int((lane.mask.sum(dim=0) > 0).nonzero()[0])
         lane.mask = lane.mask[:, start:]
+        if not self._batchable:
+            return
         dev_index = index.to(self.device)
-        lane.layers = [[k[dev_index, :, start:], v[dev_index, :, start:]] for k, v in lane.layers]
+        width = used - start
+        lane.layers = [
+            [_buffers([t[dev_index, :, start:used]], width, width + _HEADROOM) for t in pair]
+            for pair in lane.layers
+        ]
 
     # ---------------------------------------------------------------- per-row token handling
     def _sample(self, logits: torch.Tensor, rows: list[Request]) -> list[int]:
