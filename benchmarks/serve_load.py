@@ -9,7 +9,9 @@ The sides, each its own process on 127.0.0.1 and a free port, loaded one after a
   ``generate`` per request would);
 * ``transformers serve`` on the same float weights (the safetensors folder ``instructkit models prepare``
   keeps), with ``--continuous-batching`` (its faster mode on this machine; ``--peer-mode plain`` turns it
-  off).
+  off; its paged cache shares prompt blocks between requests, its prefix caching, on by default);
+* ``instructkit serve`` again with ``--prefix-cache-mb 0``, to show what its prefix cache adds (the prompts
+  repeat: 128 requests over the 40 questions, all with the same template system turn).
 
 Every client sends its share of the same prompts (the user turns of ``examples/data/demo.jsonl``), greedy
 (temperature 0), ``max_tokens`` new tokens, one request after another, with the official ``openai`` client.
@@ -195,6 +197,11 @@ def main() -> None:
         ("instructkit serve", [*ik, "--max-batch", str(args.clients)], MODEL),
         ("one-at-a-time (instructkit, --max-batch 1)", [*ik, "--max-batch", "1"], MODEL),
         (f"transformers serve {peer_flag}", [transformers_cli, "serve", folder, peer_flag], folder),
+        (
+            "instructkit serve, prefix cache off",
+            [*ik, "--max-batch", str(args.clients), "--prefix-cache-mb", "0"],
+            MODEL,
+        ),
     ):
         port = free_port()
         cmd = [*cmd, "--host", "127.0.0.1", "--port", str(port)]
@@ -229,10 +236,15 @@ def main() -> None:
               f"{len(both) - len(differ)}/{len(both)} requests identical" + (f" (differ: {differ})" if differ else ""))  # fmt: skip
     five = sum(n for s in sides for k, n in s.statuses.items() if k.startswith("5"))
     print(f"5xx answers: {five}")
-    ours, single, peer = sides
+    ours, single, peer, uncached = sides
     if not ours.error and not single.error:
         print(
             f"instructkit vs one-at-a-time: {(ours.ok / ours.wall) / (single.ok / single.wall):.2f}x requests/s"
+        )
+    if not uncached.error and not peer.error:
+        print(
+            "instructkit with its prefix cache off vs transformers serve: "
+            f"{(uncached.ok / uncached.wall) / (peer.ok / peer.wall):.2f}x requests/s"
         )
     if ours.error or peer.error:
         print(f"ratio: n/a requests/s vs transformers serve ({(peer.error or ours.error)})")

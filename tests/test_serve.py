@@ -609,12 +609,13 @@ def test_generation_failure_is_500_without_trace(live: Live, monkeypatch: pytest
 
 def test_one_log_line_per_request_without_prompt_text(live: Live, caplog: pytest.LogCaptureFixture) -> None:
     secret = "my password is hunter2"
+    messages = [{"role": "user", "content": secret}]
+    mine = f"prompt_tokens={len(live.served.prompt_ids(messages))} "  # a line of an earlier test may land too
     with caplog.at_level("INFO", logger="instructkit.serve"):
-        live.client().chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": secret}], max_tokens=2
-        )
-        assert wait_until(lambda: any("/v1/chat/completions" in r.getMessage() for r in caplog.records))
+        live.client().chat.completions.create(model="tiny", messages=messages, max_tokens=2)  # type: ignore[arg-type]
+        assert wait_until(lambda: any(mine in r.getMessage() for r in caplog.records))
     lines = [r.getMessage() for r in caplog.records if "/v1/chat/completions" in r.getMessage()]
+    lines = [line for line in lines if mine in line]
     assert (
         len(lines) == 1
         and " 200 " in lines[0]

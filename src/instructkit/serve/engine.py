@@ -80,8 +80,16 @@ class Request:
     """One generation in flight. Iterate :meth:`events` (threads) or :meth:`aevents` (asyncio): each
     event is ``("delta", text)`` and the last is ``("done", Result)``."""
 
-    def __init__(self, prompt_ids: Sequence[int], sampling: Sampling, lane: str | None, eos: set[int]):
+    def __init__(
+        self,
+        prompt_ids: Sequence[int],
+        sampling: Sampling,
+        lane: str | None,
+        eos: set[int],
+        deltas: bool = True,
+    ):
         self.id = next(_ids)
+        self.deltas = deltas  # False: only the final ("done", Result) event (a caller not streaming)
         self.prompt_ids = list(prompt_ids)
         self.sampling = sampling
         self.lane = lane
@@ -107,6 +115,8 @@ class Request:
 
     # ---------------------------------------------------------------- delivery (engine thread -> caller)
     def _push(self, event: tuple[str, Any]) -> None:
+        if event[0] == "delta" and not self.deltas:
+            return  # nobody reads them; each would wake the caller's event loop once per token
         if self._loop is not None and self._aq is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
                 self._loop.call_soon_threadsafe(self._aq.put_nowait, event)
@@ -327,7 +337,8 @@ class Engine:
         self._batchable: bool | None = None  # decided on the first prefill (the model's cache layout)
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self._slot: type | None = None  # the in-place cache layer class (made once, on first use)
-        self.stats = {"requests": 0, "finished": 0, "cancelled": 0, "steps": 0, "max_rows": 0}
+        self.stats: dict[str, Any] = {"requests": 0, "finished": 0, "cancelled": 0, "steps": 0, "max_rows": 0}
+        self.stats["busy_s"] = 0.0  # seconds spent prefilling and decoding (the rest: waiting for work)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> Engine:
@@ -372,11 +383,14 @@ class Engine:
         ]
 
     # ---------------------------------------------------------------- submitting
-    def submit(self, prompt_ids: Sequence[int], sampling: Sampling, lane: str | None = None) -> Request:
-        """Queue a request; raises QueueFull when ``max_queue`` requests already wait for a slot."""
+    def submit(
+        self, prompt_ids: Sequence[int], sampling: Sampling, lane: str | None = None, *, deltas: bool = True
+    ) -> Request:
+        """Queue a request; raises QueueFull when ``max_queue`` requests already wait for a slot.
+        ``deltas=False``: deliver only the final result (no text event per token)."""
         if not prompt_ids:
             raise ValueError("the prompt is empty")
-        req = Request(prompt_ids, sampling, lane, self.eos)
+        req = Request(prompt_ids, sampling, lane, self.eos, deltas)
         with self._cond:
             if self._stopping or self._thread is None:
                 raise EngineStopped("the generation engine is not running")
@@ -390,7 +404,7 @@ class Engine:
 
     def generate(self, prompt_ids: Sequence[int], sampling: Sampling, lane: str | None = None) -> Result:
         """Blocking convenience: submit and wait for the result."""
-        req = self.submit(prompt_ids, sampling, lane)
+        req = self.submit(prompt_ids, sampling, lane, deltas=False)
         for kind, value in req.events():
             if kind == "done":
                 return value
@@ -406,6 +420,7 @@ class Engine:
                 if self._stopping:
                     break
             with self._step_lock:
+                started = time.perf_counter()
                 try:
                     self._admit()
                     lanes = [lane for lane in self._lanes.values() if lane.rows]
@@ -419,6 +434,7 @@ class Engine:
                         for req in lane.rows:
                             req._finish("error", f"generation failed: {type(e).__name__}")
                         self._lanes.pop(lane.name, None)
+                self.stats["busy_s"] += time.perf_counter() - started
         for lane in self._lanes.values():
             for req in lane.rows:
                 req._finish("cancelled")

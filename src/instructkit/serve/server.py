@@ -274,11 +274,11 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
             )  # fmt: skip
 
     def submit(
-        request: HTTPRequest, ids: list[int], sampling: Sampling, lane: str | None, name: str
+        request: HTTPRequest, ids: list[int], sampling: Sampling, lane: str | None, name: str, stream: bool
     ) -> Request:
         request.state.log = {"model": name, "prompt_tokens": len(ids)}
         try:
-            return engine.submit(ids, sampling, lane)
+            return engine.submit(ids, sampling, lane, deltas=stream)
         except QueueFull as e:
             raise APIError(
                 429, str(e), code="queue_full", headers={"Retry-After": str(cfg.retry_after)}
@@ -362,6 +362,7 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
             "status": "ok",
             "active": engine.active,
             "waiting": engine.waiting,
+            "engine": dict(engine.stats),
             "prefix_cache": dict(cache.stats, bytes=cache.bytes) if cache is not None else None,
         }
 
@@ -395,7 +396,7 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
         sampling = sampling_for(body, body.max_completion_tokens or body.max_tokens)
         if cfg.log_prompts:
             request.state.prompt = messages
-        req = submit(request, ids, sampling, lane, name)
+        req = submit(request, ids, sampling, lane, name, body.stream)
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         base = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": name}
         if body.stream:
@@ -425,7 +426,7 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
         sampling = sampling_for(body, body.max_tokens)
         if cfg.log_prompts:
             request.state.prompt = prompts[0]
-        req = submit(request, ids, sampling, lane, name)
+        req = submit(request, ids, sampling, lane, name, body.stream)
         rid = f"cmpl-{uuid.uuid4().hex[:24]}"
         base = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": name}
         if body.stream:
