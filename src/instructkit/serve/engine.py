@@ -1,11 +1,14 @@
 """Continuous batching for causal LMs: concurrent requests share each decoding step's forward pass.
 
 One background thread owns the model. Between two decoding steps it admits waiting requests (each
-prompt is prefilled on its own, batch 1, exactly as a one-request ``generate`` does), then merges the
+prompt is prefilled on its own, batch 1, as a one-request ``generate`` does, starting after the longest
+prefix it shares with a recent prompt of the same adapter: :class:`PrefixCache`), then merges the
 new rows into the running batch: every row's KV cache is left-padded to the batch's length and a
 per-row attention mask hides the padding, while per-row position ids keep each row's positions its
-own. A finished row (EOS, a stop string, ``max_tokens``, a client gone) leaves the batch at once and
-its caller gets the result at once; columns that only padding still uses are trimmed away.
+own. The batch's keys and values live in preallocated buffers that each decoding step writes one
+column into (no copy of the cache per step). A finished row (EOS, a stop string, ``max_tokens``, a
+client gone) leaves the batch at once and its caller gets the result at once; columns that only
+padding still uses are trimmed away.
 
 Why by hand rather than transformers' continuous-batching manager: that one needs paged attention
 kernels and a static block budget, does not run adapters side by side, and (5.x) does not take per-row
