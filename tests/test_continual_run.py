@@ -29,7 +29,11 @@ def _sentiment(rng: random.Random, n: int) -> list[Record]:
     for i in range(n):
         label = "positive" if i % 2 == 0 else "negative"
         thing = rng.choice(GOOD if label == "positive" else BAD)
-        text = f"Review {i}: the {thing} made my week." if label == "positive" else f"Review {i}: the {thing} ruined it."
+        text = (
+            f"Review {i}: the {thing} made my week."
+            if label == "positive"
+            else f"Review {i}: the {thing} ruined it."
+        )
         out.append(Record.chat([{"role": "user", "content": f"Label the sentiment of this review.\n{text}"},
                                 {"role": "assistant", "content": label}], id=f"s{i}"))  # fmt: skip
     return out
@@ -75,7 +79,9 @@ def task_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-def recipe_dict(files: dict[str, Path], model: str, out: Path, strategy: dict, n_tasks: int = 2, **kw) -> dict:
+def recipe_dict(
+    files: dict[str, Path], model: str, out: Path, strategy: dict, n_tasks: int = 2, **kw
+) -> dict:
     tasks = [
         {"name": "sentiment", "train": str(files["sentiment"]), "test": str(files["sentiment_test"]),
          "metric": "accuracy", "labels": ["positive", "negative"], "max_new_tokens": 4},
@@ -118,17 +124,25 @@ def _hashes(folder: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("patch", "key"),
     [
-        ({"tasks": [{"name": "a", "train": "x.jsonl", "test": "y.jsonl", "metric": "bleu"}]}, "'tasks[0].metric'"),
+        (
+            {"tasks": [{"name": "a", "train": "x.jsonl", "test": "y.jsonl", "metric": "bleu"}]},
+            "'tasks[0].metric'",
+        ),
         ({"tasks": [{"name": "a", "train": "x.jsonl", "metric": "rouge"}]}, "'tasks[0].test'"),
-        ({"tasks": [{"name": "a", "train": "x.jsonl", "test": "y", "tset_share": 0.1}]}, "'tasks[0].tset_share'"),
+        (
+            {"tasks": [{"name": "a", "train": "x.jsonl", "test": "y", "tset_share": 0.1}]},
+            "'tasks[0].tset_share'",
+        ),
         ({"strategy": {"name": "replay"}}, "'strategy.ratio'"),
         ({"strategy": {"name": "replya", "ratio": 0.1}}, "'strategy.name'"),
         ({"strategy": {"name": "ewc", "lam": -1}}, "'strategy.lam'"),
         ({"train": {"model": "x"}}, "'train.model'"),
         ({"task": "token-classification"}, "'task'"),
         ({"seed": "abc"}, "'seed'"),
-        ({"tasks": [{"name": "a", "train": "x", "test": "y", "metric": "rouge", "labels": ["p", "n"]}]},
-         "'tasks[0].labels'"),
+        (
+            {"tasks": [{"name": "a", "train": "x", "test": "y", "metric": "rouge", "labels": ["p", "n"]}]},
+            "'tasks[0].labels'",
+        ),
     ],
 )
 def test_recipe_errors_name_the_dotted_key(patch, key):
@@ -159,6 +173,7 @@ def test_recipe_errors_for_files_and_train_settings(tmp_path, task_files, tiny_l
 
 
 # -------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_naive_run_fills_r_writes_lineage_and_report_and_reruns_skip(tmp_path, task_files, tiny_llama):
     res = _run(task_files, tiny_llama, tmp_path, {"name": "naive"}, general=str(task_files["general"]))
     run = res.run_dir
@@ -169,7 +184,10 @@ def test_naive_run_fills_r_writes_lineage_and_report_and_reruns_skip(tmp_path, t
     assert m.general_untouched is not None and len(m.general) == 2
     lineage = json.loads((run / "round-1" / "lineage.json").read_text())
     assert lineage["parent"]["round"] == "round-0" and lineage["parent"]["continues_weights"]
-    assert lineage["data_card_sha256"] == hashlib.sha256((run / "round-1/data/card.json").read_bytes()).hexdigest()
+    assert (
+        lineage["data_card_sha256"]
+        == hashlib.sha256((run / "round-1/data/card.json").read_bytes()).hexdigest()
+    )
     card = json.loads((run / "round-1" / "data" / "card.json").read_text())
     assert card["records_in"] == 20 and card["held_out_for_test"] == 4
     assert card["kept"] + sum(card["rejected"].values()) + card["held_out_for_test"] == card["records_in"]
@@ -186,3 +204,230 @@ def test_naive_run_fills_r_writes_lineage_and_report_and_reruns_skip(tmp_path, t
     assert again.ran == [] and again.skipped == ["round-base", "round-0", "round-1"]
     assert _hashes(run / "round-0" / "train" / "model") == weights
     assert again.matrix.to_dict() == m.to_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"name": "replay", "ratio": 0.25, "per_task": 8},
+        {"name": "ewc", "lam": 100.0, "n_samples": 8, "estimator": "sampled"},
+        {"name": "lwf", "alpha": 0.5, "temperature": 2.0},
+        {"name": "adapters", "route": "classifier"},
+    ],
+    ids=lambda s: s["name"],
+)
+def test_each_strategy_runs_three_tasks_end_to_end(tmp_path, task_files, tiny_llama, strategy):
+    res = _run(task_files, tiny_llama, tmp_path, strategy, n_tasks=3)
+    run, m = res.run_dir, res.matrix
+    # R: row i holds tasks 0..i+1 (seen so far and the next one), the untouched row every task
+    assert [[v is not None for v in row] for row in m.rounds] == [
+        [True, True, False],
+        [True, True, True],
+        [True, True, True],
+    ]
+    assert all(v is not None for v in m.untouched)
+    assert (run / "report.html").is_file() and (run / "report.md").is_file()
+    for k in range(3):
+        lineage = json.loads((run / f"round-{k}" / "lineage.json").read_text())
+        assert lineage["strategy"]["name"] == strategy["name"] and lineage["task"] == m.tasks[k]
+    name = strategy["name"]
+    if name == "replay":
+        card = json.loads((run / "round-2" / "data" / "card.json").read_text())
+        assert card["replayed"] == 5  # ceil(0.25 x 17 kept records)
+        assert card["replayed_per_task"] == {"sentiment": 3, "ner": 2}  # balanced, remainder to the earliest
+        assert card["train_records"] == card["kept"] + 5
+        buffer = [json.loads(line) for line in (run / "round-2" / "buffer.jsonl").read_text().splitlines()]
+        per_task = {t: sum(r["meta"]["replay"]["task"] == t for r in buffer) for t in m.tasks}
+        assert per_task == {"sentiment": 8, "ner": 8, "code": 8}
+        lineage = json.loads((run / "round-2" / "lineage.json").read_text())
+        assert (
+            lineage["buffer_sha256"]
+            == hashlib.sha256((run / "round-2/buffer.jsonl").read_bytes()).hexdigest()
+        )
+    if name == "ewc":
+        from instructkit.train.continual.ewc import EwcState
+
+        states = [EwcState.load(run / f"round-{k}" / "ewc.safetensors") for k in range(3)]
+        assert [s.tasks for s in states] == [1, 2, 3]
+        assert all(float(f.sum()) > 0 for f in [sum(s.fisher[n].sum() for n in s.fisher) for s in states])
+        # online EWC with gamma 1: the accumulated Fisher only grows
+        n0 = next(iter(states[0].fisher))
+        assert bool((states[1].fisher[n0] >= states[0].fisher[n0]).all())
+    if name == "adapters":
+        # every round folder holds every adapter so far; an earlier adapter is byte-identical in later rounds
+        first = _hashes(run / "round-0" / "adapters" / "sentiment")
+        assert _hashes(run / "round-1" / "adapters" / "sentiment") == first
+        assert _hashes(run / "round-2" / "adapters" / "sentiment") == first
+        assert _hashes(run / "round-2" / "adapters" / "ner") == _hashes(run / "round-1" / "adapters" / "ner")
+        assert sorted(p.name for p in (run / "round-2" / "adapters").iterdir()) == [
+            "code",
+            "ner",
+            "sentiment",
+        ]
+        routing = json.loads((run / "round-2" / "scores.json").read_text())["routing"]
+        assert (
+            routing["route"] == "classifier" and routing["accuracy"] == 1.0
+        )  # three clearly different tasks
+        # frozen base, one adapter per task: the score on a trained task never changes afterwards
+        assert m.rounds[1][0] == m.rounds[0][0] and m.rounds[2][0] == m.rounds[0][0]
+
+
+@pytest.mark.slow
+def test_adapters_routed_by_name_score_each_task_with_its_own_adapter(tmp_path, task_files, tiny_llama):
+    res = _run(task_files, tiny_llama, tmp_path, {"name": "adapters", "route": "name"})
+    run, m = res.run_dir, res.matrix
+    # the next task (no adapter yet) is answered by the base model: same replies as the untouched model
+    base_preds = (run / "round-base" / "predictions" / "ner.jsonl").read_text()
+    assert (run / "round-0" / "predictions" / "ner.jsonl").read_text() == base_preds
+    assert m.rounds[0][1] == m.untouched[1]
+    # after round 1 task 0 is answered by task 0's adapter: round 0's replies exactly
+    r0 = (run / "round-0" / "predictions" / "sentiment.jsonl").read_text()
+    assert (run / "round-1" / "predictions" / "sentiment.jsonl").read_text() == r0
+
+
+@pytest.mark.slow
+def test_a_round_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path, task_files, tiny_llama):
+    from safetensors.torch import load_file
+    from transformers import Trainer, TrainerCallback
+
+    strategy = {"name": "replay", "ratio": 0.25}
+    whole = _run(task_files, tiny_llama, tmp_path / "whole", strategy)
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if "round-1" in args.output_dir and state.global_step == 2:
+                raise KeyboardInterrupt("killed after round 1's step-2 checkpoint")
+
+    init = Trainer.__init__
+
+    def init_with_kill(self, *a, **k):
+        k["callbacks"] = [*(k.get("callbacks") or []), Kill()]
+        init(self, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "__init__", init_with_kill)
+        with pytest.raises(KeyboardInterrupt):
+            _run(task_files, tiny_llama, tmp_path / "killed", strategy)
+    killed = tmp_path / "killed" / "replay"
+    assert not (killed / "round-1" / "scores.json").exists()
+    assert (killed / "round-1" / "train" / "checkpoints" / "checkpoint-2").is_dir()
+    logs: list[str] = []
+    resumed = run_continual(load_recipe(recipe_dict(task_files, tiny_llama, tmp_path / "killed", strategy)),
+                            progress=False, log=logs.append)  # fmt: skip
+    assert resumed.skipped == ["round-base", "round-0"] and resumed.ran == ["round-1"]
+    assert any("resuming from" in line and "checkpoint-2" in line for line in logs)
+    a = load_file(whole.run_dir / "round-1" / "train" / "model" / "adapter_model.safetensors")
+    b = load_file(killed / "round-1" / "train" / "model" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max(float((a[n] - b[n]).abs().max()) for n in a)
+    assert worst <= 1e-6, f"resumed weights differ by up to {worst}"
+    assert resumed.matrix.to_dict() == whole.matrix.to_dict()
+
+
+# ----------------------------------------------------------------------------------------- adapters (unit)
+def test_router_sends_clearly_different_prompts_to_their_task():
+    from instructkit.train.continual.adapters import PromptRouter
+
+    rng = random.Random(3)
+    train = {
+        "sentiment": [r.prompt_text() for r in _sentiment(rng, 20)],
+        "ner": [r.prompt_text() for r in _ner(rng, 20)],
+        "code": [r.prompt_text() for r in _code(rng, 20)],
+    }
+    rng = random.Random(4)
+    test = {
+        "sentiment": [r.prompt_text() for r in _sentiment(rng, 10)],
+        "ner": [r.prompt_text() for r in _ner(rng, 10)],
+        "code": [r.prompt_text() for r in _code(rng, 10)],
+    }
+    router = PromptRouter(2**12).fit(train)
+    assert router.accuracy(test) == 1.0
+    assert router.route(["Write a Python function g(a, b) returning the sum of a and b."]) == ["code"]
+    # a router knows only the tasks it was fitted on; one task routes everything to it
+    assert PromptRouter().fit({"ner": train["ner"]}).route(["anything"]) == ["ner"]
+
+
+def test_route_by_name_and_carried_adapters_are_byte_identical(tmp_path):
+    from instructkit.train.continual.adapters import adapter_dir, carry_adapters, route_by_name
+    from instructkit.train.continual.base import ContinualError
+
+    r0, r1 = tmp_path / "round-0", tmp_path / "round-1"
+    for task, payload in (("a", b"A" * 100), ("b", b"B" * 50)):
+        adapter_dir(r0, task).mkdir(parents=True)
+        (adapter_dir(r0, task) / "adapter_model.safetensors").write_bytes(payload)
+    carry_adapters(r0, r1, ["a", "b"])
+    assert _hashes(adapter_dir(r1, "a")) == _hashes(adapter_dir(r0, "a"))
+    adapters = {t: adapter_dir(r1, t) for t in ("a", "b")}
+    assert route_by_name(adapters, "b") == adapter_dir(r1, "b") and route_by_name(adapters, "c") is None
+    with pytest.raises(ContinualError, match="missing"):
+        carry_adapters(r0, tmp_path / "round-2", ["a", "z"])
+
+
+# ------------------------------------------------------------------------------------------- metric, CLI
+def test_entity_f1_text_reads_type_span_lines():
+    from instructkit.evaluate.metrics import get_metric
+
+    m = get_metric("entity-f1-text")
+    refs = ["person: Ada\nlocation: Paris", "none", "person: Alan"]
+    preds = ["Person: ada\nlocation: Rome", "none", "person: Alan\norganisation ACME"]
+    out = m.compute(preds, refs)
+    # predicted {ada, rome, alan} vs gold {ada, paris, alan}: TP 2 of 3 predicted, 2 of 3 gold
+    assert out["precision"] == pytest.approx(2 / 3) and out["recall"] == pytest.approx(2 / 3)
+    assert out["malformed"] == 1 and out["per_type"]["location"]["f1"] == 0.0
+    assert m.compute(["none", "None."], ["none", "none"])["f1"] == 1.0
+    assert m.compute(["person: Ada"], ["none"])["f1"] == 0.0
+
+
+def _fake_run(folder: Path, strategy: str, rows: list[list[float]]) -> Path:
+    from instructkit.continual_run.report import summarize, write_report
+    from instructkit.continual_run.runner import collect_matrix
+
+    tasks = ["a", "b"]
+    for label, row in [("round-base", rows[0]), ("round-0", rows[1]), ("round-1", rows[2])]:
+        (folder / label).mkdir(parents=True)
+        scores = {t: {"metric": "rouge", "score": v} for t, v in zip(tasks, row, strict=True)}
+        (folder / label / "scores.json").write_text(json.dumps({"scores": scores, "general": None}))
+    matrix = collect_matrix(folder, tasks, has_general=False)
+    doc = {
+        "matrix": matrix.to_dict(),
+        "summary": summarize(matrix),
+        "strategy": {"name": strategy, "params": {}},
+    }
+    (folder / "matrix.json").write_text(json.dumps(doc))
+    write_report(folder)
+    return folder
+
+
+def test_compare_puts_runs_side_by_side_through_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    naive = _fake_run(tmp_path / "naive", "naive", [[10, 20], [80, 30], [40, 70]])
+    replay = _fake_run(tmp_path / "replay", "replay", [[10, 20], [80, 30], [75, 65]])
+    assert "| BWT | -40.0 |" in (naive / "report.md").read_text()
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(app, ["continual", "compare", str(naive), str(replay), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "cmp.md").read_text()
+    assert "| naive | naive | 55.0 | -40.0 |" in md and "| replay | replay | 70.0 | -5.0 |" in md
+    assert (tmp_path / "cmp.html").read_text().count("<svg") == 4  # a heatmap and curves per run
+    res = CliRunner().invoke(app, ["continual", "compare", str(tmp_path)])
+    assert res.exit_code == 1 and "matrix.json" in res.output
+
+
+def test_cli_names_the_bad_key(tmp_path):
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump({"name": "r", "tasks": [{"name": "a", "train": "x", "test": "y", "metric": "f1"}]})
+    )
+    res = CliRunner().invoke(app, ["continual", str(path)])
+    assert res.exit_code == 1 and "'tasks[0].metric'" in res.output and "Traceback" not in res.output
+    path.write_text(yaml.safe_dump({"name": "r", "tasks": [{"name": "a", "train": "x", "test": "y"}]}))
+    res = CliRunner().invoke(app, ["continual", str(path), "--set", "strategy.name=nope"])
+    assert res.exit_code == 1 and "'strategy.name'" in res.output
