@@ -202,7 +202,9 @@ def round_train_config(recipe: ContinualRecipe, round_dir: Path, train_file: Pat
     except ConfigError as e:
         if e.key and e.key.startswith("method"):
             raise ContinualRecipeError(e.template, key=e.key) from None
-        raise ContinualRecipeError(e.template, key=f"train.{e.key}" if e.key else None) from None
+        if e.key is None:
+            raise ContinualRecipeError(f"train: {e.template}") from None
+        raise ContinualRecipeError(e.template, key=f"train.{e.key}") from None
     return cfg
 
 
@@ -493,14 +495,18 @@ def _round_data(
     plan, task = run.plan, run.plan.tasks[k]
     strategy = plan.strategy
     new = list(task.kept)
-    records, replayed, per_task, buffer_hash = new, 0, {}, None
+    records, asked, replayed, per_task, buffer_hash = new, 0, 0, {}, None
     if strategy.name == "replay":
         from instructkit.train.continual.replay import ReplayBuffer
 
         if prev is not None:
             buffer = ReplayBuffer.load(prev / "buffer.jsonl", per_task=strategy.per_task, seed=strategy.seed)
-            replayed = strategy.replay_count(len(new))
-            replayed = min(replayed, len(buffer))
+            asked = strategy.replay_count(len(new))
+            replayed = min(asked, len(buffer))
+            if replayed < asked:
+                run.log(
+                    f"[{round_name(k)}] replay: {asked} records asked for, the buffer holds {len(buffer)}"
+                )
             per_task = buffer.shares(replayed)
             records = buffer.mix(new, replayed, k)
         else:
@@ -521,6 +527,7 @@ def _round_data(
         "held_out_for_test": task.held_out,
         "kept": len(new),
         "rejected": dict(Counter(why for _, why in task.rejected)),
+        "replay_asked": asked,
         "replayed": replayed,
         "replayed_per_task": per_task,
         "train_records": len(records),

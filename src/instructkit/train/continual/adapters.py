@@ -6,7 +6,8 @@ adapter, so there is no forgetting by construction — what there is to lose is 
 At inference an adapter is chosen per prompt:
 
 * ``route: name`` — the caller says which task a prompt belongs to (the score matrix's column), and that
-  task's adapter answers; a task with no adapter yet (the next task) is answered by the base model.
+  task's adapter answers; a task with no adapter yet (the next task) is answered by the base model, and
+  so is the general-ability set, which belongs to no task (its delta is then 0 by construction).
 * ``route: classifier`` — a small classifier over the prompt text picks the task among those with an
   adapter, trained on those tasks' training prompts (:class:`PromptRouter`); its routing accuracy on the
   test prompts is recorded beside the scores.
