@@ -167,6 +167,12 @@ def test_recipe_errors_for_files_and_train_settings(tmp_path, task_files, tiny_l
     d["method"] = {"name": "full"}
     with pytest.raises(ContinualRecipeError, match=r"'method.name'.*lora"):
         run_continual(load_recipe(d), progress=False, log=lambda m: None)
+    # a folder that holds other files and no continual.yaml is not taken over
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    d = recipe_dict(task_files, tiny_llama, tmp_path, {"name": "naive"}, name="taken")
+    with pytest.raises(ContinualRecipeError, match="not a run folder"):
+        run_continual(load_recipe(d), progress=False, log=lambda m: None)
     # --set overrides go through the same checks
     with pytest.raises(ContinualRecipeError, match=r"'strategy.ratio'"):
         read_recipe(path, {"strategy": {"name": "replay", "ratio": "lots"}})

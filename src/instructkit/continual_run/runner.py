@@ -55,7 +55,7 @@ from instructkit.formats.io import sha256_file, write_text
 from instructkit.records import Record
 
 BASE = "round-base"
-MARKERS = ("continual.yaml", "stages.json")
+MARKERS = ("continual.yaml",)  # written before any round, so a folder of another kind is refused
 REJECT_NOT_CHAT = "not_chat_with_reply"
 REJECT_IN_TEST = "prompt_in_test_split"
 
