@@ -211,6 +211,17 @@ def test_naive_run_fills_r_writes_lineage_and_report_and_reruns_skip(tmp_path, t
     assert _hashes(run / "round-0" / "train" / "model") == weights
     assert again.matrix.to_dict() == m.to_dict()
 
+    # a new general set rescores every round without retraining any (same weights, nothing trained)
+    logs: list[str] = []
+    d = recipe_dict(task_files, tiny_llama, tmp_path, {"name": "naive"}, general=str(task_files["code_test"]))
+    third = run_continual(load_recipe(d), progress=False, log=logs.append)
+    assert third.ran == ["round-base", "round-0", "round-1"]
+    assert sum("training up to date" in line for line in logs) == 2
+    assert not any("[train]" in line for line in logs)
+    assert _hashes(run / "round-0" / "train" / "model") == weights
+    assert third.matrix.rounds[1][:2] == m.rounds[1][:2]
+    assert json.loads((run / "round-1" / "scores.json").read_text())["general"]["n"] == 6  # was 4
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize(

@@ -24,9 +24,10 @@ The run folder ``<output_dir>/<name>/``::
 ``--`` reads as a typo. Rounds count from 0 as R's rows do (``R[i][j]``: task j after round i).
 
 Round K is skipped when ``stages.json`` records the same input hash for it and its outputs exist. Its hash
-chains the previous round's with the recipe's model, method, strategy, training settings, seed, the task's
-spec and file bytes, and the bytes of every test file it scores, so a change reruns that round and every
-later one. A round killed mid-training resumes from its newest intact checkpoint (the training engine's
+chains the previous round's training hash with the recipe's model, method, strategy, training settings,
+seed, the task's spec and file bytes, plus the bytes of every test file it scores, so a change reruns that
+round and every later one. A round whose training inputs are unchanged (only a test or the general file
+changed) is rescored without retraining: ``trained.json`` records the training hash and the weights' hash. A round killed mid-training resumes from its newest intact checkpoint (the training engine's
 resume: optimizer, schedule, RNG, data order) and ends with the weights of an uninterrupted one; its
 ``started.json`` holds the hash of what it trains on and from, and checkpoints made under another one are
 moved aside rather than resumed.
@@ -296,7 +297,8 @@ def run_continual(
     write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), run_dir / "continual.yaml")
     run = _Run(plan, Stages(run_dir), progress, log)
 
-    chain = _base_round(run)
+    _base_round(run)
+    chain = digest("start")  # training does not depend on the untouched model's scores
     for k in range(run.n):
         chain = _round(run, k, chain)
     matrix = collect_matrix(run_dir, [t.spec.name for t in plan.tasks], has_general=plan.general is not None)
@@ -395,6 +397,9 @@ def _write_scores(folder: Path, doc: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------ rounds
 def _round(run: _Run, k: int, chain: str) -> str:
+    """Round k unless fresh; returns its training digest, which the next round's chains (scoring inputs
+    are hashed into the round's own stage digest only, so a new test or general file rescores the rounds
+    without retraining them)."""
     plan, recipe = run.plan, run.plan.recipe
     task = plan.tasks[k]
     folder = run.run_dir / round_name(k)
@@ -407,15 +412,40 @@ def _round(run: _Run, k: int, chain: str) -> str:
     outputs = [
         folder / "scores.json",
         folder / "lineage.json",
+        folder / "trained.json",
         folder / "train" / "model" / "instructkit.json",
+        *_strategy_outputs(plan.strategy.name, folder, task.spec.name),
     ]
     _stage(run, round_name(k), d_round, outputs, lambda: _train_round(run, k, folder, prev, d_train))
-    return d_round
+    return d_train
+
+
+def _strategy_outputs(name: str, folder: Path, task: str) -> list[Path]:
+    """What a strategy's round leaves for the next one (a rerun redoes a round that lost it)."""
+    from instructkit.train.continual.adapters import adapter_dir
+
+    return {
+        "replay": [folder / "buffer.jsonl"],
+        "ewc": [folder / "ewc.safetensors"],
+        "adapters": [adapter_dir(folder, task)],
+    }.get(name, [])
+
+
+def _is_trained(folder: Path, d_train: str, strategy: str, task: str) -> bool:
+    """The round's training (and its strategy's state) finished with these inputs and the model folder is
+    the one it left: then a rerun for new scoring inputs only rescores."""
+    try:
+        done = json.loads((folder / "trained.json").read_text())
+    except (OSError, ValueError):
+        return False
+    model = folder / "train" / "model"
+    if not all(p.exists() for p in _strategy_outputs(strategy, folder, task)):
+        return False
+    return done.get("train") == d_train and model.is_dir() and done.get("model_digest") == tree_digest(model)
 
 
 def _train_round(run: _Run, k: int, folder: Path, prev: Path | None, d_train: str) -> None:
     from instructkit.train.checkpoints import move_aside
-    from instructkit.train.training import train
 
     plan = run.plan
     strategy = plan.strategy
@@ -432,32 +462,12 @@ def _train_round(run: _Run, k: int, folder: Path, prev: Path | None, d_train: st
         move_aside(folder / "train" / "checkpoints", run.log, "the round's inputs changed")
     write_text(json.dumps({"train": d_train}) + "\n", started)
 
-    cfg = round_train_config(plan.recipe, folder, train_file)
     continues = name != "adapters" and prev is not None
     init_from = prev / "train" / "model" if continues else None
-    penalty = _ewc_penalty(strategy, prev) if name == "ewc" and prev is not None else None
-    token_loss = _lwf_loss(run, strategy, prev) if name == "lwf" else None
-    result = train(
-        cfg,
-        resume=True,
-        restart_if_changed=True,
-        progress=run.progress,
-        log=run.log,
-        loss_penalty=penalty,
-        token_loss=token_loss,
-        init_from=init_from,
-    )
-    if name == "ewc":
-        _consolidate_ewc(run, strategy, task, result, prev, folder)
-    if name == "adapters":
-        from instructkit.train.continual.adapters import adapter_dir, carry_adapters
-
-        carry_adapters(prev, folder, [t.spec.name for t in plan.tasks[:k]])
-        dest = adapter_dir(folder, task.spec.name)
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(result.model_dir, dest, copy_function=shutil.copy2)
-    del result, token_loss, penalty
+    if _is_trained(folder, d_train, name, task.spec.name):
+        run.log(f"[{round_name(k)}] training up to date (same inputs and weights); scoring only")
+    else:
+        _train(run, k, folder, prev, d_train, train_file, init_from)
 
     lineage = {
         "round": k,
@@ -486,6 +496,46 @@ def _train_round(run: _Run, k: int, folder: Path, prev: Path | None, d_train: st
     }
     write_text(json.dumps(lineage, indent=2) + "\n", folder / "lineage.json")
     _score_round(run, k, folder)
+
+
+def _train(
+    run: _Run, k: int, folder: Path, prev: Path | None, d_train: str, train_file: Path, init_from: Path | None
+) -> None:
+    """Train round k (resuming its checkpoints), then leave the strategy's state for the next round and
+    ``trained.json``."""
+    from instructkit.train.training import train
+
+    plan, strategy = run.plan, run.plan.strategy
+    name, task = strategy.name, plan.tasks[k]
+    cfg = round_train_config(plan.recipe, folder, train_file)
+    penalty = _ewc_penalty(strategy, prev) if name == "ewc" and prev is not None else None
+    token_loss = _lwf_loss(run, strategy, prev) if name == "lwf" else None
+    result = train(
+        cfg,
+        resume=True,
+        restart_if_changed=True,
+        progress=run.progress,
+        log=run.log,
+        loss_penalty=penalty,
+        token_loss=token_loss,
+        init_from=init_from,
+    )
+    if name == "ewc":
+        _consolidate_ewc(run, strategy, task, result, prev, folder)
+    if name == "adapters":
+        from instructkit.train.continual.adapters import adapter_dir, carry_adapters
+
+        carry_adapters(prev, folder, [t.spec.name for t in plan.tasks[:k]])
+        dest = adapter_dir(folder, task.spec.name)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(result.model_dir, dest, copy_function=shutil.copy2)
+    del result, token_loss, penalty
+
+    model = folder / "train" / "model"
+    write_text(
+        json.dumps({"train": d_train, "model_digest": tree_digest(model)}) + "\n", folder / "trained.json"
+    )
 
 
 def _round_data(
