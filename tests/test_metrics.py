@@ -34,6 +34,7 @@ def test_registry_names_kinds_and_lazy_pass_at_k():
         "accuracy",
         "entity-f1",
         "entity-f1-strict",
+        "entity-f1-text",
         "exact-match",
         "squad",
         "rouge",
