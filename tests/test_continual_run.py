@@ -434,3 +434,58 @@ def test_cli_names_the_bad_key(tmp_path):
     path.write_text(yaml.safe_dump({"name": "r", "tasks": [{"name": "a", "train": "x", "test": "y"}]}))
     res = CliRunner().invoke(app, ["continual", str(path), "--set", "strategy.name=nope"])
     assert res.exit_code == 1 and "'strategy.name'" in res.output
+
+
+@pytest.mark.slow
+def test_a_round_sigkilled_in_a_subprocess_resumes_to_the_uninterrupted_weights(
+    tmp_path, task_files, tiny_llama
+):
+    """The command itself, killed with SIGKILL (no cleanup of any kind) once round 1 has a checkpoint, then
+    rerun: rounds before it are skipped and round 1 ends with the uninterrupted run's weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    strategy = {"name": "naive"}
+
+    def recipe(out: Path) -> dict:
+        d = recipe_dict(task_files, tiny_llama, out, strategy)
+        d["train"]["optim"]["max_steps"] = 24  # long enough to be killed mid-round
+        return d
+
+    whole = run_continual(load_recipe(recipe(tmp_path / "whole")), progress=False, log=lambda m: None)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(recipe(tmp_path / "killed")))
+    src = Path(__file__).parent.parent / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "instructkit.cli", "continual", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpts = tmp_path / "killed" / "naive" / "round-1" / "train" / "checkpoints"
+    deadline = time.monotonic() + 600
+    try:
+        while not any(ckpts.glob("checkpoint-*/instructkit-manifest.json")):
+            assert proc.poll() is None, "the run ended before round 1 saved a checkpoint"
+            assert time.monotonic() < deadline, "no round-1 checkpoint within 10 minutes"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    killed = tmp_path / "killed" / "naive"
+    assert not (killed / "round-1" / "trained.json").exists(), "round 1 finished before the kill"
+    logs: list[str] = []
+    resumed = run_continual(read_recipe(path), recipe_path=path, progress=False, log=logs.append)
+    assert resumed.skipped == ["round-base", "round-0"] and resumed.ran == ["round-1"]
+    assert any("resuming from" in line for line in logs)
+    a = load_file(whole.run_dir / "round-1" / "train" / "model" / "adapter_model.safetensors")
+    b = load_file(killed / "round-1" / "train" / "model" / "adapter_model.safetensors")
+    worst = max(float((a[n] - b[n]).abs().max()) for n in a)
+    assert worst <= 1e-6, f"resumed weights differ by up to {worst}"
