@@ -362,6 +362,10 @@ def test_describe_flattens_nested_schemas() -> None:
         (["train"], ["optim.lr", "Peak learning rate.", "> 0, finite", "save_total_limit"]),
         (["curate"], ["split.val", "num_proc", "Worker processes for per-record steps."]),
         (["run"], ["train_overrides", "eval.max_new_tokens", "Longest generated reply (causal-lm)."]),
+        (
+            ["continual"],
+            ["tasks[N].test_share", "strategy.ratio", "strategy.route", "one of: name, classifier"],
+        ),
         (["method", "lora"], ["target_modules", "Rank of the update matrices"]),
         (["step", "near_dedup"], ["threshold", "one of: drop, mark"]),
         (["step"], ["step length", "step pii", "step near_dedup"]),

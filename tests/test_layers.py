@@ -58,6 +58,9 @@ LAYERS: dict[str, set[str]] = {
         "evaluate.metrics",
     },
     "recipe": {"config", "records", "formats", "models", "data", "train", "evaluate", "generate"},
+    # continual runs: a round trains (train) and scores what it trained (evaluate); the run folder's stage
+    # hashes are the recipe runner's (recipe.Stages)
+    "continual_run": {"config", "records", "formats", "models", "train", "evaluate", "recipe"},
     "cli": {"*"},
 }
 

@@ -34,6 +34,7 @@ def test_registry_names_kinds_and_lazy_pass_at_k():
         "accuracy",
         "entity-f1",
         "entity-f1-strict",
+        "entity-f1-text",
         "exact-match",
         "squad",
         "rouge",
@@ -530,3 +531,16 @@ def test_perplexity_errors(random_lm):
         perplexity.perplexity(random_lm, [{"input_ids": [1, 2], "labels": [1]}])
     with pytest.raises(ValueError, match="references=None"):
         perplexity.compute(_lm_samples(), ["x"], model=random_lm)
+
+
+# ------------------------------------------------------------------ entity-f1-text (no reference package)
+def test_entity_f1_text_reads_type_span_lines():
+    m = get_metric("entity-f1-text")
+    refs = ["person: Ada\nlocation: Paris", "none", "person: Alan"]
+    preds = ["Person: ada\nlocation: Rome", "none", "person: Alan\norganisation ACME"]
+    out = m.compute(preds, refs)
+    # predicted {ada, rome, alan} vs gold {ada, paris, alan}: TP 2 of 3 predicted, 2 of 3 gold
+    assert out["precision"] == pytest.approx(2 / 3) and out["recall"] == pytest.approx(2 / 3)
+    assert out["malformed"] == 1 and out["per_type"]["location"]["f1"] == 0.0
+    assert m.compute(["none", "None."], ["none", "none"])["f1"] == 1.0
+    assert m.compute(["person: Ada"], ["none"])["f1"] == 0.0

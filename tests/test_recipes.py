@@ -11,6 +11,7 @@ import yaml
 
 from instructkit.data.pipeline import CurateConfig
 from instructkit.formats import resolve_path
+from instructkit.train.methods import build_method
 
 from .conftest import tiny_bert_config, tiny_llama_config
 
@@ -32,7 +33,7 @@ def tiny_model(base: str, task: str):
     return getattr(transformers, TASKS[task].auto_model).from_config(cfg)
 
 
-KINDS = ("run", "train", "curate", "generate")
+KINDS = ("run", "train", "curate", "generate", "continual")
 
 
 def kind_of(path: Path) -> str:
@@ -43,7 +44,7 @@ def kind_of(path: Path) -> str:
 def test_recipes_exist() -> None:
     assert len(RECIPES) >= 8
     assert {kind_of(p) for p in RECIPES} == set(KINDS), (
-        "every recipe sits in recipes/run, train, curate or generate"
+        "every recipe sits in recipes/run, train, curate, generate or continual"
     )
     assert any(p.parent.name == "ner-methods" for p in RECIPES)
 
@@ -77,6 +78,19 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         cfg = load_generate_config(path.stem, raw)
         assert all(getattr(cfg, k) is not None or v is None for k, v in raw.items())
         return
+    if kind == "continual":  # `instructkit continual`: every round's config, task data and strategy
+        from instructkit.continual_run.recipe import read_recipe
+        from instructkit.continual_run.runner import check_continual, round_train_config
+
+        recipe = read_recipe(path)
+        assert recipe.name == path.stem, "a recipe's run name is its file name"
+        plan = check_continual(recipe, path)  # reads every task's files; errors name the key
+        assert all(t.kept and t.test for t in plan.tasks)
+        cfg = round_train_config(recipe, Path("round-0"), Path("train.jsonl"))
+        params = {k: v for k, v in cfg.method.items() if k != "name"}
+        model = build_method(cfg.method["name"], params).apply(tiny_model(cfg.model, cfg.task), cfg.task)
+        assert any(p.requires_grad for p in model.parameters())
+        return
     if kind == "curate":
         steps = CurateConfig.from_yaml(path).build_steps()
         raw_steps = yaml.safe_load(path.read_text())["steps"]
@@ -84,7 +98,6 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert steps and CurateConfig([{"step": s.name, **s.params()} for s in steps]).build_steps() == steps
         return
     from instructkit.train.config import TrainConfig
-    from instructkit.train.methods import build_method
 
     raw = yaml.safe_load(path.read_text())
     cfg = TrainConfig.from_yaml(path)

@@ -7,7 +7,20 @@ import warnings
 import typer
 
 from instructkit import __version__
-from instructkit.cli import chat, config, data, eval, export, generate, models, report, run, serve, train
+from instructkit.cli import (
+    chat,
+    config,
+    continual,
+    data,
+    eval,
+    export,
+    generate,
+    models,
+    report,
+    run,
+    serve,
+    train,
+)
 
 # The generators' instruction filters (blacklist, instruction_words, rouge_novelty, ...) are curate steps
 # that live beside the generators; data/ may not import generate/, so the command registers them here and
@@ -30,6 +43,7 @@ app.command("serve")(serve.serve)
 app.command("train")(train.train)
 app.command("eval")(eval.eval_)
 app.command("run")(run.run)
+app.command("continual")(continual.continual)
 app.command("report")(report.report)
 app.command("export")(export.export)
 

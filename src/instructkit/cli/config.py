@@ -15,7 +15,7 @@ from instructkit.cli._common import console, user_errors
 
 app = typer.Typer(help="Show the schema of each YAML instructkit reads.", no_args_is_help=True)
 
-KINDS = ("train", "curate", "run", "method", "step", "generate")
+KINDS = ("train", "curate", "run", "continual", "method", "step", "generate")
 
 
 def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[str, ...]]]:
@@ -34,6 +34,15 @@ def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[st
         from instructkit.recipe import Recipe
 
         return [("run recipe (instructkit run RECIPE.yaml)", Recipe, "", ())]
+    if kind == "continual":
+        from instructkit.continual_run.recipe import ContinualRecipe, TaskSpec
+        from instructkit.train.continual import STRATEGIES
+
+        return [
+            ("continual recipe (instructkit continual RECIPE.yaml)", ContinualRecipe, "", ("tasks",)),
+            ("each task (tasks[N])", TaskSpec, "tasks[N]", ()),
+            *((f"strategy {n} (strategy: {{name: {n}, ...}})", STRATEGIES[n], "strategy", ()) for n in sorted(STRATEGIES)),
+        ]  # fmt: skip
     if kind == "generate":
         import instructkit.generate  # noqa: F401  (the package registers every generator)
         from instructkit.generate.runner import GENERATORS

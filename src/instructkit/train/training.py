@@ -201,6 +201,7 @@ def train(
     log: Callable[[str], None] = print,
     loss_penalty: Callable[[Any], Any] | None = None,
     token_loss: Callable[..., Any] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says. ``resume``: continue from the newest intact checkpoint made with the same
     inputs (see ``train/checkpoints.py``); a changed config or data is an error naming the keys, unless
@@ -209,7 +210,10 @@ def train(
     folder. ``weights_only`` (default ``cfg.resume_weights_only``): resume from the weights and step
     alone, with a fresh optimizer, schedule and RNG. ``loss_penalty(model)`` is added to each training
     step's loss (``InstructTrainer``; EWC's penalty, ``train/continual/ewc.py``); ``token_loss`` replaces the
-    per-token cross-entropy sum in training steps (LwF, ``train/continual/lwf.py``)."""
+    per-token cross-entropy sum in training steps (LwF, ``train/continual/lwf.py``). ``init_from``: a
+    trained model folder of the same method and base (an earlier run's ``model/``) whose trained weights
+    are loaded after the method is applied, so this run continues that one's weights on new data (a
+    continual round; not a resume: the optimizer and schedule start fresh)."""
     from transformers import set_seed
 
     cfg.validate()
@@ -222,7 +226,7 @@ def train(
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), cfg.run_dir / "config.yaml")
     feats = _read_features(cfg)
-    model = _build_model(run, feats)
+    model = _build_model(run, feats, init_from)
     summary = run.method.trainable_summary(model)
     trainer = _build_trainer(run, feats, model, weights_only, progress, loss_penalty, token_loss)
     metrics = _fit(trainer, last)
@@ -314,13 +318,38 @@ def _read_features(cfg: TrainConfig) -> _Features:
     return _Features(task, tokenizer, labels, chat_template, train_feats, val_feats, dropped, val_dropped)
 
 
-def _build_model(run: _Run, feats: _Features) -> Any:
-    """The base model with the task's head, the configured dropout and the method applied."""
+def _build_model(run: _Run, feats: _Features, init_from: str | Path | None = None) -> Any:
+    """The base model with the task's head, the configured dropout and the method applied (then the
+    trained weights of ``init_from``, when given)."""
     cfg = run.cfg
     model = load_base(cfg.model, feats.task, feats.labels, cfg.seed)
     if cfg.optim.dropout is not None:
         _apply_dropout(model, cfg.optim.dropout)
-    return run.method.apply(model, cfg.task)
+    model = run.method.apply(model, cfg.task)
+    if init_from is not None:
+        _load_init(model, run, Path(init_from))
+    return model
+
+
+def _load_init(model: Any, run: _Run, folder: Path) -> None:
+    """Load ``folder``'s trained weights (``instructkit train``'s ``model/``) into ``model``; the folder must
+    have been trained with the same method and base model, else a ConfigError naming both."""
+    from instructkit.train.methods.base import METHOD_FILE, load_weights
+    from instructkit.train.saved_model import INFO_FILE
+
+    if (folder / "model" / INFO_FILE).exists():
+        folder = folder / "model"
+    try:
+        info = json.loads((folder / INFO_FILE).read_text())
+        saved_method = json.loads((folder / METHOD_FILE).read_text())["method"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"init_from: {folder} is not a trained model folder ({e})") from None
+    if saved_method != run.method.name or info.get("base_model") != run.cfg.model:
+        raise ConfigError(
+            f"init_from: {folder} was trained with {saved_method} on {info.get('base_model')}, "
+            f"this run uses {run.method.name} on {run.cfg.model}"
+        )
+    load_weights(model, folder)
 
 
 def _train_data(run: _Run, feats: _Features) -> tuple[Any, Callable[[list[Any]], dict[str, Any]]]:

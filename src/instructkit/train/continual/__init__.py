@@ -1,9 +1,10 @@
 """Continual fine-tuning: strategies that fight forgetting across a sequence of tasks (one module each,
-registered by name: naive, replay, ewc, lwf) and the forgetting metrics (``metrics``: ACC, BWT, FWT,
-forgetting, general-ability delta over the score matrix R). ``build_strategy(name, params)`` makes one.
+registered by name: naive, replay, ewc, lwf, adapters) and the forgetting metrics (``metrics``: ACC, BWT,
+FWT, forgetting, general-ability delta over the score matrix R). ``build_strategy(name, params)`` makes one.
 
-What is here are the pieces a round-by-round runner uses; the runner itself (``instructkit continual``),
-its recipe, lineage/resume and the report are not built yet (docs-proposed/continual.md)."""
+These are the pieces the round-by-round runner uses; the runner (``instructkit continual``), its recipe,
+lineage, resume and report live in ``instructkit/continual_run/``, which may import both train and
+evaluate."""
 
 import importlib
 import pkgutil
