@@ -51,10 +51,8 @@ def test_sentiment_answers_are_one_label_word_balanced_in_test() -> None:
     test = read_records(DATA / "sentiment.test.jsonl")
     answers = [r.messages[1].content for r in test]
     assert {a: answers.count(a) for a in set(answers)} == {"positive": 15, "negative": 15, "neutral": 15}
-    source = {
-        json.loads(line)["meta"]["id"]: json.loads(line)["label"]
-        for line in open(ROOT / "examples/data/sentiment.jsonl")
-    }
+    lines = (ROOT / "examples" / "data" / "sentiment.jsonl").read_text(encoding="utf-8").splitlines()
+    source = {json.loads(line)["meta"]["id"]: json.loads(line)["label"] for line in lines}
     for r in read_records(DATA / "sentiment.train.jsonl") + test:
         assert r.messages[1].content == source[r.meta["id"].removeprefix("sentiment-")]
 

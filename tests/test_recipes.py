@@ -32,7 +32,7 @@ def tiny_model(base: str, task: str):
     return getattr(transformers, TASKS[task].auto_model).from_config(cfg)
 
 
-KINDS = ("run", "train", "curate", "generate")
+KINDS = ("run", "train", "curate", "generate", "continual")
 
 
 def kind_of(path: Path) -> str:
@@ -43,7 +43,7 @@ def kind_of(path: Path) -> str:
 def test_recipes_exist() -> None:
     assert len(RECIPES) >= 8
     assert {kind_of(p) for p in RECIPES} == set(KINDS), (
-        "every recipe sits in recipes/run, train, curate or generate"
+        "every recipe sits in recipes/run, train, curate, generate or continual"
     )
     assert any(p.parent.name == "ner-methods" for p in RECIPES)
 
@@ -76,6 +76,17 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         raw = yaml.safe_load(path.read_text())
         cfg = load_generate_config(path.stem, raw)
         assert all(getattr(cfg, k) is not None or v is None for k, v in raw.items())
+        return
+    if kind == "continual":  # `instructkit continual`: a task sequence, each task's files and metric
+        raw = yaml.safe_load(path.read_text())
+        assert raw["name"] == path.stem, "a recipe's run name is its file name"
+        assert raw["task"] == "causal-lm" and raw["strategy"]["name"]
+        assert len(raw["tasks"]) >= 2 and len({t["name"] for t in raw["tasks"]}) == len(raw["tasks"])
+        for t in raw["tasks"]:
+            assert t["metric"] in ("accuracy", "entity-f1", "rouge"), t
+            for split in ("train", "test"):
+                if split in t:
+                    assert (ROOT / t[split]).exists(), t[split]
         return
     if kind == "curate":
         steps = CurateConfig.from_yaml(path).build_steps()
