@@ -14,8 +14,8 @@ i, 0-100) and prints the metrics table in Markdown:
 
 The peer is ``naive`` (sequential fine-tuning, what a user does today with ``instructkit train`` round after
 round); the last line is ``ratio: X.XXx retained score on earlier tasks, replay vs naive``. The numbers are
-computed here from R as defined above, so the table does not depend on how a report formats them; the
-runner's own summary (matrix.json) is printed beside them when present, as a cross-check.
+computed here from R with the library's metric functions (``train/continual/metrics.py``), so the table
+does not depend on how a report formats them; a runner summary that disagrees is named on stderr.
 
 Each strategy takes about as long as three short LoRA rounds plus four scorings of the three test sets
 (docs-proposed/continual-bench.md has the measured times).
@@ -64,18 +64,24 @@ def read_matrix(run_dir: Path) -> dict:
 
 
 def metrics(m: dict) -> dict[str, float]:
-    """ACC, BWT, FWT and retained from R, as the module docstring defines them."""
-    r, u = m["rounds"], m["untouched"]
+    """ACC, BWT, FWT from the library's definitions (``train/continual/metrics.py``, the ones the runner
+    reports) and retained, the mean final score on the earlier tasks, which the ratio line compares."""
+    from instructkit.train.continual.metrics import (
+        ScoreMatrix,
+        average_accuracy,
+        backward_transfer,
+        forward_transfer,
+    )
+
+    r = ScoreMatrix(tasks=m["tasks"], untouched=m["untouched"], rounds=m["rounds"])
     n = len(m["tasks"])
-    if len(r) != n:
-        raise ValueError(f"{len(r)} rounds for {n} tasks: the run is not finished")
-    last = r[-1]
-    earlier = range(n - 1)
+    if r.n_rounds != n:
+        raise ValueError(f"{r.n_rounds} rounds for {n} tasks: the run is not finished")
     return {
-        "ACC": sum(last) / n,
-        "BWT": sum(last[j] - r[j][j] for j in earlier) / (n - 1),
-        "FWT": sum(r[j - 1][j] - u[j] for j in range(1, n)) / (n - 1),
-        "retained": sum(last[j] for j in earlier) / (n - 1),
+        "ACC": average_accuracy(r),
+        "BWT": backward_transfer(r),
+        "FWT": forward_transfer(r),
+        "retained": sum(r.at(n - 1, j) for j in range(n - 1)) / (n - 1),
     }
 
 
