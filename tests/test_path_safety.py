@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -254,6 +254,16 @@ class Renames:
 
 
 HOW = ["sigint", "interrupt", "killed"]
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_interrupts() -> Iterator[None]:
+    """Python's own Ctrl-C handler for these tests: a process started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then installs no handler, so a real SIGINT
+    would do nothing whatever the code under test does."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _curate_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

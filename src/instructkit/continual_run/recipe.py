@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from instructkit.config import ConfigError, checked, load, read_yaml, set_dotted
+from instructkit.train.tasks import DEFAULT_TASK, TASKS
 
 TASK_METRICS = ("accuracy", "entity-f1", "rouge")
 DEFAULT_NEW_TOKENS = {"accuracy": 8, "entity-f1": 64, "rouge": 128}
@@ -87,8 +88,9 @@ class ContinualRecipe:
     """Folder that holds run folders."""
     model: str = "smollm2-135m-instruct"
     """Base model: bundled alias, local folder or hub id."""
-    task: str = "causal-lm"
-    """The head, as in train configs; rounds are scored by generation, so causal-lm."""
+    task: str = DEFAULT_TASK
+    """The head, as in train configs; rounds are scored on generated replies, so a generative head
+    (causal-lm)."""
     method: dict[str, Any] = field(default_factory=lambda: {"name": "lora"})
     """Fine-tuning method and its parameters, as in a train config ({name: lora, r: 16})."""
     strategy: dict[str, Any] = field(default_factory=lambda: {"name": "naive"})
@@ -116,9 +118,11 @@ class ContinualRecipe:
         problem = run_name_problem(self.name)
         if problem:
             raise ContinualRecipeError(f"{{key}} {problem} (the run folder is output_dir/name)", key="name")
-        if self.task != "causal-lm":
+        if self.task not in TASKS or not TASKS[self.task].generative:
+            generative = ", ".join(sorted(name for name, cls in TASKS.items() if cls.generative))
             raise ContinualRecipeError(
-                f"{{key}} must be causal-lm (rounds are scored on generated replies), not {self.task!r}",
+                f"{{key}} must be a generative head ({generative}): rounds are scored on generated replies; "
+                f"not {self.task!r}",
                 key="task",
             )
         if not self.tasks:
