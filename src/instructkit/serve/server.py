@@ -56,6 +56,10 @@ class ServerConfig:
     """Memory for recent prompts' key/value states (per adapter), so a prompt sharing a start with an
     earlier one (the chat template's system turn, a repeated question) prefills only the rest; 0 turns
     it off. The bundled model keeps about 46 KB per prompt token (fp32)."""
+    draft_tokens: int = 2
+    """Prompt-lookup draft tokens per greedy request and decoding step (n-gram speculation: the tokens that
+    followed the last 2-3 tokens' earlier occurrence in the prompt or reply); a step checks them in the same
+    forward pass and keeps those greedy decoding would pick, so replies do not change; 0 turns it off."""
     max_body_bytes: int = 1_000_000
     """Largest request body (413 beyond)."""
     max_messages: int = 128
@@ -510,6 +514,7 @@ def start_engine(served: Served, cfg: ServerConfig) -> Engine:
         max_queue=cfg.max_queue,
         activate=served.activate,
         prefix_cache_mb=cfg.prefix_cache_mb,
+        draft_tokens=cfg.draft_tokens,
     ).start()
 
 
