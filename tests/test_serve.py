@@ -229,18 +229,30 @@ def test_concurrent_greedy_replies_equal_one_at_a_time(live: Live) -> None:
         assert reply == live.reference(ids, n, lane=None if model == "tiny" else "tuned"), (model, question)
 
 
+@pytest.mark.parametrize("mode", ["packed", "packed-no-drafts", "separate-prefill"])
 def test_rows_joining_and_leaving_mid_decode_keep_greedy_replies(
-    model_dir: str, monkeypatch: pytest.MonkeyPatch
+    model_dir: str, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     """Requests of different prompt lengths join while others decode (a longer prompt joining shifts every
     row's cache), rows leave at different steps, and the in-place cache buffers grow every 2 steps: each
-    reply still equals its one-request ``generate``."""
+    reply still equals its one-request ``generate`` -- with prompts prefilled inside decoding steps and
+    draft tokens checked there (the default), without drafts, and with each prompt prefilled in a pass of
+    its own (what a model whose attention is not ``sdpa`` gets)."""
     import instructkit.serve.engine as engine_module
 
     monkeypatch.setattr(engine_module, "_HEADROOM", 2)
     served = load_served(model_dir, served_name="tiny")
-    engine = Engine(served.model, served.tokenizer, max_batch=4, max_queue=8).start()
+    if mode == "separate-prefill":
+        served.model.set_attn_implementation("eager")
+    engine = Engine(
+        served.model,
+        served.tokenizer,
+        max_batch=4,
+        max_queue=8,
+        draft_tokens=0 if mode == "packed-no-drafts" else 2,
+    ).start()
     try:
+        assert engine._packed == (mode != "separate-prefill")
         jobs = [("Hi", 30), ("Tell me a story about a lighthouse and its keeper.", 9), ("List colours.", 21),
                 ("Write a long haiku about winter mornings, coffee, snow and quiet.", 14), ("Why?", 12)]  # fmt: skip
         ids = [served.prompt_ids([{"role": "user", "content": q}]) for q, _ in jobs]
@@ -252,8 +264,17 @@ def test_rows_joining_and_leaving_mid_decode_keep_greedy_replies(
         assert engine.stats["max_rows"] >= 3
         # every prompt after the first starts with the template's system turn: prefilled from the cache
         assert engine.prefix_cache is not None and engine.prefix_cache.stats["hits"] == len(jobs) - 1
+        stats = engine.stats
+        if mode == "separate-prefill":
+            assert stats["packed_prompts"] == 0 and stats["draft_tokens"] == 0
+        else:  # prompts joined running rows' steps
+            assert stats["packed_prompts"] >= 3
+        if mode == "packed":  # drafts were checked, some kept and some not
+            assert 0 < stats["accepted_tokens"] < stats["draft_tokens"]
     finally:
         engine.stop()
+    # the model gets its own attention back (the packed one only differs when a step passes its plan)
+    assert served.model.config._attn_implementation == ("eager" if mode == "separate-prefill" else "sdpa")
     for (_, n), prompt, result in zip(jobs, ids, results, strict=True):
         with torch.inference_mode():
             t = torch.tensor([prompt])
@@ -262,6 +283,48 @@ def test_rows_joining_and_leaving_mid_decode_keep_greedy_replies(
                 temperature=None, top_p=None, top_k=None, pad_token_id=served.tokenizer.eos_token_id,
             )  # fmt: skip
         assert result.token_ids == out[0, len(prompt) :].tolist()
+
+
+def test_packed_path_that_disagrees_with_the_plain_forward_is_not_used(
+    model_dir: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The start-up probe compares the packed pass's logits with the model's own forward; a packed pass
+    that is wrong (here: attention output scaled) is refused, the model gets its attention back, and
+    replies are still right."""
+    import instructkit.serve.engine as engine_module
+
+    real = engine_module._Plan.attend
+    monkeypatch.setattr(engine_module._Plan, "attend", lambda self, *a: real(self, *a) * 1.5)
+    served = load_served(model_dir)
+    engine = Engine(served.model, served.tokenizer)
+    with caplog.at_level("WARNING", logger="instructkit.serve"):
+        engine.start()
+    try:
+        assert not engine._packed and "not packing" in caplog.text
+        assert served.model.config._attn_implementation == "sdpa"
+        prompt = served.prompt_ids(USER)
+        result = engine.generate(prompt, Sampling(max_tokens=6))
+    finally:
+        engine.stop()
+    with torch.inference_mode():
+        t = torch.tensor([prompt])
+        out = served.model.generate(
+            input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=6, do_sample=False,
+            temperature=None, top_p=None, top_k=None, pad_token_id=served.tokenizer.eos_token_id,
+        )  # fmt: skip
+    assert result.token_ids == out[0, len(prompt) :].tolist()
+
+
+def test_lookup_draft_takes_what_followed_the_latest_earlier_ngram() -> None:
+    from instructkit.serve.engine import lookup_draft
+
+    #          0  1  2  3  4  5  6  7  8  9
+    context = [5, 6, 7, 8, 1, 5, 6, 9, 2, 5, 6]
+    assert lookup_draft(context, 2) == [9, 2]  # "5 6" last seen at 5-6, followed by 9 2 (not 7 8)
+    assert lookup_draft(context + [9], 3) == [2, 5, 6]  # the 3-gram "5 6 9" wins over shorter ones
+    assert lookup_draft([1, 2, 3, 4], 2) == []  # nothing repeats
+    assert lookup_draft([4, 4], 2) == []  # one-token repeats are not enough (shortest n-gram is 2)
+    assert lookup_draft([1, 2, 3, 1, 2], 5) == [3, 1, 2]  # as many as there are, up to k
 
 
 def test_prefix_cache_reuses_the_longest_prefix_within_its_lane_and_bound() -> None:
