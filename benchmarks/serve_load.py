@@ -4,14 +4,16 @@
 
 The sides, each its own process on 127.0.0.1 and a free port, loaded one after another (never two at once):
 
-* ``instructkit``: ``instructkit serve`` with continuous batching (``--max-batch`` = the client count);
-* ``one-at-a-time``: the same server with ``--max-batch 1`` (each request decoded alone, as a plain
-  ``generate`` per request would);
+* ``instructkit``: ``instructkit serve`` as shipped: continuous batching (``--max-batch`` = the client count),
+  joining prompts prefilled inside decoding steps, its prefix cache and prompt-lookup drafts;
+* ``one-at-a-time``: the same server with ``--max-batch 1 --prefix-cache-mb 0 --draft-tokens 0`` (each
+  request decoded alone, as a plain ``generate`` per request would);
 * ``transformers serve`` on the same float weights (the safetensors folder ``instructkit models prepare``
   keeps), with ``--continuous-batching`` (its faster mode on this machine; ``--peer-mode plain`` turns it
   off; its paged cache shares prompt blocks between requests, its prefix caching, on by default);
-* ``instructkit serve`` again with ``--prefix-cache-mb 0``, to show what its prefix cache adds (the prompts
-  repeat: 128 requests over the 40 questions, all with the same template system turn).
+* ``instructkit serve`` again with ``--prefix-cache-mb 0 --draft-tokens 0``, to show what batching alone does
+  and what the prefix cache and drafts add (the prompts repeat: 128 requests over the 40 questions, all with
+  the same template system turn; drafts come from each request's own prompt and reply only).
 
 Every client sends its share of the same prompts (the user turns of ``examples/data/demo.jsonl``), greedy
 (temperature 0), ``max_tokens`` new tokens, one request after another, with the official ``openai`` client.
@@ -195,11 +197,15 @@ def main() -> None:
     sides = []
     for name, cmd, model_id in (
         ("instructkit serve", [*ik, "--max-batch", str(args.clients)], MODEL),
-        ("one-at-a-time (instructkit, --max-batch 1)", [*ik, "--max-batch", "1"], MODEL),
+        (
+            "one-at-a-time (instructkit, --max-batch 1, no prefix cache, no drafts)",
+            [*ik, "--max-batch", "1", "--prefix-cache-mb", "0", "--draft-tokens", "0"],
+            MODEL,
+        ),
         (f"transformers serve {peer_flag}", [transformers_cli, "serve", folder, peer_flag], folder),
         (
-            "instructkit serve, prefix cache off",
-            [*ik, "--max-batch", str(args.clients), "--prefix-cache-mb", "0"],
+            "instructkit serve, prefix cache and drafts off",
+            [*ik, "--max-batch", str(args.clients), "--prefix-cache-mb", "0", "--draft-tokens", "0"],
             MODEL,
         ),
     ):
@@ -243,7 +249,7 @@ def main() -> None:
         )
     if not uncached.error and not peer.error:
         print(
-            "instructkit with its prefix cache off vs transformers serve: "
+            "instructkit with its prefix cache and drafts off vs transformers serve: "
             f"{(uncached.ok / uncached.wall) / (peer.ok / peer.wall):.2f}x requests/s"
         )
     if ours.error or peer.error:

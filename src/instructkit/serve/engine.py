@@ -521,7 +521,7 @@ class Engine:
         inside the next decoding step instead of in a forward pass of its own. Each forward pass reads every
         weight once (~55 ms of a ~100 ms 8-row step of the bundled model on one thread), so a prompt that
         rides along costs only its tokens' share. The packed path must give the plain forward's logits on the
-        probe (max abs diff <= 1e-4), or the engine keeps the plain path and says why."""
+        probe (max abs diff <= 1e-4 in fp32), or the engine keeps the plain path and says why."""
         ids = torch.arange(1, 5, device=self.device)[None]
         with self.activate(None):
             out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
@@ -548,7 +548,7 @@ class Engine:
         join = self._new_join(probe, 0, None)
         logits = self._forward(_Lane(None), [join])
         diff = float((logits[0].float() - out.logits[0, -1].float()).abs().max())
-        if not diff <= 1e-4:
+        if not diff <= (1e-4 if logits.dtype == torch.float32 else 5e-2):  # half precision rounds more
             log.warning("packed prefill differs from the plain forward (%.2e): not packing", diff)
             inner.set_attn_implementation(before)
             self._attn_before, self._packed = None, False
