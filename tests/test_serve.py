@@ -472,7 +472,9 @@ def test_disconnect_mid_stream_frees_the_slot(guarded: Live) -> None:
 
 
 def test_health_and_page(live: Live) -> None:
-    assert get(live.url + "/health").json()["status"] == "ok"
+    health = get(live.url + "/health").json()
+    assert health["status"] == "ok" and health["batching"] == "packed"
+    assert {"packed_prompts", "draft_tokens", "accepted_tokens"} <= set(health["engine"])
     page = get(live.url + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert (

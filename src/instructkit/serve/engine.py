@@ -569,6 +569,14 @@ class Engine:
         return sum(len(lane.rows) + len(lane.pending) for lane in list(self._lanes.values()))
 
     @property
+    def batching(self) -> str:
+        """How requests share forward passes: ``packed`` (prompts prefilled inside decoding steps),
+        ``separate-prefill`` (each prompt in a pass of its own, then batched) or ``one-at-a-time``."""
+        if self._packed:
+            return "packed"
+        return "separate-prefill" if self._batchable and self.max_batch > 1 else "one-at-a-time"
+
+    @property
     def waiting(self) -> int:
         return len(self._waiting)
 

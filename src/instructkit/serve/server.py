@@ -366,6 +366,7 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
             "status": "ok",
             "active": engine.active,
             "waiting": engine.waiting,
+            "batching": engine.batching,
             "engine": dict(engine.stats),
             "prefix_cache": dict(cache.stats, bytes=cache.bytes) if cache is not None else None,
         }
