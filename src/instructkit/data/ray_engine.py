@@ -52,7 +52,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from instructkit.data.base import DatasetStep, Filter, Mapper, Step
+from instructkit.data.base import DatasetStep, Filter, Mapper, Step, StepConfigError
 from instructkit.data.decontam.step import Decontaminate
 from instructkit.data.dedup import near_dup
 from instructkit.data.dedup.steps import ExactDedup, NearDedup, dedup_key, normalized_hash
@@ -628,7 +628,7 @@ def curate_ray(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig)
     try:
         import ray
     except ImportError:
-        raise RuntimeError("engine ray needs Ray: pip install 'instructkit[ray]'") from None
+        raise StepConfigError("{key} ray needs Ray: pip install 'instructkit[ray]'", key="engine") from None
     local_out = _local_path(out_dir)
     if local_out is None:
         raise OutputError(
@@ -682,8 +682,9 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
         elif isinstance(step, NearDedup):
             alive, name, k = eng.near_dedup(alive, step, k + 1), step.name, k + 1
         elif isinstance(step, DatasetStep):
-            raise ValueError(
-                f"step '{step.name}' sees the whole dataset and has no Ray form yet; run it with engine local"
+            raise StepConfigError(
+                f"step '{step.name}' sees the whole dataset and has no Ray form yet; run it with {{key}} local",
+                key="engine",
             )
         else:  # pragma: no cover
             raise TypeError(f"step {step.name} is neither a Filter, a Mapper nor a DatasetStep")
