@@ -598,17 +598,24 @@ _first_of: Any = None
 
 
 def _original(e: BaseException) -> BaseException:
-    """The user's exception inside Ray's wrappers (RayTaskError, Ray Data's UserCodeException)."""
-    seen = e
-    for _ in range(10):
-        cause = getattr(seen, "cause", None) or seen.__cause__
-        if cause is None:
-            break
-        seen = cause
-        if not type(seen).__module__.startswith("ray"):
-            if hasattr(seen, "as_instanceof_cause"):
-                continue
-            return seen
+    """The user's exception inside Ray's wrappers (RayTaskError, Ray Data's UserCodeException), so a bad
+    record raises here what it raises in the local engine; ``e`` itself when there is none."""
+    from ray.exceptions import RayTaskError
+
+    queue, seen = [e], set()
+    while queue:
+        x = queue.pop(0)
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, RayTaskError):
+            queue.append(x.cause)
+        elif not type(x).__module__.startswith("ray"):
+            # Ray Data appends its retry advice to the message; the local engine's message is the one
+            if x.args and isinstance(x.args[0], str) and "\nFailed to apply UDF" in x.args[0]:
+                x.args = (x.args[0].split("\nFailed to apply UDF", 1)[0], *x.args[1:])
+            return x
+        queue.append(x.__cause__)
     return e
 
 
@@ -661,6 +668,9 @@ def curate_ray(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig)
 
 def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> CurateResult:
     steps = cfg.build_steps()
+    # a step's own exception (a RecordError naming file and line, StepFailed naming step and record)
+    # reaches the driver as itself, not as Ray Data's UserCodeException text
+    ray.data.DataContext.get_current().raise_original_map_exception = True
     parts = max(2, int(ray.cluster_resources().get("CPU", 1)))
     eng = _Engine(cfg, parts, progress=os.environ.get("INSTRUCTKIT_QUIET") != "1")
     t0 = time.perf_counter()
