@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -164,24 +163,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop_cluster(tag: str) -> None:
-    """Stop the processes of the test's own cluster, found by its port / temp dir (never by name)."""
+def _stop_cluster(temp_dir: str, port: int) -> None:
+    """Stop the test's own cluster by process id (never by name: ``ray stop`` would stop every Ray on the
+    machine): the processes naming its temp dir or GCS port, or holding files in the temp dir (the
+    agents rename themselves), with their children."""
     import psutil
 
-    me = os.getuid()
-    mine = []
+    found: dict[int, psutil.Process] = {}
     for p in psutil.process_iter(["pid", "uids", "cmdline"]):
         try:
-            if p.info["uids"] and p.info["uids"].real == me and tag in " ".join(p.info["cmdline"] or []):
-                mine.append(p)
+            if not p.info["uids"] or p.info["uids"].real != os.getuid() or p.pid == os.getpid():
+                continue
+            cmd = " ".join(p.info["cmdline"] or [])
+            if temp_dir in cmd or f"127.0.0.1:{port}" in cmd or any(temp_dir in f.path for f in p.open_files()):
+                found[p.pid] = p
+                found.update({c.pid: c for c in p.children(recursive=True)})
         except psutil.Error:
             continue
-    for p in mine:
+    procs = list(found.values())
+    for p in procs:
         try:
-            p.send_signal(signal.SIGTERM)
+            p.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(mine, timeout=10)
+    _, alive = psutil.wait_procs(procs, timeout=10)
     for p in alive:
         try:
             p.kill()
@@ -195,7 +200,8 @@ def test_two_nodes_started_with_ray_start_give_the_same_output(dirty, local_run,
     port = _free_port()
     temp = f"/tmp/ik-ray-{uuid.uuid4().hex[:8]}"
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
-    env = {**ENV, "RAY_ADDRESS": ""}
+    # token authentication, the token shared by the head, the second node and the driver
+    env = {**ENV, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     try:
         subprocess.run(
             [ray_bin, "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", temp,
@@ -230,5 +236,4 @@ def test_two_nodes_started_with_ray_start_give_the_same_output(dirty, local_run,
             assert (local_run / name).read_bytes() == (out / name).read_bytes(), name
         assert card_of(local_run) == card_of(out)
     finally:
-        _stop_cluster(temp)
-        _stop_cluster(f"127.0.0.1:{port}")
+        _stop_cluster(temp, port)
