@@ -16,7 +16,18 @@ from pathlib import Path
 from instructkit.data.base import Mapper, register
 from instructkit.records import Record
 
-VERBS = ["Write", "Explain", "Summarize", "Describe", "List", "Compare", "Translate", "Outline", "Draft", "Rewrite"]
+VERBS = [
+    "Write",
+    "Explain",
+    "Summarize",
+    "Describe",
+    "List",
+    "Compare",
+    "Translate",
+    "Outline",
+    "Draft",
+    "Rewrite",
+]
 ADJS = ["short", "formal", "friendly", "detailed", "simple", "funny", "clear", "brief", "vivid", "careful"]
 NOUNS = ["poem", "email", "story", "summary", "guide", "review", "letter", "plan", "speech", "recipe"]
 TOPICS = [
@@ -86,7 +97,9 @@ def dirty_rows(n: int, seed: int = 0) -> list[str]:
                 "Sure, I will write to you.",
             )
         elif r < 0.295:
-            row = _chat(_instruction(rng, k), "I'm sorry, but as an AI language model I cannot help with that.")
+            row = _chat(
+                _instruction(rng, k), "I'm sorry, but as an AI language model I cannot help with that."
+            )
         else:
             text = _instruction(rng, k)
             made.append(text)

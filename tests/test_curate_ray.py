@@ -7,6 +7,7 @@ test starts its own two raylets with ``ray start`` and drives them through the C
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -85,7 +86,15 @@ def test_ray_writes_byte_identical_files_and_card(cluster, dirty, local_run, tmp
     # the fixture really is dirty: every planted kind was removed by its step
     dropped = {r: n for st in card["steps"] for r, n in st["dropped"].items()}
     assert card["accounting"]["in"] == 20_000 and card["accounting"]["balanced"]
-    for reason in ("exact_duplicate", "near_duplicate", "contaminated", "malformed_json", "wrong_type", "empty_content", "refusal"):
+    for reason in (
+        "exact_duplicate",
+        "near_duplicate",
+        "contaminated",
+        "malformed_json",
+        "wrong_type",
+        "empty_content",
+        "refusal",
+    ):
         assert dropped.get(reason, 0) >= 10, (reason, dropped)
     assert sum(card["splits"].values()) > 10_000 and card["splits"]["test"] > 100
 
@@ -102,7 +111,9 @@ def test_ray_reads_and_writes_file_urls(cluster, dirty, local_run, tmp_path) -> 
     out = tmp_path / "ray"
     curate([f"file://{p}" for p in dirty], f"file://{out}", CurateConfig(steps=STEPS, engine="ray"))
     # read rejects name their source as it was given (here a URL); everything else is identical
-    rejects = (out / "rejects.jsonl").read_text().replace(f'"file://{dirty[0].parent}/', f'"{dirty[0].parent}/')
+    rejects = (
+        (out / "rejects.jsonl").read_text().replace(f'"file://{dirty[0].parent}/', f'"{dirty[0].parent}/')
+    )
     assert rejects == (local_run / "rejects.jsonl").read_text()
     (out / "rejects.jsonl").write_text(rejects)
     assert_same(local_run, out)
@@ -114,7 +125,11 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, dirty, tmp_path
     victim = json.loads(dirty[1].read_text().splitlines()[3000])
     record_id = victim["meta"]["id"]
     marker = tmp_path / "killed"
-    steps = [*STEPS[:4], {"step": "test_kill_once", "record_id": record_id, "marker": str(marker)}, *STEPS[4:]]
+    steps = [
+        *STEPS[:4],
+        {"step": "test_kill_once", "record_id": record_id, "marker": str(marker)},
+        *STEPS[4:],
+    ]
     marker.write_text("the local run must not kill itself")
     curate(dirty, tmp_path / "local", CurateConfig(steps=steps))
     marker.unlink()
@@ -154,7 +169,9 @@ def test_errors_name_the_same_place_in_both_engines(cluster, tmp_path) -> None:
             curate([path], tmp_path / f"s-{engine}", CurateConfig(steps=steps, engine=engine))
         messages.append(str(err.value))
     assert messages[0] == messages[1]
-    assert messages[0].startswith(f"step 'test_fail_on' failed on record {bad_id} (from in.jsonl): ValueError")
+    assert messages[0].startswith(
+        f"step 'test_fail_on' failed on record {bad_id} (from in.jsonl): ValueError"
+    )
 
 
 def _free_port() -> int:
@@ -175,23 +192,23 @@ def _stop_cluster(temp_dir: str, port: int) -> None:
             if not p.info["uids"] or p.info["uids"].real != os.getuid() or p.pid == os.getpid():
                 continue
             cmd = " ".join(p.info["cmdline"] or [])
-            if temp_dir in cmd or f"127.0.0.1:{port}" in cmd or any(temp_dir in f.path for f in p.open_files()):
+            if (
+                temp_dir in cmd
+                or f"127.0.0.1:{port}" in cmd
+                or any(temp_dir in f.path for f in p.open_files())
+            ):
                 found[p.pid] = p
                 found.update({c.pid: c for c in p.children(recursive=True)})
         except psutil.Error:
             continue
     procs = list(found.values())
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.terminate()
-        except psutil.Error:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=10)
     for p in alive:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.kill()
-        except psutil.Error:
-            pass
 
 
 @pytest.mark.slow
@@ -214,8 +231,8 @@ def test_two_nodes_started_with_ray_start_give_the_same_output(dirty, local_run,
             check=True, env=env, capture_output=True, timeout=120,
         )  # fmt: skip
         probe = (
-            "import ray; ray.init(address='127.0.0.1:%d', log_to_driver=False); "
-            "print(len([n for n in ray.nodes() if n['Alive']]))" % port
+            f"import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); "
+            "print(len([n for n in ray.nodes() if n['Alive']]))"
         )
         for _ in range(30):
             nodes = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)

@@ -68,7 +68,10 @@ class RecordError(ValueError):
         # Exception pickling calls the class with ``args`` (here the one formatted string), which this
         # __init__ cannot take; an error raised in a worker process (Ray, datasets' num_proc) must cross
         # back whole.
-        return (_record_error, (self.reason, self.message, self.field, self.file, self.line, self.index, self.raw))
+        return (
+            _record_error,
+            (self.reason, self.message, self.field, self.file, self.line, self.index, self.raw),
+        )
 
     def with_raw(self, raw: str | None) -> RecordError:
         """Return a copy holding ``raw`` as the source text (an existing one wins)."""
