@@ -86,6 +86,7 @@ SCHEMA = pa.schema(
         ("rej", pa.string()),
     ]
 )
+PARTITION_ROWS = 50_000
 RETRIES = 3  # a task whose worker died (killed, OOM) is re-run this many times
 
 
@@ -677,6 +678,9 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
     alive = eng.read(inputs)
     n = eng.count(alive)
     eng.log("read", n, t0)
+    # shuffle partitions: at least one per CPU, and more as the input grows, so a reduce task holds about
+    # PARTITION_ROWS records whatever the input's size (memory per worker stays flat)
+    eng.parts = max(parts, -(-n // PARTITION_ROWS))
     k = 0
     while k < len(steps):
         t0 = time.perf_counter()
