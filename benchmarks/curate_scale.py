@@ -11,9 +11,10 @@ decontaminate) then runs twice, each in a fresh process:
 * ray: ``CurateConfig(engine="ray")`` on a local Ray cluster started with ``num_cpus=CPUS`` before the
   timed call (the cluster's start is printed apart: a cluster usually runs already).
 
-Printed per size and engine: docs/s of the ``curate`` call, peak RSS of the driver and of the largest
-Ray worker (psutil, sampled every 0.2 s over the driver, its children and every process of the Ray session
-— RSS counts the object store's shared pages a process touched), and near-duplicate recall/precision
+Printed per size and engine: docs/s of the ``curate`` call, peak memory of the driver and of the largest
+worker (Ray workers; for the local engine its ``num_proc`` children), as USS (pages only that process
+holds) and RSS (which also counts the pages of Ray's shared object store a process touched), sampled with
+psutil every 0.5 s, and near-duplicate recall/precision
 against the planted truth: recall = planted near copies removed (near_duplicate or exact_duplicate) with
 a representative from their own group, precision = near_duplicate rejects whose representative is of the
 same group. The two engines' split and reject files are compared byte for byte (``identical``). The last
@@ -131,27 +132,32 @@ class Sampler:
         while not self.stop.is_set():
             for p in self.procs():
                 try:
-                    rss = p.memory_info().rss
+                    # USS: the pages only this process holds. RSS would also count the pages of Ray's
+                    # shared object store a process has touched (zero-copy reads), once per process.
+                    mem = p.memory_full_info()
                     name = " ".join(p.cmdline()[:1])[:40]
                 except self.psutil.Error:
                     continue
-                if rss > self.peak.get(p.pid, ("", 0))[1]:
-                    self.peak[p.pid] = (name, rss)
-            time.sleep(0.2)
+                old = self.peak.get(p.pid, ("", 0, 0))
+                self.peak[p.pid] = (name, max(old[1], mem.uss), max(old[2], mem.rss))
+            time.sleep(0.5)
 
     def result(self) -> dict[str, float]:
         self.stop.set()
         self.thread.join()
         me = os.getpid()
-        driver = self.peak.get(me, ("", 0))[1]
-        workers = [rss for pid, (name, rss) in self.peak.items() if pid != me and name.startswith("ray::")]
-        others = [rss for pid, (name, rss) in self.peak.items() if pid != me and not name.startswith("ray::")]
+        driver = self.peak.get(me, ("", 0, 0))
+        workers = [v for pid, v in self.peak.items() if pid != me and v[0].startswith("ray::")]
+        others = [v for pid, v in self.peak.items() if pid != me and not v[0].startswith("ray::")]
         mib = 2**20
         return {
-            "driver_mib": driver / mib,
-            "max_worker_mib": max(workers, default=0) / mib,
+            "driver_mib": driver[1] / mib,
+            "driver_rss_mib": driver[2] / mib,
+            "max_worker_mib": max((v[1] for v in workers), default=0) / mib,
+            "max_worker_rss_mib": max((v[2] for v in workers), default=0) / mib,
             "workers": len(workers),
-            "max_child_mib": max(others, default=0) / mib,
+            "max_child_mib": max((v[1] for v in others), default=0) / mib,
+            "max_child_rss_mib": max((v[2] for v in others), default=0) / mib,
         }
 
 
@@ -243,7 +249,10 @@ def main() -> None:
     print(
         f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; engines get {args.cpus}"
     )
-    header = f"{'size':>9} {'engine':>6} {'docs/s':>8} {'driver MiB':>10} {'worker MiB':>10} {'recall':>7} {'prec':>7}"
+    header = (
+        f"{'size':>9} {'engine':>6} {'docs/s':>8} {'driver USS/RSS MiB':>18} {'worker USS/RSS MiB':>18} "
+        f"{'recall':>7} {'prec':>7}"
+    )
     rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="curate-scale-") as tmp:
         for n in sizes:
@@ -258,9 +267,11 @@ def main() -> None:
                 recall, precision = near_scores(out, group, near)
                 rates[engine] = n / r["wall"]
                 digests[engine] = digest(out)
-                worker = r["max_worker_mib"] if engine == "ray" else r["max_child_mib"]
+                w = "max_worker" if engine == "ray" else "max_child"
+                driver = f"{r['driver_mib']:.0f} / {r['driver_rss_mib']:.0f}"
+                worker = f"{r[w + '_mib']:.0f} / {r[w + '_rss_mib']:.0f}"
                 print(
-                    f"{n:>9} {engine:>6} {n / r['wall']:>8.0f} {r['driver_mib']:>10.0f} {worker:>10.0f} "
+                    f"{n:>9} {engine:>6} {n / r['wall']:>8.0f} {driver:>18} {worker:>18} "
                     f"{recall:>7.4f} {precision:>7.4f}"
                     + (
                         f"   (cluster start {r['start']:.1f} s, {r['workers']} worker processes)"

@@ -148,10 +148,13 @@ def test_errors_name_the_same_place_in_both_engines(cluster, tmp_path) -> None:
     lines[17] = '{"messages": [{"role": "user", "content": "cut'
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(lines) + "\n")
+    # a second file, bad earlier in it: the files are read in parallel, yet the error is the first file's
+    later = tmp_path / "later.jsonl"
+    later.write_text("\n".join(["{oops", *lines[:17]]) + "\n")
     messages = []
     for engine in ("local", "ray"):
         with pytest.raises(RecordError) as err:
-            curate([path], tmp_path / engine, CurateConfig(engine=engine, on_error="raise"))
+            curate([path, later], tmp_path / engine, CurateConfig(engine=engine, on_error="raise"))
         messages.append(str(err.value))
     assert messages[0] == messages[1] and f"{path}, line 18" in messages[0]
 

@@ -74,7 +74,7 @@ from instructkit.formats.atomic import OutputError, recover_folder, replaced_fol
 from instructkit.formats.io import sha256_file
 from instructkit.records import Record, RecordError
 
-ALIVE, SOURCE = -1, -2  # stepno of a record still in the pipeline, and of a source summary row
+ALIVE, SOURCE, ERROR = -1, -2, -3  # stepno of a record still in, of a source summary, of a read error
 FILE_SHIFT = 40  # idx = file number << 40 | position in the file
 ROWS_PER_BLOCK = 2000
 SCHEMA = pa.schema(
@@ -173,11 +173,16 @@ def _read_file(fi: int, path: str, fmt: str | None, on_error: str) -> Iterator[p
                     yield rows.table()
                     rows = _Rows()
         except RecordError as e:
-            if tmp is None:
-                raise
-            raise RecordError(
-                e.reason, e.message, field=e.field, file=name, line=e.line, index=e.index, raw=e.raw
-            ) from None
+            # on_error raise: files are read in parallel, so the error travels as a row and the driver
+            # raises the first one in input order, the one the local engine (reading in order) raises
+            fields = {
+                k: getattr(e, k) for k in ("reason", "message", "field", "file", "line", "index", "raw")
+            }
+            if tmp is not None:
+                fields["file"] = name
+            rows.add(fi << FILE_SHIFT | seq, stepno=ERROR, rej=json.dumps(fields))
+            yield rows.table()
+            return
         flush_rejects()
         source = {
             "path": name,
@@ -209,6 +214,9 @@ def _fetch(ref: Any) -> Any:
 
     key = ref.hex()
     if key not in _BROADCAST:
+        objects = [k for k in _BROADCAST if k != "tasks"]
+        for old in objects[: max(0, len(objects) - 3)]:  # a long-lived worker keeps the last few only
+            del _BROADCAST[old]
         _BROADCAST[key] = ray.get(ref)
     return _BROADCAST[key]
 
@@ -589,13 +597,21 @@ class _Engine:
 def _remote_helpers() -> None:
     import ray
 
-    global _num_rows, _first_of
+    global _num_rows, _first_of, _read_errors
     _num_rows = ray.remote(lambda t: t.num_rows)
     _first_of = ray.remote(lambda side: side[0])
+    _read_errors = ray.remote(
+        lambda t: [
+            (i, e)
+            for i, no, e in zip(*(t[c].to_pylist() for c in ("idx", "stepno", "rej")), strict=True)
+            if no == ERROR
+        ]
+    )
 
 
 _num_rows: Any = None
 _first_of: Any = None
+_read_errors: Any = None
 
 
 def _original(e: BaseException) -> BaseException:
@@ -676,6 +692,10 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
     eng = _Engine(cfg, parts, progress=os.environ.get("INSTRUCTKIT_QUIET") != "1")
     t0 = time.perf_counter()
     alive = eng.read(inputs)
+    if cfg.on_error == "raise":
+        errors = [e for got in ray.get([_read_errors.remote(d) for d in eng.done]) for e in got]
+        if errors:
+            raise RecordError(**json.loads(min(errors)[1]))
     n = eng.count(alive)
     eng.log("read", n, t0)
     # shuffle partitions: at least one per CPU, and more as the input grows, so a reduce task holds about
@@ -702,8 +722,8 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
             )
         else:  # pragma: no cover
             raise TypeError(f"step {step.name} is neither a Filter, a Mapper nor a DatasetStep")
-        eng.log(name, n, t0)
-        n = eng.count(alive)
+        n_in, n = n, eng.count(alive)  # the count waits for the stage's tasks: the time is the stage's
+        eng.log(name, n_in, t0)
     t0 = time.perf_counter()
     assignment_ref, n_kept = eng.split(alive)
     eng.log("split", n_kept, t0)
