@@ -257,3 +257,33 @@ def test_two_nodes_started_with_ray_start_give_the_same_output(dirty, local_run,
         assert card_of(local_run) == card_of(out)
     finally:
         _stop_cluster(temp, port)
+
+
+def test_engine_and_address_are_checked_config_keys() -> None:
+    from instructkit.data.base import StepConfigError
+
+    cfg = CurateConfig.from_dict({"engine": "ray", "address": "auto"})
+    assert (cfg.engine, cfg.address) == ("ray", "auto")
+    with pytest.raises(StepConfigError, match="engine"):
+        CurateConfig.from_dict({"engine": "spark"})
+    with pytest.raises(StepConfigError, match="'address' is for engine ray"):
+        CurateConfig.from_dict({"address": "auto"}).validate()
+    with pytest.raises(StepConfigError, match=r"curate\.engine"):
+        CurateConfig.from_dict({"engine": "dask"}, prefix="curate")
+
+
+def test_cli_refuses_an_unknown_engine_and_a_missing_input(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    good = tmp_path / "in.jsonl"
+    good.write_text(
+        '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n'
+    )
+    run = CliRunner().invoke(
+        app, ["data", "curate", str(good), "-o", str(tmp_path / "o"), "--engine", "spark"]
+    )
+    assert run.exit_code != 0 and "'spark' is not one of: local, ray" in run.output
+    run = CliRunner().invoke(app, ["data", "curate", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")])
+    assert run.exit_code == 2 and "nope.jsonl" in run.output and "no such file" in run.output
