@@ -4,7 +4,7 @@
 same card counts as the local engine. Every record carries ``idx``, its place in the input (input file
 number << 40 | position in the file), so "first" and "input order" mean what they mean locally wherever
 the record travels; nothing is kept in one process but counts, the split's unit table and the
-near-duplicate edges.
+near-duplicate edges (and, for outputs other than plain .jsonl, the split being written).
 
 Stages (a block is an Arrow table ``idx, rec, stepno, reason, rej``; ``rec`` the record as JSON):
 
@@ -279,13 +279,9 @@ def _tasks() -> Any:
     if "tasks" in _BROADCAST:
         return _BROADCAST["tasks"]
 
-    def opts(n: int) -> dict[str, Any]:
-        return {"num_returns": n, "max_retries": RETRIES}
-
     @ray.remote(max_retries=RETRIES)
     def split_alive(t: pa.Table) -> tuple[pa.Table, pa.Table]:
-        alive = pc.equal(t["stepno"], ALIVE)
-        return t.filter(alive), t.filter(pc.invert(alive))
+        return split_alive_local(t)
 
     @ray.remote(max_retries=RETRIES)
     def exact_map(t: pa.Table, key: str, parts: int) -> list[pa.Table]:
@@ -415,12 +411,12 @@ def _tasks() -> Any:
         )
 
     tasks = {k: v for k, v in locals().items() if hasattr(v, "remote")}
-    tasks["opts"] = opts
     _BROADCAST["tasks"] = tasks
     return tasks
 
 
 def split_alive_local(t: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Records still in the pipeline, and the finished rows (rejects, source summaries, read errors)."""
     alive = pc.equal(t["stepno"], ALIVE)
     return t.filter(alive), t.filter(pc.invert(alive))
 
