@@ -440,6 +440,18 @@ def _add_split(batch: pa.Table, by_cluster: bool, assignment_ref: Any) -> pa.Tab
 # the driver
 
 
+def _driver_memory() -> str:
+    """This process's private memory (Linux), for the stage lines: what the driver itself holds."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            kb = sum(
+                int(line.split()[1]) for line in f if line.startswith(("Private_Clean", "Private_Dirty"))
+            )
+    except OSError:
+        return ""
+    return f"; driver {kb / 1024:.0f} MiB private"
+
+
 class _Engine:
     def __init__(self, cfg: CurateConfig, parts: int, progress: bool) -> None:
         import ray
@@ -455,7 +467,8 @@ class _Engine:
         if self.progress:
             dt = time.perf_counter() - t0
             print(
-                f"[ray] {stage}: {n} records in {dt:.1f} s ({n / max(dt, 1e-9):,.0f} records/s)",
+                f"[ray] {stage}: {n} records in {dt:.1f} s ({n / max(dt, 1e-9):,.0f} records/s)"
+                f"{_driver_memory()}",
                 file=sys.stderr,
             )
 
