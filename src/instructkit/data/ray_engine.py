@@ -487,6 +487,23 @@ class _Engine:
     def data(self, refs: list[Any]) -> Any:
         return self.ray.data.from_arrow_refs(refs)
 
+    def coalesce(self, refs: list[Any], rows: int = PARTITION_ROWS) -> list[Any]:
+        """Fewer, larger blocks (about ``rows`` each). Ray Data's sort keeps ~70 KB of bookkeeping per
+        input block in the driver (measured: 600 blocks of 100 rows took 42 MiB, 12 of 5,000 none), and
+        the stages leave thousands of small blocks of rejects behind."""
+        sizes = self.ray.get([_num_rows.remote(r) for r in refs])
+        groups: list[list[Any]] = [[]]
+        filled = 0
+        for ref, n in zip(refs, sizes, strict=True):
+            if not n:
+                continue
+            if filled + n > rows and groups[-1]:
+                groups.append([])
+                filled = 0
+            groups[-1].append(ref)
+            filled += n
+        return [g[0] if len(g) == 1 else _concat.remote(*g) for g in groups if g]
+
     def read(self, inputs: list[str]) -> list[Any]:
         items = [{"fi": i, "path": p} for i, p in enumerate(inputs)]
         ds = self.ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
@@ -606,8 +623,9 @@ class _Engine:
 def _remote_helpers() -> None:
     import ray
 
-    global _num_rows, _first_of, _read_errors
+    global _num_rows, _first_of, _read_errors, _concat
     _num_rows = ray.remote(lambda t: t.num_rows)
+    _concat = ray.remote(max_retries=RETRIES)(lambda *tables: pa.concat_tables(tables))
     _first_of = ray.remote(lambda side: side[0])
     _read_errors = ray.remote(
         lambda t: [
@@ -621,6 +639,7 @@ def _remote_helpers() -> None:
 _num_rows: Any = None
 _first_of: Any = None
 _read_errors: Any = None
+_concat: Any = None
 
 
 def _original(e: BaseException) -> BaseException:
@@ -746,8 +765,9 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
     summaries = {s: Summary() for s in SPLITS}
     with replaced_folder(out_dir) as stage:
         with open(stage / "rejects.jsonl", "w", encoding="utf-8", newline="") as rej_file:
-            if eng.done:
-                done = eng.data(eng.done).sort(["stepno", "idx"])
+            finished = eng.coalesce(eng.done)
+            if finished:
+                done = eng.data(finished).sort(["stepno", "idx"])
                 for batch in done.iter_batches(batch_format="pyarrow", batch_size=4096):
                     for stepno, reason, line in zip(
                         *(batch[c].to_pylist() for c in ("stepno", "reason", "rej")), strict=True
@@ -765,6 +785,7 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
         fmt = get_format(cfg.output_format)
         counts = dict.fromkeys(SPLITS, 0)
         try:
+            alive = eng.coalesce(alive)
             if alive:
                 ds = eng.data(alive).map_batches(
                     _add_split,
