@@ -24,14 +24,15 @@ Stages (a block is an Arrow table ``idx, rec, stepno, reason, rej``; ``rec`` the
   ``idx``, i.e. the record the local engine keeps).
 * split: the unit table (unit key, stratum; a few dozen bytes per record) goes to the driver, which runs
   the local :func:`unit_assignment`; workers get the test/val units and tag each record.
-* write: a distributed sort by ``idx`` (Ray Data), streamed through the driver into the split files; the
-  rejects likewise by ``(step, idx)``.
+* write: a range partition on ``idx`` (exact quantiles; each partition sorted in a task), streamed through
+  the driver into the split files one partition at a time; the rejects likewise by ``(step, idx)``.
 
 Hand-written parts, and why: Ray Data's ``groupby().map_groups`` calls Python once per group (a million
 groups of one record each for dedup), and it has no join for "fetch both signatures of a candidate pair",
 so the shuffles here are Ray tasks with ``num_returns`` (a map side that partitions, a reduce side that
 concatenates; Ray's lineage re-runs a lost task) and the components run on the driver over the merged
-pairs only (a few bytes per near-duplicate, not per record).
+pairs only (a few bytes per near-duplicate, not per record). The ordered write replaces Ray Data's
+``sort``, whose driver memory grew with the data (see :meth:`_Engine.in_order`).
 """
 
 from __future__ import annotations
