@@ -64,6 +64,15 @@ class RecordError(ValueError):
             raw=self.raw,
         )
 
+    def __reduce__(self):
+        # Exception pickling calls the class with ``args`` (here the one formatted string), which this
+        # __init__ cannot take; an error raised in a worker process (Ray, datasets' num_proc) must cross
+        # back whole.
+        return (
+            _record_error,
+            (self.reason, self.message, self.field, self.file, self.line, self.index, self.raw),
+        )
+
     def with_raw(self, raw: str | None) -> RecordError:
         """Return a copy holding ``raw`` as the source text (an existing one wins)."""
         err = self.located()
@@ -95,6 +104,10 @@ class RecordError(ValueError):
             "reason": self.reason,
             "message": self.message,
         }
+
+
+def _record_error(reason, message, field, file, line, index, raw) -> RecordError:
+    return RecordError(reason, message, field=field, file=file, line=line, index=index, raw=raw)
 
 
 @dataclass

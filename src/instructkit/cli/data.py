@@ -270,8 +270,10 @@ def inspect(
 
 @app.command()
 def curate(
-    inputs: list[Path] = typer.Argument(
-        ..., help="One or more input files, any supported format.", exists=True, dir_okay=False
+    inputs: list[str] = typer.Argument(
+        ...,
+        help="One or more input files, any supported format; with --engine ray also URLs (s3://, gs://, "
+        "file://), one task per file.",
     ),
     output: Path = typer.Option(
         ...,
@@ -298,15 +300,30 @@ def curate(
         "--on-error",
         help="Bad input records: 'skip' (the default for curate) rejects them with their reason; 'raise' stops.",
     ),
+    engine: str | None = typer.Option(
+        None,
+        "--engine",
+        help="local (this machine) or ray (a Ray cluster; the same output byte for byte). Overrides the config.",
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="With --engine ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT); none starts a "
+        "local cluster for the run.",
+    ),
 ) -> None:
     """Clean, deduplicate, decontaminate and split; write a dataset card that accounts for every record."""
     from instructkit.config import ConfigError
-    from instructkit.data.pipeline import CurateConfig
+    from instructkit.data.pipeline import CurateConfig, StepFailed
     from instructkit.data.pipeline import curate as run_curate
 
     _check_choice(fmt, format_names(), "--format")
     _check_choice(on_error, ["raise", "skip"], "--on-error")
-    with user_errors(ConfigError, *DATA_ERRORS):
+    _check_choice(engine, ["local", "ray"], "--engine")
+    for p in inputs:
+        if "://" not in p and not Path(p).is_file():
+            raise typer.BadParameter(f"{p}: no such file", param_hint="'INPUTS...'")
+    with user_errors(ConfigError, StepFailed, *DATA_ERRORS):
         cfg = CurateConfig.from_yaml(config) if config else CurateConfig()
         if num_proc is not None:
             cfg.num_proc = num_proc
@@ -316,7 +333,11 @@ def curate(
             cfg.input_format = fmt
         if on_error is not None:
             cfg.on_error = on_error
-        result = run_curate(inputs, output, cfg)
+        if engine is not None:
+            cfg.engine = engine
+        if address is not None:
+            cfg.address = address
+        result = run_curate([p if "://" in p else Path(p) for p in inputs], output, cfg)
     card = result.card
     table = Table(title="curation")
     for col in ("step", "in", "kept", "dropped"):

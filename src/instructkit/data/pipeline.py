@@ -62,6 +62,12 @@ class CurateConfig:
     """Bad input records: 'skip' rejects them (step 'read'), 'raise' stops at the first."""
     input_format: str | None = None
     """Input format; detected from the content when null."""
+    engine: str = checked("local", choices=("local", "ray"))
+    """local: this process (and ``num_proc`` workers); ray: a Ray cluster (``pip install
+    'instructkit[ray]'``), with byte-identical output. Inputs may then be URLs (``s3://``, ``file://``)."""
+    address: str | None = None
+    """Ray cluster to join with engine ray: ``auto`` (the one ``ray start`` runs here), ``HOST:PORT`` or
+    ``ray://HOST:PORT``; null starts a local cluster for the run and stops it after."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], prefix: str = "") -> CurateConfig:
@@ -91,6 +97,10 @@ class CurateConfig:
             raise StepConfigError("{key} must be skip or raise", key="on_error")
         if self.num_proc < 1:
             raise StepConfigError("{key} must be at least 1", key="num_proc")
+        if self.engine not in ("local", "ray"):
+            raise StepConfigError("{key} must be local or ray", key="engine")
+        if self.address is not None and self.engine != "ray":
+            raise StepConfigError("{key} is for engine ray; set engine: ray or drop it", key="address")
         try:
             check_suffix(
                 f"train{self.output_suffix}", get_format(self.output_format).container, "output_suffix"
@@ -128,8 +138,8 @@ class StepReport:
 class CurateResult:
     out_dir: Path
     card: dict[str, Any]
-    splits: dict[str, list[Record]]
-    rejects: list[dict[str, Any]]
+    splits: dict[str, list[Record]] | None
+    rejects: list[dict[str, Any]] | None
 
 
 def _dumps(rec: Record) -> str:
@@ -157,10 +167,26 @@ def verdict_of(step: Step, rec: Record) -> tuple[str, str, Record]:
     return ("", "", rec) if ok else (reason, rest[0] if rest else "", rec)
 
 
+class StepFailed(RuntimeError):
+    """A step raised on a record (a bug in the step, or input it cannot take): names the step and record."""
+
+
+def checked_verdict(step: Step, rec: Record) -> tuple[str, str, Record]:
+    """:func:`verdict_of`, with an exception from the step turned into :class:`StepFailed` naming the
+    step, the record's id and its source file (both engines raise the same message)."""
+    try:
+        return verdict_of(step, rec)
+    except Exception as e:
+        raise StepFailed(
+            f"step '{step.name}' failed on record {rec.id} (from {rec.meta.get('source') or '?'}): "
+            f"{type(e).__name__}: {e}"
+        ) from e
+
+
 def _apply_batch(batch: dict[str, list[str]], step: Step) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"rec": [], "_reason": [], "_detail": []}
     for s in batch["rec"]:
-        reason, detail, rec = verdict_of(step, _loads(s))
+        reason, detail, rec = checked_verdict(step, _loads(s))
         out["rec"].append(_dumps(rec))
         out["_reason"].append(reason)
         out["_detail"].append(detail)
@@ -268,9 +294,57 @@ def check_output_folder(inputs: list[str | Path], out_dir: str | Path) -> None:
             )
 
 
+def build_card(
+    cfg: CurateConfig,
+    sources: list[dict[str, Any]],
+    read_kept: int,
+    read_dropped: Counter,
+    reports: list[StepReport],
+    stats: dict[str, dict[str, Any]],
+    rejected_by_reason: Counter,
+) -> dict[str, Any]:
+    """The card of a curate run from its counts (both engines build it here, so the cards compare)."""
+    n_in = sum(s["read"] for s in sources)
+    n_kept = sum(st["records"] for st in stats.values())
+    n_rejected = sum(rejected_by_reason.values())
+    assert n_in == n_kept + n_rejected, "record accounting broke"
+    return {
+        "instructkit_version": __version__,
+        "sources": sources,
+        "config": cfg.to_dict(),
+        "steps": [
+            {
+                "step": "read",
+                "params": {"on_error": cfg.on_error},
+                "in": n_in,
+                "kept": read_kept,
+                "dropped": dict(read_dropped),
+            }
+        ]
+        + [r.to_dict() for r in reports],
+        "splits": {name: st["records"] for name, st in stats.items()},
+        "accounting": {
+            "in": n_in,
+            "kept": n_kept,
+            "rejected": n_rejected,
+            "balanced": n_in == n_kept + n_rejected,
+        },
+        "rejected_by_reason": dict(sorted(rejected_by_reason.items())),
+        "stats": stats,
+        "files": {name: f"{name}{cfg.output_suffix}" for name in SPLITS},
+    }
+
+
 def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | None = None) -> CurateResult:
+    """Curate ``inputs`` into ``out_dir`` (see the module docstring); ``cfg.engine`` picks where the steps
+    run. The Ray engine's result holds the card only (``splits`` and ``rejects`` are None: its records
+    stay on the cluster and in the written files)."""
     cfg = cfg or CurateConfig()
     cfg.validate()
+    if cfg.engine == "ray":
+        from instructkit.data.ray_engine import curate_ray
+
+        return curate_ray(inputs, out_dir, cfg)
     out_dir = Path(out_dir)
     recover_folder(out_dir)  # an earlier curate stopped mid-swap: put the old folder back first
     check_output_folder(inputs, out_dir)
@@ -310,31 +384,15 @@ def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | No
     rejects.extend(step_rejects)
     splits = split_records(kept, cfg.split)
     assert n_in == sum(len(v) for v in splits.values()) + len(rejects), "record accounting broke"
-    card = {
-        "instructkit_version": __version__,
-        "sources": sources,
-        "config": cfg.to_dict(),
-        "steps": [
-            {
-                "step": "read",
-                "params": {"on_error": cfg.on_error},
-                "in": n_in,
-                "kept": len(records),
-                "dropped": dict(Counter(r["reason"] for r in rejects if r["step"] == "read")),
-            }
-        ]
-        + [r.to_dict() for r in reports],
-        "splits": {name: len(recs) for name, recs in splits.items()},
-        "accounting": {
-            "in": n_in,
-            "kept": len(kept),
-            "rejected": len(rejects),
-            "balanced": n_in == len(kept) + len(rejects),
-        },
-        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
-        "stats": {name: summarize(recs) for name, recs in splits.items()},
-        "files": {name: f"{name}{cfg.output_suffix}" for name in SPLITS},
-    }
+    card = build_card(
+        cfg,
+        sources,
+        read_kept=len(records),
+        read_dropped=Counter(r["reason"] for r in rejects if r["step"] == "read"),
+        reports=reports,
+        stats={name: summarize(recs) for name, recs in splits.items()},
+        rejected_by_reason=Counter(r["reason"] for r in rejects),
+    )
     with replaced_folder(out_dir) as stage:
         for name in SPLITS:
             write_records(splits[name], stage / f"{name}{cfg.output_suffix}", cfg.output_format)

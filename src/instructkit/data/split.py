@@ -58,14 +58,15 @@ def _stratum(rec: Record, stratify: str | None) -> str:
     return ""
 
 
-def split_records(records: list[Record], cfg: SplitConfig) -> dict[str, list[Record]]:
-    cfg.validate()
-    units: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        units[_unit_key(rec, cfg.by_cluster)].append(i)
+def unit_assignment(units: list[tuple[str, int, str]], total: int, cfg: SplitConfig) -> dict[str, str]:
+    """The split of each unit: ``units`` are ``(key, members, stratum)`` in the order of their first
+    member (the stratum is that member's), ``total`` the number of records. Only units that go to test or
+    val are returned (every other unit is train), so an engine that holds records elsewhere (the Ray
+    engine) sends its workers a small map."""
+    size = {k: n for k, n, _ in units}
     strata: dict[str, list[str]] = defaultdict(list)
-    for key, members in units.items():
-        strata[_stratum(records[members[0]], cfg.stratify)].append(key)
+    for key, _, stratum in units:
+        strata[stratum].append(key)
     # Within a stratum, units are ordered by their hash; strata are then interleaved by relative
     # position, so filling test then val from the front of one global order gives exact overall
     # counts and per-stratum shares as close as whole units allow (small strata included).
@@ -74,17 +75,26 @@ def split_records(records: list[Record], cfg: SplitConfig) -> dict[str, list[Rec
         keys = sorted(strata[stratum], key=lambda k: _hash(cfg.seed, k))
         order += [((rank + 0.5) / len(keys), _hash(cfg.seed, k), k) for rank, k in enumerate(keys)]
     order.sort()
-    total = len(records)
     want = {"test": math.floor(total * cfg.test + 0.5), "val": math.floor(total * cfg.val + 0.5)}
     filled = {"test": 0, "val": 0}
-    assignment: dict[int, str] = {}
+    assignment: dict[str, str] = {}
     for _, _, k in order:
-        name = next((s for s in ("test", "val") if filled[s] < want[s]), "train")
-        if name != "train":
-            filled[name] += len(units[k])
-        for i in units[k]:
-            assignment[i] = name
+        name = next((s for s in ("test", "val") if filled[s] < want[s]), None)
+        if name is None:
+            break  # the rest is train
+        filled[name] += size[k]
+        assignment[k] = name
+    return assignment
+
+
+def split_records(records: list[Record], cfg: SplitConfig) -> dict[str, list[Record]]:
+    cfg.validate()
+    units: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        units[_unit_key(rec, cfg.by_cluster)].append(i)
+    table = [(k, len(m), _stratum(records[m[0]], cfg.stratify)) for k, m in units.items()]
+    assignment = unit_assignment(table, len(records), cfg)
     out: dict[str, list[Record]] = {s: [] for s in SPLITS}
-    for i, rec in enumerate(records):  # input order is kept inside each split
-        out[assignment[i]].append(rec)
+    for rec in records:  # input order is kept inside each split
+        out[assignment.get(_unit_key(rec, cfg.by_cluster), "train")].append(rec)
     return out

@@ -41,31 +41,52 @@ def percentiles(values: list[int], qs: tuple[int, ...] = (50, 90, 99)) -> dict[s
     return out
 
 
-def summarize(records: list[Record]) -> dict[str, Any]:
-    kinds = Counter(r.kind for r in records)
-    roles: Counter = Counter()
-    turns = []
-    tags: Counter = Counter()
-    labels: Counter = Counter()
-    for r in records:
+class Summary:
+    """:func:`summarize` one record at a time, so an engine that streams a split (the Ray engine) gives the
+    same summary without holding the split's records."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.kinds: Counter = Counter()
+        self.tasks: Counter = Counter()
+        self.roles: Counter = Counter()
+        self.turns: list[int] = []
+        self.words: list[int] = []
+        self.tags: Counter = Counter()
+        self.labels: Counter = Counter()
+
+    def add(self, r: Record) -> None:
+        self.n += 1
+        self.kinds[r.kind] += 1
+        self.tasks[r.meta.get("task") or "-"] += 1
         if r.messages is not None:
-            roles.update(m.role for m in r.messages)
-            turns.append(sum(1 for m in r.messages if m.role == "user"))
+            self.roles.update(m.role for m in r.messages)
+            self.turns.append(sum(1 for m in r.messages if m.role == "user"))
         if r.tags is not None:
-            tags.update(t[2:] for t in r.tags if t != "O")
+            self.tags.update(t[2:] for t in r.tags if t != "O")
         if r.text is not None:
-            labels.update([str(r.label)])
-    return {
-        "records": len(records),
-        "kinds": dict(kinds),
-        "tasks": dict(Counter(r.meta.get("task") or "-" for r in records).most_common()),
-        "roles": dict(roles),
-        "exchanges_per_conversation": percentiles(turns),
-        "multi_turn": sum(1 for t in turns if t > 1),
-        "words_per_record": percentiles([_words(r) for r in records]),
-        "entity_tokens": dict(tags.most_common()),
-        "labels": dict(labels.most_common()),
-    }
+            self.labels.update([str(r.label)])
+        self.words.append(_words(r))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.n,
+            "kinds": dict(self.kinds),
+            "tasks": dict(self.tasks.most_common()),
+            "roles": dict(self.roles),
+            "exchanges_per_conversation": percentiles(self.turns),
+            "multi_turn": sum(1 for t in self.turns if t > 1),
+            "words_per_record": percentiles(self.words),
+            "entity_tokens": dict(self.tags.most_common()),
+            "labels": dict(self.labels.most_common()),
+        }
+
+
+def summarize(records: list[Record]) -> dict[str, Any]:
+    summary = Summary()
+    for r in records:
+        summary.add(r)
+    return summary.to_dict()
 
 
 FILLERS = {

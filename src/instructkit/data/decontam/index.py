@@ -240,6 +240,28 @@ class ContaminationIndex:
         kept = {n} | {length for g, length in short.items() if g in self._grams}
         self._lengths = sorted(kept, reverse=True)
 
+    # Grams are keys of Python's ``hash``, which is salted per process: an index unpickled in another
+    # process (a Ray worker, which does not fork from the driver) would match nothing. The pickle carries
+    # the hash of a probe; a process whose hash differs rebuilds the table from the items (once per
+    # process: the engines cache the index).
+    _PROBE = ("instructkit", "decontam", "probe")
+
+    def __getstate__(self) -> dict[str, typing.Any]:
+        return {**self.__dict__, "_probe_hash": hash(self._PROBE)}
+
+    def __setstate__(self, state: dict[str, typing.Any]) -> None:
+        probe = state.pop("_probe_hash", None)
+        if probe == hash(self._PROBE):
+            self.__dict__.update(state)
+            return
+        self.__init__(
+            state["items"],
+            n=state["n"],
+            max_item_frequency=state["max_item_frequency"],
+            common_token_fraction=state["common_token_fraction"],
+            min_tokens=state["min_tokens"],
+        )
+
     def _windows(self, toks: list[str]) -> list[tuple[int, int]]:
         """(start, length) of the grams a benchmark text is indexed as."""
         if len(toks) >= self.n:

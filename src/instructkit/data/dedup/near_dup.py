@@ -402,25 +402,41 @@ def minhash_signatures(
 # LSH and clusters
 
 
+def _band_key(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """One 64-bit LSH key per row of ``sig`` for ``band`` (signature columns ``band*rows`` up to the next
+    band): rows with equal keys share the band's bucket."""
+    key = np.full(
+        len(sig), (band * 0x2545F4914F6CDD1D + 0x243F6A8885A308D3) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64
+    )
+    for c in range(band * rows, (band + 1) * rows):
+        key ^= sig[:, c]
+        key *= _MUL
+        key ^= key >> _U64(29)
+    return key
+
+
+def _bucket_pairs(key: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Candidate ``(ids[a], ids[b])`` pairs of one band: members of a bucket (equal ``key``) in increasing
+    ``ids`` order, each paired with up to the next ``_BUCKET_WINDOW`` members. ``ids`` must be increasing
+    (the Ray engine passes global record numbers of a hash partition, which holds whole buckets)."""
+    order = np.argsort(key, kind="stable")  # stable: members of a bucket in increasing id order
+    sk = key[order]
+    out = []
+    for d in range(1, _BUCKET_WINDOW + 1):
+        same = sk[d:] == sk[:-d]
+        if not same.any():
+            break
+        out.append((ids[order[:-d][same]], ids[order[d:][same]]))
+    return out
+
+
 def _candidate_pairs(sig: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Unique ``(i, j)``, ``i < j``, row pairs of ``sig`` sharing the key of at least one band."""
     n = len(sig)
+    ids = np.arange(n, dtype=np.int64)
     codes = []
     for band in range(bands):
-        key = np.full(
-            n, (band * 0x2545F4914F6CDD1D + 0x243F6A8885A308D3) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64
-        )
-        for c in range(band * rows, (band + 1) * rows):
-            key ^= sig[:, c]
-            key *= _MUL
-            key ^= key >> _U64(29)
-        order = np.argsort(key, kind="stable")  # stable: members of a bucket in increasing row order
-        sk = key[order]
-        for d in range(1, _BUCKET_WINDOW + 1):
-            same = sk[d:] == sk[:-d]
-            if not same.any():
-                break
-            codes.append(order[:-d][same] * n + order[d:][same])
+        codes += [i * n + j for i, j in _bucket_pairs(_band_key(sig, band, rows), ids)]
     if not codes:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty

@@ -1,0 +1,289 @@
+"""The Ray engine of curate: byte-identical output to the local engine on a dirty 20,000-record input, on one
+local cluster, on two nodes, with a worker killed mid-run, and the same errors.
+
+One local Ray cluster (2 CPUs, a 400 MB object store, no dashboard) is shared by the module; the multi-node
+test starts its own two raylets with ``ray start`` and drives them through the CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from instructkit.data.pipeline import DEFAULT_STEPS, CurateConfig, StepFailed, curate
+from instructkit.records import RecordError
+
+from . import curate_dirty
+from .curate_dirty import write_dirty
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'instructkit[ray]'")
+
+FILES = ("train.jsonl", "val.jsonl", "test.jsonl", "rejects.jsonl", "card.md")
+STEPS = [*DEFAULT_STEPS, "modality", {"step": "language", "languages": ["en"]}]
+ROOT = Path(__file__).parent.parent
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ["INSTRUCTKIT_QUIET"] = "1"
+    ray.init(
+        num_cpus=2,
+        object_store_memory=400 * 2**20,
+        include_dashboard=False,
+        log_to_driver=False,
+        address="local",
+        runtime_env={"env_vars": {"PYTHONPATH": ENV["PYTHONPATH"]}},
+    )
+    # test-only steps travel by value: the workers need not import the tests package
+    ray.cloudpickle.register_pickle_by_value(curate_dirty)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+    os.environ.pop("INSTRUCTKIT_QUIET", None)
+
+
+@pytest.fixture(scope="module")
+def dirty(tmp_path_factory) -> list[Path]:
+    return write_dirty(tmp_path_factory.mktemp("dirty"), n=20_000, shards=3)
+
+
+@pytest.fixture(scope="module")
+def local_run(dirty, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "out"
+    curate(dirty, out, CurateConfig(steps=STEPS))
+    return out
+
+
+def card_of(out: Path) -> dict:
+    """The card without what may differ between engines: the engine itself, and where the inputs were."""
+    card = json.loads((out / "card.json").read_text())
+    card["config"].pop("engine")
+    card["config"].pop("address")
+    for s in card["sources"]:
+        s["path"] = Path(s["path"].removeprefix("file://")).name
+    return card
+
+
+def assert_same(a: Path, b: Path) -> None:
+    for name in FILES[:-1]:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert card_of(a) == card_of(b)
+
+
+@pytest.mark.slow
+def test_ray_writes_byte_identical_files_and_card(cluster, dirty, local_run, tmp_path) -> None:
+    card = json.loads((local_run / "card.json").read_text())
+    # the fixture really is dirty: every planted kind was removed by its step
+    dropped = {r: n for st in card["steps"] for r, n in st["dropped"].items()}
+    assert card["accounting"]["in"] == 20_000 and card["accounting"]["balanced"]
+    for reason in (
+        "exact_duplicate",
+        "near_duplicate",
+        "contaminated",
+        "malformed_json",
+        "wrong_type",
+        "empty_content",
+        "refusal",
+    ):
+        assert dropped.get(reason, 0) >= 10, (reason, dropped)
+    assert sum(card["splits"].values()) > 10_000 and card["splits"]["test"] > 100
+
+    out = tmp_path / "ray"
+    result = curate(dirty, out, CurateConfig(steps=STEPS, engine="ray"))
+    assert_same(local_run, out)
+    for name in FILES:  # card.md names the inputs the same way, so it is identical too
+        assert (local_run / name).read_bytes() == (out / name).read_bytes(), name
+    assert result.card["accounting"] == card["accounting"] and result.splits is None
+
+
+@pytest.mark.slow
+def test_ray_reads_and_writes_file_urls(cluster, dirty, local_run, tmp_path) -> None:
+    out = tmp_path / "ray"
+    curate([f"file://{p}" for p in dirty], f"file://{out}", CurateConfig(steps=STEPS, engine="ray"))
+    # read rejects name their source as it was given (here a URL); everything else is identical
+    rejects = (
+        (out / "rejects.jsonl").read_text().replace(f'"file://{dirty[0].parent}/', f'"{dirty[0].parent}/')
+    )
+    assert rejects == (local_run / "rejects.jsonl").read_text()
+    (out / "rejects.jsonl").write_text(rejects)
+    assert_same(local_run, out)
+    assert json.loads((out / "card.json").read_text())["sources"][0]["path"] == f"file://{dirty[0]}"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, dirty, tmp_path) -> None:
+    victim = json.loads(dirty[1].read_text().splitlines()[3000])
+    record_id = victim["meta"]["id"]
+    marker = tmp_path / "killed"
+    steps = [
+        *STEPS[:4],
+        {"step": "test_kill_once", "record_id": record_id, "marker": str(marker)},
+        *STEPS[4:],
+    ]
+    marker.write_text("the local run must not kill itself")
+    curate(dirty, tmp_path / "local", CurateConfig(steps=steps))
+    marker.unlink()
+    curate(dirty, tmp_path / "ray", CurateConfig(steps=steps, engine="ray"))
+    pid = int(marker.read_text())
+    assert pid != os.getpid()  # a worker died (SIGKILL) at that record, and the task ran again
+    assert_same(tmp_path / "local", tmp_path / "ray")
+    acc = card_of(tmp_path / "ray")["accounting"]
+    assert acc["in"] == acc["kept"] + acc["rejected"] == 20_000
+
+
+@pytest.mark.slow
+def test_errors_name_the_same_place_in_both_engines(cluster, tmp_path) -> None:
+    good = '{"messages": [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "Red."}]}'
+    lines = [good.replace("color", f"color number {i}") for i in range(50)]
+    lines[17] = '{"messages": [{"role": "user", "content": "cut'
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    # a second file, bad earlier in it: the files are read in parallel, yet the error is the first file's
+    later = tmp_path / "later.jsonl"
+    later.write_text("\n".join(["{oops", *lines[:17]]) + "\n")
+    messages = []
+    for engine in ("local", "ray"):
+        with pytest.raises(RecordError) as err:
+            curate([path, later], tmp_path / engine, CurateConfig(engine=engine, on_error="raise"))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and f"{path}, line 18" in messages[0]
+
+    # a step that fails on a record: StepFailed names the step, the record and its file, in both engines
+    lines[17] = good
+    path.write_text("\n".join(lines) + "\n")
+    steps = ["normalize", {"step": "test_fail_on", "record_id": "d4f0c0a9"}]
+    from instructkit.records import Record
+
+    bad_id = Record.from_dict(json.loads(lines[30])).id
+    steps[1]["record_id"] = bad_id
+    messages = []
+    for engine in ("local", "ray"):
+        with pytest.raises(StepFailed) as err:
+            curate([path], tmp_path / f"s-{engine}", CurateConfig(steps=steps, engine=engine))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(
+        f"step 'test_fail_on' failed on record {bad_id} (from in.jsonl): ValueError"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_cluster(temp_dir: str, port: int) -> None:
+    """Stop the test's own cluster by process id (never by name: ``ray stop`` would stop every Ray on the
+    machine): the processes naming its temp dir or GCS port, or holding files in the temp dir (the
+    agents rename themselves), with their children."""
+    import psutil
+
+    found: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter(["pid", "uids", "cmdline"]):
+        try:
+            if not p.info["uids"] or p.info["uids"].real != os.getuid() or p.pid == os.getpid():
+                continue
+            cmd = " ".join(p.info["cmdline"] or [])
+            if (
+                temp_dir in cmd
+                or f"127.0.0.1:{port}" in cmd
+                or any(temp_dir in f.path for f in p.open_files())
+            ):
+                found[p.pid] = p
+                found.update({c.pid: c for c in p.children(recursive=True)})
+        except psutil.Error:
+            continue
+    procs = list(found.values())
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+@pytest.mark.slow
+def test_two_nodes_started_with_ray_start_give_the_same_output(dirty, local_run, tmp_path) -> None:
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    temp = f"/tmp/ik-ray-{uuid.uuid4().hex[:8]}"
+    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    # token authentication, the token shared by the head, the second node and the driver
+    env = {**ENV, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    try:
+        subprocess.run(
+            [ray_bin, "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", temp,
+             "--object-store-memory", str(300 * 2**20), *common],
+            check=True, env=env, capture_output=True, timeout=120,
+        )  # fmt: skip
+        subprocess.run(
+            [ray_bin, "start", "--address", f"127.0.0.1:{port}", "--object-store-memory", str(300 * 2**20),
+             *common],
+            check=True, env=env, capture_output=True, timeout=120,
+        )  # fmt: skip
+        probe = (
+            f"import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); "
+            "print(len([n for n in ray.nodes() if n['Alive']]))"
+        )
+        for _ in range(30):
+            nodes = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+            if nodes.stdout.strip() == "2":
+                break
+            time.sleep(1)
+        assert nodes.stdout.strip() == "2", nodes.stderr[-2000:]
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(json.dumps({"steps": STEPS}))
+        out = tmp_path / "two-nodes"
+        run = subprocess.run(
+            [sys.executable, "-m", "instructkit.cli", "data", "curate", *map(str, dirty), "-o", str(out),
+             "-c", str(cfg), "--engine", "ray", "--address", f"127.0.0.1:{port}"],
+            env={**env, "INSTRUCTKIT_QUIET": "1"}, capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        for name in FILES[:-1]:
+            assert (local_run / name).read_bytes() == (out / name).read_bytes(), name
+        assert card_of(local_run) == card_of(out)
+    finally:
+        _stop_cluster(temp, port)
+
+
+def test_engine_and_address_are_checked_config_keys() -> None:
+    from instructkit.data.base import StepConfigError
+
+    cfg = CurateConfig.from_dict({"engine": "ray", "address": "auto"})
+    assert (cfg.engine, cfg.address) == ("ray", "auto")
+    with pytest.raises(StepConfigError, match="engine"):
+        CurateConfig.from_dict({"engine": "spark"})
+    with pytest.raises(StepConfigError, match="'address' is for engine ray"):
+        CurateConfig.from_dict({"address": "auto"}).validate()
+    with pytest.raises(StepConfigError, match=r"curate\.engine"):
+        CurateConfig.from_dict({"engine": "dask"}, prefix="curate")
+
+
+def test_cli_refuses_an_unknown_engine_and_a_missing_input(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from instructkit.cli import app
+
+    good = tmp_path / "in.jsonl"
+    good.write_text(
+        '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n'
+    )
+    run = CliRunner().invoke(
+        app, ["data", "curate", str(good), "-o", str(tmp_path / "o"), "--engine", "spark"]
+    )
+    assert run.exit_code != 0 and "'spark' is not one of: local, ray" in run.output
+    run = CliRunner().invoke(app, ["data", "curate", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")])
+    assert run.exit_code == 2 and "nope.jsonl" in run.output and "no such file" in run.output
