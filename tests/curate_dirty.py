@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from instructkit.data.base import Mapper, register
+from instructkit.data.base import Mapper
 from instructkit.records import Record
 
 VERBS = [
@@ -124,7 +124,6 @@ def write_dirty(folder: Path, n: int = 20_000, shards: int = 2, seed: int = 0) -
     return paths
 
 
-@register
 @dataclass
 class KillOnce(Mapper):
     """Test step: kills its own worker process (SIGKILL) at record ``record_id`` unless ``marker`` exists,
@@ -141,7 +140,6 @@ class KillOnce(Mapper):
         return record
 
 
-@register
 @dataclass
 class FailOn(Mapper):
     """Test step: raises on record ``record_id`` (a step that cannot take some input)."""
@@ -153,3 +151,6 @@ class FailOn(Mapper):
         if record.id == self.record_id:
             raise ValueError(f"cannot take {record.id}")
         return record
+
+
+TEST_STEPS = (KillOnce, FailOn)  # registered by tests/test_curate_ray.py for its module only

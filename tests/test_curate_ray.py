@@ -32,6 +32,19 @@ ROOT = Path(__file__).parent.parent
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def test_steps():
+    """The test-only steps are in the step registry for this module only (the extension suite checks that
+    every registered step lives in the package)."""
+    from instructkit.data.base import STEPS
+
+    added = {cls.name: cls for cls in curate_dirty.TEST_STEPS if cls.name not in STEPS}
+    STEPS.update(added)
+    yield
+    for name in added:
+        STEPS.pop(name, None)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     os.environ["INSTRUCTKIT_QUIET"] = "1"

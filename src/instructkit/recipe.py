@@ -421,7 +421,12 @@ def _data_stage(run: _RecipeRun, d_generate: str | None = None) -> str:
     (and the generate stage's digest when there is one)."""
     from instructkit.data.pipeline import curate
 
-    parts: list[Any] = [run.curate_cfg.to_dict(), [(str(p), _file_digest(p)) for p in run.inputs]]
+    curate_cfg = run.curate_cfg.to_dict()
+    # where the steps run does not change what they write (the engines' output is byte-identical), so
+    # switching engine or cluster reruns nothing
+    for key in ("engine", "address"):
+        curate_cfg.pop(key, None)
+    parts: list[Any] = [curate_cfg, [(str(p), _file_digest(p)) for p in run.inputs]]
     d_data = _digest("data", *parts, *([d_generate] if d_generate else []))
     data_dir, suffix = run.data_dir, run.suffix
     run.stage(
