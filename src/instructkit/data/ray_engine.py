@@ -548,12 +548,12 @@ class _Engine:
             if isinstance(step, Decontaminate):  # built once here, sent to each worker once
                 index_refs[k] = self.ray.put(step.index)
         bare = steps  # Decontaminate pickles without its index (__getstate__); workers get it from index_refs
+        return self.map_blocks(alive, _per_record, steps=bare, stepnos=stepnos, index_refs=index_refs)
+
+    def map_blocks(self, alive: list[Any], fn: Any, **kwargs: Any) -> list[Any]:
+        """Ray Data ``map_batches`` of ``fn`` over the alive blocks (Arrow batches of 1,000, retried)."""
         ds = self.data(alive).map_batches(
-            _per_record,
-            batch_format="pyarrow",
-            batch_size=1000,
-            fn_kwargs={"steps": bare, "stepnos": stepnos, "index_refs": index_refs},
-            max_retries=RETRIES,
+            fn, batch_format="pyarrow", batch_size=1000, fn_kwargs=kwargs, max_retries=RETRIES
         )
         return self.keep_alive(ds.to_arrow_refs())
 
@@ -623,14 +623,7 @@ class _Engine:
         for got in ray.get([t["ids_of"].remote(r[2], wanted_ref) for r in reduced]):
             rep_ids.update(got)
         labels_ref = ray.put((nodes, labels, rep_ids))
-        ds = self.data(alive).map_batches(
-            _mark_clusters,
-            batch_format="pyarrow",
-            batch_size=1000,
-            fn_kwargs={"step": step, "stepno": stepno, "labels_ref": labels_ref},
-            max_retries=RETRIES,
-        )
-        return self.keep_alive(ds.to_arrow_refs())
+        return self.map_blocks(alive, _mark_clusters, step=step, stepno=stepno, labels_ref=labels_ref)
 
     def split(self, alive: list[Any]) -> tuple[Any, int]:
         """The test/val units (the local assignment, from the unit table) and the record count."""
