@@ -250,6 +250,7 @@ def test_rows_joining_and_leaving_mid_decode_keep_greedy_replies(
         max_batch=4,
         max_queue=8,
         draft_tokens=0 if mode == "packed-no-drafts" else 2,
+        suffix_draft_tokens=0 if mode == "packed-no-drafts" else 16,
     ).start()
     try:
         assert engine._packed == (mode != "separate-prefill")
@@ -325,6 +326,64 @@ def test_lookup_draft_takes_what_followed_the_latest_earlier_ngram() -> None:
     assert lookup_draft([1, 2, 3, 4], 2) == []  # nothing repeats
     assert lookup_draft([4, 4], 2) == []  # one-token repeats are not enough (shortest n-gram is 2)
     assert lookup_draft([1, 2, 3, 1, 2], 5) == [3, 1, 2]  # as many as there are, up to k
+
+
+def test_suffix_drafts_follow_the_longest_earlier_match_within_lane_and_bound() -> None:
+    from instructkit.serve.engine import SuffixDrafts
+
+    store = SuffixDrafts(max_tokens=60)
+    a = list(range(100, 120))  # 20 tokens
+    b = [1, 2, 3] + list(range(105, 113)) + [7, 7, 7, 7]  # shares 105..112 (8 tokens) with a
+    store.add(None, a)
+    store.add(None, b)
+    store.add("tuned", list(range(300, 320)))
+    # the context's last 8 tokens are 105..112: in a (preceded by 104, like the context) and in b (by 3)
+    ctx = [104, *range(105, 113)]
+    assert store.lookup(None, ctx, 4) == [113, 114, 115, 116]  # a's match reaches further back
+    assert store.lookup(None, [3, *range(105, 113)], 4) == [7, 7, 7, 7]  # now b's does
+    assert store.lookup(None, ctx, 2) == [113, 114]  # at most k
+    assert store.lookup(None, list(range(100, 119)), 50) == [119]  # what is there, up to the sequence end
+    assert store.lookup(None, list(range(106, 114)), 50) == list(range(114, 120))  # at most the match length
+    assert store.lookup(None, ctx[-7:], 4) == []  # a match must span 8 tokens
+    assert store.lookup("tuned", ctx, 4) == []  # another adapter's sequences are not used
+    assert store.lookup("tuned", list(range(302, 310)), 3) == [310, 311, 312]
+    store.add(None, list(range(500, 520)))  # over 60 tokens: the oldest sequence (a) goes
+    assert store.tokens <= 60 and store.lookup(None, list(range(100, 110)), 3) == []
+    assert store.lookup(None, ctx, 4) == [7, 7, 7, 7]  # only b holds 105..112 now
+
+
+def test_repeated_prompts_decode_from_earlier_replies_with_the_same_tokens(model_dir: str) -> None:
+    """A prompt asked again (alone, and among other rows) is drafted from its earlier reply, most drafts
+    are kept, and every reply still equals its one-request ``generate``; a longer ``max_tokens`` the
+    second time decodes past the end of the stored reply."""
+    served = load_served(model_dir, served_name="tiny")
+    engine = Engine(
+        served.model, served.tokenizer, max_batch=4, draft_tokens=0, suffix_draft_tokens=16
+    ).start()
+    try:
+        first = [("Tell me a story about a lighthouse.", 24), ("List three colours.", 20)]
+        again = [*first[:1], ("List three colours.", 30), ("Why is the sky blue?", 12)]
+        ids = {q: served.prompt_ids([{"role": "user", "content": q}]) for q, _ in first + again}
+        for q, n in first:
+            engine.generate(ids[q], Sampling(max_tokens=n))
+        assert engine.stats["accepted_tokens"] == 0  # nothing to draft from yet
+        steps = engine.stats["steps"]
+        with engine.paused():
+            requests = [engine.submit(ids[q], Sampling(max_tokens=n)) for q, n in again]
+        results = [next(v for k, v in r.events() if k == "done") for r in requests]
+        stats = engine.stats
+        assert stats["accepted_tokens"] >= 30  # most of the two repeated replies came as kept drafts
+        assert stats["steps"] - steps < 30  # fewer steps than the longest reply has tokens
+    finally:
+        engine.stop()
+    for (q, n), result in zip(again, results, strict=True):
+        with torch.inference_mode():
+            t = torch.tensor([ids[q]])
+            out = served.model.generate(
+                input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False,
+                temperature=None, top_p=None, top_k=None, pad_token_id=served.tokenizer.eos_token_id,
+            )  # fmt: skip
+        assert result.token_ids == out[0, len(ids[q]) :].tolist(), q
 
 
 def test_prefix_cache_reuses_the_longest_prefix_within_its_lane_and_bound() -> None:
@@ -475,6 +534,7 @@ def test_health_and_page(live: Live) -> None:
     health = get(live.url + "/health").json()
     assert health["status"] == "ok" and health["batching"] == "packed"
     assert {"packed_prompts", "draft_tokens", "accepted_tokens"} <= set(health["engine"])
+    assert health["suffix_drafts"]["tokens"] >= 0  # drafts from earlier replies are on by default
     page = get(live.url + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert (

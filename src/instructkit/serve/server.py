@@ -60,6 +60,12 @@ class ServerConfig:
     """Prompt-lookup draft tokens per greedy request and decoding step (n-gram speculation: the tokens that
     followed the last 2-3 tokens' earlier occurrence in the prompt or reply); a step checks them in the same
     forward pass and keeps those greedy decoding would pick, so replies do not change; 0 turns it off."""
+    suffix_draft_tokens: int = 16
+    """Most draft tokens per greedy request and step taken from earlier requests' prompts and replies
+    (suffix speculation: where the request's last 8+ tokens occurred before, what followed them there; at
+    most as many tokens as the match is long). Repeated traffic (the same question again, evaluation
+    sets, retries) then decodes several tokens per step; checked like any draft, so replies do not
+    change; 0 turns it off."""
     max_body_bytes: int = 1_000_000
     """Largest request body (413 beyond)."""
     max_messages: int = 128
@@ -369,6 +375,9 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
             "batching": engine.batching,
             "engine": dict(engine.stats),
             "prefix_cache": dict(cache.stats, bytes=cache.bytes) if cache is not None else None,
+            "suffix_drafts": (
+                {"tokens": engine.suffix_drafts.tokens} if engine.suffix_drafts is not None else None
+            ),
         }
 
     @app.get("/v1/models")
@@ -516,6 +525,7 @@ def start_engine(served: Served, cfg: ServerConfig) -> Engine:
         activate=served.activate,
         prefix_cache_mb=cfg.prefix_cache_mb,
         draft_tokens=cfg.draft_tokens,
+        suffix_draft_tokens=cfg.suffix_draft_tokens,
     ).start()
 
 
