@@ -3,8 +3,10 @@
 ``curate(..., CurateConfig(engine="ray"))`` writes byte-identical train/val/test/rejects files and the
 same card counts as the local engine. Every record carries ``idx``, its place in the input (input file
 number << 40 | position in the file), so "first" and "input order" mean what they mean locally wherever
-the record travels; nothing is kept in one process but counts, the split's unit table and the
-near-duplicate edges (and, for outputs other than plain .jsonl, the split being written).
+the record travels. The driver holds counts, the merged near-duplicate pairs (a few bytes per
+near-duplicate) and, during the split only, a compact unit table (28 bytes per kept record); for outputs
+other than plain .jsonl, also the split being written. Its memory is flat in the input's size otherwise
+(measured: a peak of 158 MiB private at 100,000 records and 159 MiB at 300,000).
 
 Stages (a block is an Arrow table ``idx, rec, stepno, reason, rej``; ``rec`` the record as JSON):
 
@@ -18,12 +20,15 @@ Stages (a block is an Arrow table ``idx, rec, stepno, reason, rej``; ``rec`` the
   normalized text (texts equal after normalization merge at once, as locally; only the first is hashed),
   signatures per partition (``_signatures``), one 64-bit key per band (``_band_key``); (2) one shuffle of
   ``(band, key, idx)`` so each bucket sits in one partition, windowed pairs (``_bucket_pairs``: the same
-  pairs as locally, bucket members in ``idx`` order); (3) each candidate pair verified where its two
-  signatures live (``_agreement_ok`` then exact Jaccard, ``_exact_jaccard_ok``); (4) connected
-  components of the merged pairs on the driver (``_components``; a cluster's label is its smallest
-  ``idx``, i.e. the record the local engine keeps).
-* split: the unit table (unit key, stratum; a few dozen bytes per record) goes to the driver, which runs
-  the local :func:`unit_assignment`; workers get the test/val units and tag each record.
+  pairs as locally, bucket members in ``idx`` order), each pair routed by the text partitions of its two
+  ends; (3) one task per pair of text partitions verifies its pairs where both signatures are
+  (``_agreement_ok`` then exact Jaccard, ``_exact_jaccard_ok``): candidate pairs (~80 to 120 per text)
+  never reach the driver; (4) connected components of the merged pairs on the driver (``_components``;
+  a cluster's label is its smallest ``idx``, i.e. the record the local engine keeps); each block then
+  gets its own records' labels only.
+* split: a compact unit table (record, 128-bit unit hash, stratum) goes to the driver, which computes
+  the order of :func:`unit_assignment` with numpy; workers get two hash bounds per stratum (and, by
+  name, the rare units whose records are in several strata) and tag each record.
 * write: a range partition on ``idx`` (exact quantiles; each partition sorted in a task), streamed through
   the driver into the split files one partition at a time; the rejects likewise by ``(step, idx)``.
 
@@ -32,7 +37,8 @@ groups of one record each for dedup), and it has no join for "fetch both signatu
 so the shuffles here are Ray tasks with ``num_returns`` (a map side that partitions, a reduce side that
 concatenates; Ray's lineage re-runs a lost task) and the components run on the driver over the merged
 pairs only (a few bytes per near-duplicate, not per record). The ordered write replaces Ray Data's
-``sort``, whose driver memory grew with the data (see :meth:`_Engine.in_order`).
+``sort``, whose driver memory grew with the data (see :meth:`_Engine.in_order`). The stages made of
+plain tasks show a live bar each on a terminal (:class:`_StageBar`); Ray Data shows its own.
 """
 
 from __future__ import annotations
