@@ -12,9 +12,11 @@ decontaminate) then runs twice, each in a fresh process:
   timed call (the cluster's start is printed apart: a cluster usually runs already).
 
 Printed per size and engine: docs/s of the ``curate`` call, peak memory of the driver and of the largest
-worker (Ray workers; for the local engine its ``num_proc`` children), as USS (pages only that process
-holds) and RSS (which also counts the pages of Ray's shared object store a process touched), sampled with
-psutil every 0.5 s, and near-duplicate recall/precision
+worker (Ray workers; for the local engine its ``num_proc`` children), sampled from /proc/PID/smaps every
+0.5 s, as own / USS / RSS: *own* is the process's private memory outside Ray's object store, USS adds the
+object-store pages only it has touched (a worker writing a task's result), RSS every page it maps (see
+``memory_of``); each is the peak over the run of that figure, taken separately. Then near-duplicate
+recall/precision
 against the planted truth: recall = planted near copies removed (near_duplicate or exact_duplicate) with
 a representative from their own group, precision = near_duplicate rejects whose representative is of the
 same group. The two engines' split and reject files are compared byte for byte (``identical``). The last
@@ -102,6 +104,27 @@ def write_shards(lines: list[str], folder: Path) -> list[Path]:
 # one engine, in a fresh process
 
 
+def memory_of(pid: int) -> tuple[int, int, int]:
+    """(USS, own, RSS) of a process, in bytes, from /proc/PID/smaps. USS: the pages only this process
+    maps. Own: USS less the pages of Ray's object store (the /dev/shm/plasma* mapping) that only this
+    process touched: a worker that writes a task's result into the store, or the driver reading one
+    zero-copy, is the only mapper of those pages until another process reads them, so USS counts Ray's
+    shared store as the process's own. RSS counts every mapped page, shared ones once per process."""
+    uss = own = rss = 0
+    store = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                store = "/dev/shm/plasma" in line
+            elif line.startswith(("Private_Clean:", "Private_Dirty:")):
+                kb = int(line.split()[1]) * 1024
+                uss += kb
+                own += 0 if store else kb
+            elif line.startswith("Rss:"):
+                rss += int(line.split()[1]) * 1024
+    return uss, own, rss
+
+
 class Sampler:
     """Peak RSS per process: this one, its children, and (ray) every process of the Ray session."""
 
@@ -132,26 +155,27 @@ class Sampler:
         while not self.stop.is_set():
             for p in self.procs():
                 try:
-                    # USS: the pages only this process holds. RSS would also count the pages of Ray's
-                    # shared object store a process has touched (zero-copy reads), once per process.
-                    mem = p.memory_full_info()
+                    uss, own, rss = memory_of(p.pid)
                     name = " ".join(p.cmdline()[:1])[:40]
-                except self.psutil.Error:
+                except (OSError, self.psutil.Error):
                     continue
-                old = self.peak.get(p.pid, ("", 0, 0))
-                self.peak[p.pid] = (name, max(old[1], mem.uss), max(old[2], mem.rss))
+                old = self.peak.get(p.pid, ("", 0, 0, 0))
+                self.peak[p.pid] = (name, max(old[1], uss), max(old[2], rss), max(old[3], own))
             time.sleep(0.5)
 
     def result(self) -> dict[str, float]:
         self.stop.set()
         self.thread.join()
         me = os.getpid()
-        driver = self.peak.get(me, ("", 0, 0))
+        driver = self.peak.get(me, ("", 0, 0, 0))
         workers = [v for pid, v in self.peak.items() if pid != me and v[0].startswith("ray::")]
         others = [v for pid, v in self.peak.items() if pid != me and not v[0].startswith("ray::")]
         mib = 2**20
         return {
             "driver_mib": driver[1] / mib,
+            "driver_own_mib": driver[3] / mib,
+            "max_worker_own_mib": max((v[3] for v in workers), default=0) / mib,
+            "max_child_own_mib": max((v[3] for v in others), default=0) / mib,
             "driver_rss_mib": driver[2] / mib,
             "max_worker_mib": max((v[1] for v in workers), default=0) / mib,
             "max_worker_rss_mib": max((v[2] for v in workers), default=0) / mib,
@@ -250,7 +274,7 @@ def main() -> None:
         f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; engines get {args.cpus}"
     )
     header = (
-        f"{'size':>9} {'engine':>6} {'docs/s':>8} {'driver USS/RSS MiB':>18} {'worker USS/RSS MiB':>18} "
+        f"{'size':>9} {'engine':>6} {'docs/s':>8} {'driver own/USS/RSS MiB':>22} {'worker own/USS/RSS MiB':>22} "
         f"{'recall':>7} {'prec':>7}"
     )
     rates: dict[str, float] = {}
@@ -268,10 +292,10 @@ def main() -> None:
                 rates[engine] = n / r["wall"]
                 digests[engine] = digest(out)
                 w = "max_worker" if engine == "ray" else "max_child"
-                driver = f"{r['driver_mib']:.0f} / {r['driver_rss_mib']:.0f}"
-                worker = f"{r[w + '_mib']:.0f} / {r[w + '_rss_mib']:.0f}"
+                driver = f"{r['driver_own_mib']:.0f} / {r['driver_mib']:.0f} / {r['driver_rss_mib']:.0f}"
+                worker = f"{r[w + '_own_mib']:.0f} / {r[w + '_mib']:.0f} / {r[w + '_rss_mib']:.0f}"
                 print(
-                    f"{n:>9} {engine:>6} {n / r['wall']:>8.0f} {driver:>18} {worker:>18} "
+                    f"{n:>9} {engine:>6} {n / r['wall']:>8.0f} {driver:>22} {worker:>22} "
                     f"{recall:>7.4f} {precision:>7.4f}"
                     + (
                         f"   (cluster start {r['start']:.1f} s, {r['workers']} worker processes)"

@@ -299,3 +299,68 @@ def test_cli_refuses_an_unknown_engine_and_a_missing_input(tmp_path) -> None:
     assert run.exit_code != 0 and "'spark' is not one of: local, ray" in run.output
     run = CliRunner().invoke(app, ["data", "curate", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")])
     assert run.exit_code == 2 and "nope.jsonl" in run.output and "no such file" in run.output
+
+
+@pytest.mark.slow
+def test_split_per_stratum_and_clusters_across_strata_match_local(cluster, tmp_path) -> None:
+    """The split's per-stratum bounds, a zero val share, and units whose records are in several strata
+    (near_dedup's ``action: mark`` keeps a cluster together under its first record's stratum)."""
+    data = write_dirty(tmp_path / "in", n=4000, shards=2, seed=1)
+    steps = [
+        {**s, "action": "mark"} if isinstance(s, dict) and s["step"] == "near_dedup" else s for s in STEPS
+    ]
+    splits = ({"stratify": "task", "val": 0.1, "test": 0.2}, {"by_cluster": False, "val": 0.0, "test": 0.3})
+    first = tmp_path / "local-0"
+    for k, split in enumerate(splits):
+        outs = {}
+        for engine in ("local", "ray"):
+            outs[engine] = tmp_path / f"{engine}-{k}"
+            curate(
+                data, outs[engine], CurateConfig.from_dict({"steps": steps, "split": split, "engine": engine})
+            )
+        assert_same(outs["local"], outs["ray"])
+        card = json.loads((outs["local"] / "card.json").read_text())
+        assert card["splits"]["test"] > 500 and (card["splits"]["val"] > 100) == (k == 0)
+    # the case the per-stratum bounds cannot decide was there: a cluster holding records of two tasks
+    tasks: dict[str, set] = {}
+    for name in ("train", "val", "test"):
+        for line in (first / f"{name}.jsonl").read_text().splitlines():
+            meta = json.loads(line)["meta"]
+            tasks.setdefault(meta["cluster"], set()).add(meta.get("task"))
+    assert any(len(t) > 1 for t in tasks.values())
+
+
+@pytest.mark.slow
+def test_a_run_recipe_with_engine_ray_curates_generated_and_given_data_on_ray(
+    cluster, tmp_path, tiny_llama, monkeypatch
+) -> None:
+    """``instructkit run``: a recipe whose curate section says ``engine: ray`` runs its data stage on the
+    Ray engine, the generate stage's records among its inputs, and writes what the local engine writes."""
+    import yaml
+
+    from instructkit.data import ray_engine
+    from instructkit.recipe import Recipe, run_recipe
+    from tests.fake_openai_server import FakeServer
+    from tests.test_run_faults import DEMO, write_recipe
+    from tests.test_self_instruct_generator import answer_text
+
+    calls = []
+    real = ray_engine._run
+    monkeypatch.setattr(ray_engine, "_run", lambda *a: calls.append(a[1]) or real(*a))
+    with FakeServer(answer=answer_text) as server:
+        backend = {"name": "openai", "base_url": server.url, "api_key": "k", "model": "fake"}
+        gen = {"generator": "self-instruct", "n": 4, "requests_per_round": 2, "backend": backend}
+        path = write_recipe(tmp_path, tiny_llama, DEMO, generate=gen)
+        recipe = yaml.safe_load(path.read_text())
+        recipe["curate"] = {"engine": "ray", "split": {"val": 0.1, "test": 0.2}}
+        path.write_text(yaml.safe_dump(recipe))
+        result = run_recipe(Recipe.from_yaml(path), recipe_path=path, progress=False, log=lambda _: None)
+    assert result.ran[:3] == ["generate", "data", "before"], result.ran
+    data = result.run_dir / "data"
+    assert len(calls) == 1 and calls[0][-1] == str(result.run_dir / "generate" / "records.jsonl")
+    card = json.loads((data / "card.json").read_text())
+    assert card["config"]["engine"] == "ray" and card["accounting"]["balanced"]
+    assert [Path(s["path"]).name for s in card["sources"]] == ["demo.jsonl", "records.jsonl"]
+    local = tmp_path / "local"
+    curate(calls[0], local, CurateConfig.from_dict(recipe["curate"] | {"engine": "local"}))
+    assert_same(local, data)

@@ -3,8 +3,10 @@
 ``curate(..., CurateConfig(engine="ray"))`` writes byte-identical train/val/test/rejects files and the
 same card counts as the local engine. Every record carries ``idx``, its place in the input (input file
 number << 40 | position in the file), so "first" and "input order" mean what they mean locally wherever
-the record travels; nothing is kept in one process but counts, the split's unit table and the
-near-duplicate edges (and, for outputs other than plain .jsonl, the split being written).
+the record travels. The driver holds counts, the merged near-duplicate pairs (a few bytes per
+near-duplicate) and, during the split only, a compact unit table (28 bytes per kept record); for outputs
+other than plain .jsonl, also the split being written. Its memory is flat in the input's size otherwise
+(measured: a peak of 158 MiB private at 100,000 records and 159 MiB at 300,000).
 
 Stages (a block is an Arrow table ``idx, rec, stepno, reason, rej``; ``rec`` the record as JSON):
 
@@ -18,12 +20,15 @@ Stages (a block is an Arrow table ``idx, rec, stepno, reason, rej``; ``rec`` the
   normalized text (texts equal after normalization merge at once, as locally; only the first is hashed),
   signatures per partition (``_signatures``), one 64-bit key per band (``_band_key``); (2) one shuffle of
   ``(band, key, idx)`` so each bucket sits in one partition, windowed pairs (``_bucket_pairs``: the same
-  pairs as locally, bucket members in ``idx`` order); (3) each candidate pair verified where its two
-  signatures live (``_agreement_ok`` then exact Jaccard, ``_exact_jaccard_ok``); (4) connected
-  components of the merged pairs on the driver (``_components``; a cluster's label is its smallest
-  ``idx``, i.e. the record the local engine keeps).
-* split: the unit table (unit key, stratum; a few dozen bytes per record) goes to the driver, which runs
-  the local :func:`unit_assignment`; workers get the test/val units and tag each record.
+  pairs as locally, bucket members in ``idx`` order), each pair routed by the text partitions of its two
+  ends; (3) one task per pair of text partitions verifies its pairs where both signatures are
+  (``_agreement_ok`` then exact Jaccard, ``_exact_jaccard_ok``): candidate pairs (~80 to 120 per text)
+  never reach the driver; (4) connected components of the merged pairs on the driver (``_components``;
+  a cluster's label is its smallest ``idx``, i.e. the record the local engine keeps); each block then
+  gets its own records' labels only.
+* split: a compact unit table (record, 128-bit unit hash, stratum) goes to the driver, which computes
+  the order of :func:`unit_assignment` with numpy; workers get two hash bounds per stratum (and, by
+  name, the rare units whose records are in several strata) and tag each record.
 * write: a range partition on ``idx`` (exact quantiles; each partition sorted in a task), streamed through
   the driver into the split files one partition at a time; the rejects likewise by ``(step, idx)``.
 
@@ -32,12 +37,15 @@ groups of one record each for dedup), and it has no join for "fetch both signatu
 so the shuffles here are Ray tasks with ``num_returns`` (a map side that partitions, a reduce side that
 concatenates; Ray's lineage re-runs a lost task) and the components run on the driver over the merged
 pairs only (a few bytes per near-duplicate, not per record). The ordered write replaces Ray Data's
-``sort``, whose driver memory grew with the data (see :meth:`_Engine.in_order`).
+``sort``, whose driver memory grew with the data (see :meth:`_Engine.in_order`). The stages made of
+plain tasks show a live bar each on a terminal (:class:`_StageBar`); Ray Data shows its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -68,7 +76,7 @@ from instructkit.data.pipeline import (
     check_output_folder,
     checked_verdict,
 )
-from instructkit.data.split import SPLITS, _stratum, _unit_key, unit_assignment
+from instructkit.data.split import SPLITS, _hash, _stratum, _unit_key
 from instructkit.data.stats import Summary
 from instructkit.formats import RecordReader, get_format, write_records
 from instructkit.formats.atomic import OutputError, recover_folder, replaced_folder
@@ -88,6 +96,7 @@ SCHEMA = pa.schema(
     ]
 )
 PARTITION_ROWS = 50_000
+KEY_SAMPLE = 50  # the ordered write's partition bounds come from every 50th key
 RETRIES = 3  # a task whose worker died (killed, OOM) is re-run this many times
 
 
@@ -246,16 +255,18 @@ def _per_record(
     return rows.table()
 
 
-def _mark_clusters(batch: pa.Table, step: NearDedup, stepno: int, labels_ref: Any) -> pa.Table:
+def _mark_clusters(
+    batch: pa.Table, step: NearDedup, stepno: int, nodes: np.ndarray, labels: np.ndarray, reps: list[str]
+) -> pa.Table:
     """near_dedup's verdicts: a record's cluster is its label's record (itself when it merged with
-    nothing); the label keeps (meta.cluster = its id), the others are rejects (``action: drop``)."""
-    nodes, labels, rep_ids = _fetch(labels_ref)
+    nothing); the label keeps (meta.cluster = its id), the others are rejects (``action: drop``).
+    ``nodes`` (sorted), their ``labels`` and the labels' ids ``reps``: this block's merged records only."""
     rows = _Rows()
     for idx, text in zip(batch["idx"].to_pylist(), batch["rec"].to_pylist(), strict=True):
         rec = _loads(text)
         pos = int(np.searchsorted(nodes, idx))
         label = int(labels[pos]) if pos < len(nodes) and nodes[pos] == idx else idx
-        rep = rec.id if label == idx else rep_ids[label]
+        rep = rec.id if label == idx else reps[pos]
         if label == idx or step.action == "mark":
             rec.meta.update({"cluster": rep})
             rows.add(idx, _dumps(rec))
@@ -317,7 +328,9 @@ def _tasks() -> Any:
         return split_alive_local(rows.table())
 
     @ray.remote(max_retries=RETRIES)
-    def norm_map(t: pa.Table, key: str, parts: int) -> list[pa.Table]:
+    def norm_map(t: pa.Table, key: str, blk: int, parts: int) -> list[pa.Table]:
+        """Normalized texts by partition; ``blk`` (the block's number) travels with each text so the
+        verdicts can go back to the block that holds the record."""
         recs = [_loads(s) for s in t["rec"].to_pylist()]
         norms = [near_dup.normalize_for_dedup(dedup_key(r, key)) for r in recs]
         part = np.array(
@@ -328,6 +341,7 @@ def _tasks() -> Any:
                 "idx": t["idx"],
                 "norm": pa.array(norms, pa.string()),
                 "rid": pa.array([r.id for r in recs], pa.string()),
+                "blk": pa.array(np.full(len(recs), blk, dtype=np.int32)),
             }
         )
         nonempty = np.array([bool(n) for n in norms], dtype=bool)  # empty after normalization: never merged
@@ -335,19 +349,22 @@ def _tasks() -> Any:
         return out if parts > 1 else out[0]
 
     @ray.remote(max_retries=RETRIES)
-    def norm_reduce(params: dict[str, Any], parts_out: int, *parts: pa.Table) -> list[Any]:
-        """Exact-text merges, signatures and band keys of one partition's texts."""
+    def norm_reduce(params: dict[str, Any], parts_out: int, me: int, *parts: pa.Table) -> list[Any]:
+        """Exact-text merges, signatures and band keys of one partition's texts (partition ``me``: the
+        band keys carry it, so a candidate pair knows where its two signatures live)."""
         t = pa.concat_tables(parts)
         t = t.take(pc.sort_indices(t, sort_keys=[("norm", "ascending"), ("idx", "ascending")]))
         idx = np.asarray(t["idx"], dtype=np.int64)
+        blk = np.asarray(t["blk"], dtype=np.int32)
         norms = t["norm"].to_pylist()
         first = np.ones(len(norms), dtype=bool)
         first[1:] = np.array([a != b for a, b in zip(norms[1:], norms[:-1], strict=True)], dtype=bool)
         group_first = np.maximum.accumulate(np.where(first, np.arange(len(norms)), 0))
         dup = ~first
-        edges = (idx[group_first[dup]], idx[dup])
+        edges = (idx[group_first[dup]], idx[dup], blk[group_first[dup]], blk[dup])
         order = np.argsort(idx[first], kind="stable")
         rep_idx = idx[first][order]
+        rep_blk = blk[first][order]
         rep_norm = [norms[k] for k in np.flatnonzero(first)[order].tolist()]
         sig = near_dup._signatures(
             rep_norm, params["num_perm"], params["ngram"], params["unit"], params["seed"]
@@ -362,43 +379,84 @@ def _tasks() -> Any:
                     np.concatenate([np.full(len(s), b, dtype=np.int32) for b, s in enumerate(sel)]),
                     np.concatenate([keys[b][s] for b, s in enumerate(sel)]),
                     np.concatenate([rep_idx[s] for s in sel]),
+                    me,
                 )
             )
         ids = (idx, t["rid"].to_pylist())
-        return [(rep_idx, rep_norm, sig), edges, ids, *band_parts]
+        return [(rep_idx, rep_norm, sig, rep_blk), edges, ids, *band_parts]
 
     @ray.remote(max_retries=RETRIES)
-    def bucket_pairs(*parts: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        band = np.concatenate([p[0] for p in parts])
-        key = np.concatenate([p[1] for p in parts])
-        idx = np.concatenate([p[2] for p in parts])
-        out_i, out_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    def bucket_pairs(parts: int, *band_parts: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> Any:
+        """One band partition's candidate pairs, routed by where their two signatures live: output ``c``
+        holds the pairs whose ends are in text partitions ``_pair_parts(parts)[c]`` (the pairs never
+        pass through the driver: at ~80 candidate pairs per record they would be its largest array)."""
+        band = np.concatenate([p[0] for p in band_parts])
+        key = np.concatenate([p[1] for p in band_parts])
+        idx = np.concatenate([p[2] for p in band_parts])
+        owner = np.concatenate([np.full(len(p[2]), p[3], dtype=np.int64) for p in band_parts])
+        # a pair as one int64, i * m + j over the ranks of this task's records (m of them), as the local
+        # _candidate_pairs does: the pairs are this task's memory (~80 to 120 per text on the benchmark's
+        # data, up to bands * 32), and one code takes 8 bytes where a pair of columns took 16 and lexsort
+        ranks, first = np.unique(idx, return_index=True)
+        m = len(ranks)
+        rank = np.searchsorted(ranks, idx)
+        codes = [np.zeros(0, np.int64)]
         for b in np.unique(band).tolist():
             sel = np.flatnonzero(band == b)
             sel = sel[np.argsort(idx[sel], kind="stable")]
-            for i, j in near_dup._bucket_pairs(key[sel], idx[sel]):
-                out_i.append(i)
-                out_j.append(j)
-        return _unique_pairs(np.concatenate(out_i), np.concatenate(out_j))
+            for i, j in near_dup._bucket_pairs(key[sel], rank[sel]):
+                codes.append(i * m + j)
+        del band, key, rank
+        code = np.concatenate(codes)
+        del codes
+        code.sort()
+        code = code[np.r_[True, code[1:] != code[:-1]]] if len(code) else code
+        ri, rj = code // m, code % m
+        del code
+        ci, cj = ranks[ri], ranks[rj]
+        pi, pj = owner[first][ri], owner[first][rj]
+        del ri, rj
+        lo, hi = np.minimum(pi, pj), np.maximum(pi, pj)
+        del pi, pj
+        combo = lo * parts - lo * (lo - 1) // 2 + (hi - lo)  # the place of (lo, hi) in _pair_parts
+        del lo, hi
+        n_out = parts * (parts + 1) // 2
+        by = np.argsort(combo, kind="stable")
+        cuts = np.searchsorted(combo[by], np.arange(n_out + 1))
+        out = [(ci[by[cuts[c] : cuts[c + 1]]], cj[by[cuts[c] : cuts[c + 1]]]) for c in range(n_out)]
+        return out if n_out > 1 else out[0]
 
     @ray.remote(max_retries=RETRIES)
-    def verify(
-        params: dict[str, Any], pi: np.ndarray, pj: np.ndarray, *sides: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate pairs whose both signatures are here: the local prefilter then the exact Jaccard."""
+    def verify(params: dict[str, Any], n_sides: int, *args: Any) -> tuple[np.ndarray, ...]:
+        """Candidate pairs whose both signatures are in the ``n_sides`` sides given (then the pair lists
+        of every band partition): the local prefilter then the exact Jaccard. Returns the merged pairs
+        and their records' block numbers."""
+        sides, pair_lists = args[:n_sides], args[n_sides:]
+        pi, pj = _unique_pairs(
+            np.concatenate([p[0] for p in pair_lists] + [np.zeros(0, np.int64)]),
+            np.concatenate([p[1] for p in pair_lists] + [np.zeros(0, np.int64)]),
+        )
         rep_idx = np.concatenate([s[0] for s in sides])
         order = np.argsort(rep_idx, kind="stable")
         rep_idx = rep_idx[order]
+        rep_blk = np.concatenate([s[3] for s in sides])[order]
         norms_all = [n for s in sides for n in s[1]]
         norms = [norms_all[k] for k in order.tolist()]
+        del norms_all
         sig = np.concatenate([s[2] for s in sides])[order]
         a, b = np.searchsorted(rep_idx, pi), np.searchsorted(rep_idx, pj)
         ok = near_dup._agreement_ok(sig, a, b, params["threshold"])
         a, b, pi, pj = a[ok], b[ok], pi[ok], pj[ok]
         if len(a):
             ok = near_dup._exact_jaccard_ok(norms, a, b, params["threshold"], params["ngram"], params["unit"])
-            pi, pj = pi[ok], pj[ok]
-        return pi, pj
+            a, b, pi, pj = a[ok], b[ok], pi[ok], pj[ok]
+        return pi, pj, rep_blk[a], rep_blk[b]
+
+    @ray.remote(max_retries=RETRIES)
+    def mark(
+        t: pa.Table, step: NearDedup, stepno: int, nodes: np.ndarray, labels: np.ndarray, reps: list[str]
+    ) -> tuple[pa.Table, pa.Table]:
+        return split_alive_local(_mark_clusters(t, step, stepno, nodes, labels, reps))
 
     @ray.remote(max_retries=RETRIES)
     def ids_of(ids: tuple[np.ndarray, list[str]], wanted: np.ndarray) -> dict[int, str]:
@@ -407,14 +465,21 @@ def _tasks() -> Any:
         return {int(idx[k]): rids[k] for k in hit.tolist()}
 
     @ray.remote(max_retries=RETRIES)
-    def unit_rows(t: pa.Table, by_cluster: bool, stratify: str | None) -> pa.Table:
+    def unit_rows(t: pa.Table, by_cluster: bool, stratify: str | None, seed: int) -> tuple[Any, ...]:
+        """The split's unit table of one block, compact: per record its ``idx``, its unit's hash (the
+        first 128 bits of the local engine's sha1, as two uint64) and its stratum (a code into the
+        block's sorted strata)."""
         recs = [_loads(s) for s in t["rec"].to_pylist()]
-        return pa.table(
-            {
-                "idx": t["idx"],
-                "unit": pa.array([_unit_key(r, by_cluster) for r in recs], pa.string()),
-                "stratum": pa.array([_stratum(r, stratify) for r in recs], pa.string()),
-            }
+        hashes = [_unit_hash(seed, _unit_key(r, by_cluster)) for r in recs]
+        strata = [_stratum(r, stratify) for r in recs]
+        names = sorted(set(strata))
+        code = {name: c for c, name in enumerate(names)}
+        return (
+            np.asarray(t["idx"], dtype=np.int64),
+            np.array([int(h[:16], 16) for h in hashes], dtype=np.uint64),
+            np.array([int(h[16:], 16) for h in hashes], dtype=np.uint64),
+            np.array([code[s] for s in strata], dtype=np.int32),
+            names,
         )
 
     tasks = {k: v for k, v in locals().items() if hasattr(v, "remote")}
@@ -428,6 +493,11 @@ def split_alive_local(t: pa.Table) -> tuple[pa.Table, pa.Table]:
     return t.filter(alive), t.filter(pc.invert(alive))
 
 
+def _pair_parts(parts: int) -> list[tuple[int, int]]:
+    """The pairs ``(a, b)``, ``a <= b``, of text partitions, in the order ``bucket_pairs`` returns them."""
+    return [(a, b) for a in range(parts) for b in range(a, parts)]
+
+
 def _unique_pairs(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not len(i):
         return i, j
@@ -437,10 +507,28 @@ def _unique_pairs(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return i[keep], j[keep]
 
 
-def _add_split(batch: pa.Table, by_cluster: bool, assignment_ref: Any) -> pa.Table:
-    assignment = _fetch(assignment_ref)
-    units = [_unit_key(_loads(s), by_cluster) for s in batch["rec"].to_pylist()]
-    return batch.append_column("split", pa.array([assignment.get(u, "train") for u in units], pa.string()))
+def _unit_hash(seed: int, key: str) -> str:
+    """The first 128 bits (32 hex digits) of the hash ``unit_assignment`` orders units by. Two distinct
+    units sharing them (odds ~n^2 / 2^129) would be taken for one."""
+    return _hash(seed, key)[:32]
+
+
+def _add_split(
+    batch: pa.Table, by_cluster: bool, stratify: str | None, seed: int, assignment_ref: Any
+) -> pa.Table:
+    """Each record's split from the assignment's bounds: in its unit's stratum, a unit whose hash is
+    below the test bound is test, below the val bound val, else train (see ``_Engine.split``)."""
+    bounds, mixed = _fetch(assignment_ref)
+    out = []
+    for text in batch["rec"].to_pylist():
+        rec = _loads(text)
+        h = _unit_hash(seed, _unit_key(rec, by_cluster))
+        if h in mixed:
+            out.append(mixed[h])
+            continue
+        test, val = bounds[_stratum(rec, stratify)]
+        out.append("test" if h < test else "val" if h < val else "train")
+    return batch.append_column("split", pa.array(out, pa.string()))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -459,6 +547,65 @@ def _driver_memory() -> str:
     return f"; driver {kb / 1024:.0f} MiB private"
 
 
+class _StageBar:
+    """A live bar for one stage on a terminal (rich, as the rest of the project's bars): the stage's Ray
+    tasks done out of those submitted so far, and records/s across the cluster, estimated as the stage's
+    input records times the share of its tasks done, over the time since the stage began.
+
+    Hand-written because these stages are plain Ray tasks, which have no bar of their own (Ray Data's
+    operators do, and show them). A thread polls ``ray.wait`` (no fetch) four times a second, so the
+    driver's own waits need not know about the bar. Off a terminal, and with INSTRUCTKIT_QUIET=1, there
+    is no bar and no thread: only the one line per stage."""
+
+    def __init__(self, ray: Any, name: str, n_in: int) -> None:
+        import threading
+
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.ray, self.n_in = ray, n_in
+        self.refs: dict[Any, None] = {}  # insertion-ordered set: ray.wait refuses repeated refs
+        self.lock = threading.Lock()
+        self.t0 = time.perf_counter()
+        self.bar = Progress(
+            TextColumn(f"[bold]{name}"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} tasks"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.bar.add_task(name, total=0, rate="")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.bar.start()
+        self.thread.start()
+
+    def add(self, refs: list[Any]) -> None:
+        with self.lock:
+            for r in refs:
+                self.refs[r[0] if isinstance(r, list) else r] = None
+
+    def poll(self) -> None:
+        while not self.stop.wait(0.25):
+            with self.lock:
+                refs = list(self.refs)
+            if not refs:
+                continue
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+            rate = ""
+            if self.n_in:
+                records = self.n_in * len(ready) / len(refs)
+                rate = f"~{records / max(time.perf_counter() - self.t0, 1e-9):,.0f} records/s"
+            self.bar.update(self.task, total=len(refs), completed=len(ready), rate=rate)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.bar.stop()
+
+
 class _Engine:
     def __init__(self, cfg: CurateConfig, parts: int, progress: bool) -> None:
         import ray
@@ -469,6 +616,27 @@ class _Engine:
         self.progress = progress
         self.t = _tasks()
         self.done: list[Any] = []  # refs of reject and source rows
+        self.settled = 0  # self.done[:settled] are merged blocks (see settle)
+        self.bar: _StageBar | None = None
+
+    @contextlib.contextmanager
+    def stage(self, name: str, n_in: int) -> Iterator[None]:
+        """A live bar for the stage (on a terminal only; see _StageBar)."""
+        if not (self.progress and sys.stderr.isatty()):
+            yield
+            return
+        self.bar = _StageBar(self.ray, name, n_in)
+        try:
+            yield
+        finally:
+            self.bar.close()
+            self.bar = None
+
+    def track(self, refs: list[Any]) -> list[Any]:
+        """Count these tasks (their first result: a list stands for one task's results) in the bar."""
+        if self.bar is not None:
+            self.bar.add(refs)
+        return refs
 
     def log(self, stage: str, n: int, t0: float) -> None:
         if self.progress:
@@ -479,6 +647,16 @@ class _Engine:
                 file=sys.stderr,
             )
 
+    def settle(self, group: int = 64) -> None:
+        """Merge the reject blocks a stage left (one per task) into blocks of ``group``. A task's result
+        under 100 KB (Ray's ``max_direct_call_object_size``) is stored in its owner's heap, here the
+        driver's, and a stage's rejects are mostly such small blocks: kept as they come they made the
+        driver grow with the input. Merged, they live in the object store (spilled to disk if need be)."""
+        new = self.done[self.settled :]
+        merged = [_concat.remote(*new[s : s + group]) for s in range(0, len(new), group)]
+        self.done[self.settled :] = merged
+        self.settled = len(self.done)
+
     def keep_alive(self, refs: list[Any]) -> list[Any]:
         """Split blocks into records still in (returned) and finished rows (kept for the end)."""
         alive = []
@@ -486,7 +664,7 @@ class _Engine:
             a, d = self.t["split_alive"].options(num_returns=2).remote(ref)
             alive.append(a)
             self.done.append(d)
-        return alive
+        return self.track(alive)
 
     def count(self, refs: list[Any]) -> int:
         return sum(self.ray.get([_num_rows.remote(r) for r in refs])) if refs else 0
@@ -499,19 +677,20 @@ class _Engine:
 
         Hand-written instead of Ray Data's ``sort``: measured here, its driver kept memory that grew with
         the data (+1.6 GiB at 500,000 records), where this one holds one partition (~PARTITION_ROWS rows,
-        read zero-copy from the object store) at a time. The boundaries are exact quantiles of the keys,
-        which the driver gathers (8 bytes a row)."""
+        read zero-copy from the object store) at a time. The boundaries are quantiles of a sample of the
+        keys (every KEY_SAMPLE-th of each block, sorted), so the driver holds 8 bytes per KEY_SAMPLE rows
+        and a partition holds PARTITION_ROWS rows give or take a few KEY_SAMPLE per block."""
         refs = [r for r, n in zip(refs, self.ray.get([_num_rows.remote(r) for r in refs]), strict=True) if n]
         if not refs:
             return
-        keys = np.sort(np.concatenate(self.ray.get([_column.remote(r, key) for r in refs])))
-        bounds = keys[PARTITION_ROWS::PARTITION_ROWS]
+        keys = np.sort(np.concatenate(self.ray.get([_key_sample.remote(r, key) for r in refs])))
+        bounds = np.unique(keys[PARTITION_ROWS // KEY_SAMPLE :: PARTITION_ROWS // KEY_SAMPLE])
         parts = len(bounds) + 1
         del keys
-        maps = [_range_map.options(num_returns=parts).remote(r, key, bounds) for r in refs]
+        maps = self.track([_range_map.options(num_returns=parts).remote(r, key, bounds) for r in refs])
         if parts == 1:
             maps = [[m] for m in maps]
-        reduced = [_range_reduce.remote(key, *[m[p] for m in maps]) for p in range(parts)]
+        reduced = self.track([_range_reduce.remote(key, *[m[p] for m in maps]) for p in range(parts)])
         for ref in reduced:
             yield self.ray.get(ref)
 
@@ -559,7 +738,7 @@ class _Engine:
 
     def shuffle(self, mapper: Any, refs: list[Any], *args: Any) -> list[list[Any]]:
         """Map side of a hash shuffle: partition ``p`` of every block, as ``out[p]``."""
-        maps = [mapper.options(num_returns=self.parts).remote(r, *args, self.parts) for r in refs]
+        maps = self.track([mapper.options(num_returns=self.parts).remote(r, *args, self.parts) for r in refs])
         if self.parts == 1:
             maps = [[m] for m in maps]
         return [[m[p] for m in maps] for p in range(self.parts)]
@@ -570,7 +749,7 @@ class _Engine:
             a, d = self.t["exact_reduce"].options(num_returns=2).remote(step.name, stepno, *part)
             out.append(a)
             self.done.append(d)
-        return out
+        return self.track(out)
 
     def near_dedup(self, alive: list[Any], step: NearDedup, stepno: int) -> list[Any]:
         ray, t, parts = self.ray, self.t, self.parts
@@ -584,69 +763,152 @@ class _Engine:
             "bands": bands,
             "rows": rows,
         }
-        reduced = [
-            t["norm_reduce"].options(num_returns=3 + parts).remote(params, parts, *part)
-            for part in self.shuffle(t["norm_map"], alive, step.key)
+        maps = [
+            t["norm_map"].options(num_returns=parts).remote(r, step.key, k, parts)
+            for k, r in enumerate(alive)
         ]
+        if parts == 1:
+            maps = [[m] for m in maps]
+        self.track(maps)
+        reduced = [
+            t["norm_reduce"].options(num_returns=3 + parts).remote(params, parts, p, *[m[p] for m in maps])
+            for p in range(parts)
+        ]
+        del maps
+        self.track(reduced)
         sides = [r[0] for r in reduced]
-        edges = ray.get([r[1] for r in reduced])
-        pairs = ray.get([t["bucket_pairs"].remote(*[r[3 + q] for r in reduced]) for q in range(parts)])
-        ci, cj = _unique_pairs(
-            np.concatenate([p[0] for p in pairs] + [np.zeros(0, np.int64)]),
-            np.concatenate([p[1] for p in pairs] + [np.zeros(0, np.int64)]),
-        )
-        # which partition holds each signature: its text's partition
-        owners = ray.get([_first_of.remote(s) for s in sides])
-        owner_idx = np.concatenate([o for o in owners] + [np.zeros(0, np.int64)])
-        owner_part = np.concatenate(
-            [np.full(len(o), p) for p, o in enumerate(owners)] + [np.zeros(0, np.int64)]
-        )
-        order = np.argsort(owner_idx)
-        owner_idx, owner_part = owner_idx[order], owner_part[order]
-        pi = owner_part[np.searchsorted(owner_idx, ci)] if len(ci) else ci
-        pj = owner_part[np.searchsorted(owner_idx, cj)] if len(cj) else cj
-        verified = []
-        for a in range(parts):
-            for b in range(a, parts):
-                sel = np.flatnonzero(((pi == a) & (pj == b)) | ((pi == b) & (pj == a)))
-                if len(sel):
-                    side_refs = [sides[a]] if a == b else [sides[a], sides[b]]
-                    verified.append(t["verify"].remote(params, ci[sel], cj[sel], *side_refs))
-        merged = ray.get(verified)
-        i = np.concatenate([e[0] for e in edges] + [m[0] for m in merged] + [np.zeros(0, np.int64)])
-        j = np.concatenate([e[1] for e in edges] + [m[1] for m in merged] + [np.zeros(0, np.int64)])
-        nodes = np.unique(np.concatenate([i, j]))
+        combos = _pair_parts(parts)
+        routed = [
+            t["bucket_pairs"].options(num_returns=len(combos)).remote(parts, *[r[3 + q] for r in reduced])
+            for q in range(parts)
+        ]
+        if len(combos) == 1:
+            routed = [[x] for x in routed]
+        self.track(routed)
+        verified = [
+            t["verify"].remote(
+                params,
+                1 if a == b else 2,
+                *([sides[a]] if a == b else [sides[a], sides[b]]),
+                *[x[c] for x in routed],
+            )
+            for c, (a, b) in enumerate(combos)
+        ]
+        del routed
+        self.track(verified)
+        # the driver holds the merged pairs only: a few bytes per near-duplicate, not per record
+        merged = self.ray.get([r[1] for r in reduced]) + self.ray.get(verified)
+        del verified, sides
+        i = np.concatenate([m[0] for m in merged] + [np.zeros(0, np.int64)])
+        j = np.concatenate([m[1] for m in merged] + [np.zeros(0, np.int64)])
+        blk = np.concatenate([m[2] for m in merged] + [m[3] for m in merged] + [np.zeros(0, np.int32)])
+        del merged
+        nodes, first = np.unique(np.concatenate([i, j]), return_index=True)
+        node_blk = blk[first]
         labels = nodes[near_dup._components(len(nodes), np.searchsorted(nodes, i), np.searchsorted(nodes, j))]
-        wanted = np.unique(labels)
-        wanted_ref = ray.put(wanted)
+        del i, j, blk, first
+        wanted_ref = ray.put(np.unique(labels))
         rep_ids: dict[int, str] = {}
         for got in ray.get([t["ids_of"].remote(r[2], wanted_ref) for r in reduced]):
             rep_ids.update(got)
-        labels_ref = ray.put((nodes, labels, rep_ids))
-        return self.map_blocks(alive, _mark_clusters, step=step, stepno=stepno, labels_ref=labels_ref)
+        del reduced
+        out = []
+        for k, ref in enumerate(alive):  # each block gets its own records' verdicts only
+            sel = np.flatnonzero(node_blk == k)
+            reps = [rep_ids[x] for x in labels[sel].tolist()]
+            a, d = t["mark"].options(num_returns=2).remote(ref, step, stepno, nodes[sel], labels[sel], reps)
+            out.append(a)
+            self.done.append(d)
+        return self.track(out)
 
     def split(self, alive: list[Any]) -> tuple[Any, int]:
-        """The test/val units (the local assignment, from the unit table) and the record count."""
+        """The local engine's assignment, as bounds the workers apply; and the record count.
+
+        ``unit_assignment`` orders units within a stratum by hash, interleaves the strata by relative
+        rank, and fills test then val from the front of that order. Here the same order is computed with
+        numpy over a compact unit table (28 bytes per kept record, held during this stage only, instead
+        of the unit keys' strings: ~100 bytes a record plus a dict), so the test units of a stratum are
+        those of hash below one bound and the val units those below a second: the workers get two
+        strings per stratum instead of a map of every test/val unit. A unit whose records are in
+        several strata (by_cluster with near_dedup's ``action: mark``) takes its first record's stratum
+        locally; those few units are sent by name."""
         cfg = self.cfg.split
-        tables = self.ray.get([self.t["unit_rows"].remote(r, cfg.by_cluster, cfg.stratify) for r in alive])
-        table = pa.concat_tables(tables) if tables else pa.table({"idx": [], "unit": [], "stratum": []})
-        table = table.take(pc.sort_indices(table, sort_keys=[("idx", "ascending")]))
-        units: dict[str, list[Any]] = {}
-        for unit, stratum in zip(table["unit"].to_pylist(), table["stratum"].to_pylist(), strict=True):
-            if unit in units:
-                units[unit][1] += 1
-            else:
-                units[unit] = [unit, 1, stratum]
-        assignment = unit_assignment([tuple(u) for u in units.values()], len(table), cfg)
-        return self.ray.put(assignment), len(table)
+        got = self.ray.get(
+            self.track([self.t["unit_rows"].remote(r, cfg.by_cluster, cfg.stratify, cfg.seed) for r in alive])
+        )
+        names = sorted({n for g in got for n in g[4]})
+        where = {n: c for c, n in enumerate(names)}
+        cols = [np.concatenate([g[k] for g in got] + [np.zeros(0, g0)]) for k, g0 in enumerate(_UNIT_DTYPES)]
+        cols[3] = np.concatenate(
+            [np.array([where[n] for n in g[4]], dtype=np.int32)[g[3]] for g in got] + [np.zeros(0, np.int32)]
+        )
+        del got
+        idx, hi, lo, code = cols
+        del cols
+        total = len(idx)
+        if not total:
+            return self.ray.put(({}, {})), 0
+        order = np.argsort(idx, kind="stable")
+        hi, lo, code = hi[order], lo[order], code[order]
+        del idx, order
+        # units: records grouped by hash, in hash order; a unit's stratum is its first record's
+        order = np.lexsort((lo, hi))  # stable: a unit's records stay in input order
+        hi, lo, code = hi[order], lo[order], code[order]
+        del order
+        start = np.flatnonzero(np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
+        size = np.diff(np.r_[start, total])
+        unit_code = code[start]
+        mixed_unit = np.zeros(len(start), dtype=bool)
+        differ = np.flatnonzero(code != np.repeat(unit_code, size))
+        mixed_unit[np.searchsorted(start, differ, side="right") - 1] = True
+        u_hi, u_lo = hi[start], lo[start]
+        del hi, lo, code
+        # rank within the stratum (units are in hash order), then the local engine's global order
+        by_stratum = np.argsort(unit_code, kind="stable")
+        n_s = np.bincount(unit_code, minlength=len(names))
+        first_of = np.r_[0, np.cumsum(n_s)[:-1]]
+        rank = np.empty(len(start), dtype=np.int64)
+        rank[by_stratum] = np.arange(len(start)) - first_of[unit_code[by_stratum]]
+        pos = (rank + 0.5) / n_s[unit_code]
+        glob = np.lexsort((u_lo, u_hi, pos))
+        before = np.cumsum(size[glob]) - size[glob]  # records placed before each unit, in that order
+        want = {"test": math.floor(total * cfg.test + 0.5), "val": math.floor(total * cfg.val + 0.5)}
+        split = np.zeros(len(start), dtype=np.int8)  # 0 train, 1 test, 2 val
+        n_test = int(np.count_nonzero(before < want["test"]))
+        split[glob[:n_test]] = 1
+        base = before[n_test] if n_test < len(glob) else 0
+        n_val = int(np.count_nonzero(before[n_test:] - base < want["val"]))
+        split[glob[n_test : n_test + n_val]] = 2
+        # per stratum: test = rank < (its test units), val = rank < (its test and val units)
+        bounds = {}
+        for c, name in enumerate(names):
+            members = by_stratum[first_of[c] : first_of[c] + n_s[c]]  # this stratum's units, by rank
+            a = int(np.count_nonzero(split[members] == 1))
+            b = a + int(np.count_nonzero(split[members] == 2))
+            bounds[name] = tuple(
+                _hex128(u_hi[members[k]], u_lo[members[k]]) if k < len(members) else "~" for k in (a, b)
+            )
+        names_of = {0: "train", 1: "test", 2: "val"}
+        mixed = {
+            _hex128(u_hi[u], u_lo[u]): names_of[int(split[u])] for u in np.flatnonzero(mixed_unit).tolist()
+        }
+        return self.ray.put((bounds, mixed)), total
+
+
+_UNIT_DTYPES = (np.int64, np.uint64, np.uint64, np.int32)
+
+
+def _hex128(hi: Any, lo: Any) -> str:
+    """The 32 hex digits of a unit hash held as two uint64 ("~" sorts after every one of them)."""
+    return f"{int(hi):016x}{int(lo):016x}"
 
 
 def _remote_helpers() -> None:
     import ray
 
-    global _num_rows, _first_of, _read_errors, _concat, _column, _range_map, _range_reduce
+    global _num_rows, _read_errors, _concat, _key_sample, _range_map, _range_reduce
     _num_rows = ray.remote(lambda t: t.num_rows)
-    _column = ray.remote(lambda t, key: t[key].to_numpy())
+    _key_sample = ray.remote(lambda t, key: np.sort(t[key].to_numpy())[::KEY_SAMPLE])
 
     @ray.remote(max_retries=RETRIES)
     def _range_map(t: pa.Table, key: str, bounds: np.ndarray) -> Any:
@@ -660,7 +922,6 @@ def _remote_helpers() -> None:
         return t.take(pc.sort_indices(t, sort_keys=[(key, "ascending")]))
 
     _concat = ray.remote(max_retries=RETRIES)(lambda *tables: pa.concat_tables(tables))
-    _first_of = ray.remote(lambda side: side[0])
     _read_errors = ray.remote(
         lambda t: [
             (i, e)
@@ -671,10 +932,9 @@ def _remote_helpers() -> None:
 
 
 _num_rows: Any = None
-_first_of: Any = None
 _read_errors: Any = None
 _concat: Any = None
-_column: Any = None
+_key_sample: Any = None
 _range_map: Any = None
 _range_reduce: Any = None
 
@@ -760,41 +1020,47 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
     parts = max(2, int(ray.cluster_resources().get("CPU", 1)))
     eng = _Engine(cfg, parts, progress=os.environ.get("INSTRUCTKIT_QUIET") != "1")
     t0 = time.perf_counter()
-    alive = eng.read(inputs)
-    if cfg.on_error == "raise":
-        errors = [e for got in ray.get([_read_errors.remote(d) for d in eng.done]) for e in got]
-        if errors:
-            raise RecordError(**json.loads(min(errors)[1]))
-    n = eng.count(alive)
+    with eng.stage("read", 0):
+        alive = eng.read(inputs)
+        if cfg.on_error == "raise":
+            errors = [e for got in ray.get([_read_errors.remote(d) for d in eng.done]) for e in got]
+            if errors:
+                raise RecordError(**json.loads(min(errors)[1]))
+        n = eng.count(alive)
     eng.log("read", n, t0)
+    eng.settle()
     # shuffle partitions: at least one per CPU, and more as the input grows, so a reduce task holds about
     # PARTITION_ROWS records whatever the input's size (memory per worker stays flat)
     eng.parts = max(parts, -(-n // PARTITION_ROWS))
     k = 0
     while k < len(steps):
         t0 = time.perf_counter()
-        step = steps[k]
-        if isinstance(step, Filter | Mapper):
-            run = k
+        step, run = steps[k], k + 1
+        if isinstance(step, Filter | Mapper):  # consecutive per-record steps run as one map
             while run < len(steps) and isinstance(steps[run], Filter | Mapper):
                 run += 1
-            alive = eng.per_record(alive, steps[k:run], list(range(k + 1, run + 1)))
-            name, k = "+".join(s.name for s in steps[k:run]), run
-        elif isinstance(step, ExactDedup):
-            alive, name, k = eng.exact_dedup(alive, step, k + 1), step.name, k + 1
-        elif isinstance(step, NearDedup):
-            alive, name, k = eng.near_dedup(alive, step, k + 1), step.name, k + 1
-        elif isinstance(step, DatasetStep):
+        elif isinstance(step, DatasetStep) and not isinstance(step, ExactDedup | NearDedup):
             raise StepConfigError(
                 f"step '{step.name}' sees the whole dataset and has no Ray form yet; run it with {{key}} local",
                 key="engine",
             )
-        else:  # pragma: no cover
+        elif not isinstance(step, ExactDedup | NearDedup):  # pragma: no cover
             raise TypeError(f"step {step.name} is neither a Filter, a Mapper nor a DatasetStep")
-        n_in, n = n, eng.count(alive)  # the count waits for the stage's tasks: the time is the stage's
+        name = "+".join(s.name for s in steps[k:run])
+        with eng.stage(name, n):
+            if isinstance(step, ExactDedup):
+                alive = eng.exact_dedup(alive, step, k + 1)
+            elif isinstance(step, NearDedup):
+                alive = eng.near_dedup(alive, step, k + 1)
+            else:
+                alive = eng.per_record(alive, steps[k:run], list(range(k + 1, run + 1)))
+            n_in, n = n, eng.count(alive)  # the count waits for the stage's tasks: the time is the stage's
+        k = run
         eng.log(name, n_in, t0)
+        eng.settle()
     t0 = time.perf_counter()
-    assignment_ref, n_kept = eng.split(alive)
+    with eng.stage("split", n):
+        assignment_ref, n_kept = eng.split(alive)
     eng.log("split", n_kept, t0)
 
     # the end: rejects by (step, idx), records by idx, streamed through here into the files
@@ -804,7 +1070,7 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
     read_dropped: Counter = Counter()
     by_reason: Counter = Counter()
     summaries = {s: Summary() for s in SPLITS}
-    with replaced_folder(out_dir) as stage:
+    with eng.stage("write", n_kept), replaced_folder(out_dir) as stage:
         with open(stage / "rejects.jsonl", "w", encoding="utf-8", newline="") as rej_file:
             if eng.done:
                 order = [eng.t["order_key"].remote(d) for d in eng.done]
@@ -830,7 +1096,12 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
                     _add_split,
                     batch_format="pyarrow",
                     batch_size=1000,
-                    fn_kwargs={"by_cluster": cfg.split.by_cluster, "assignment_ref": assignment_ref},
+                    fn_kwargs={
+                        "by_cluster": cfg.split.by_cluster,
+                        "stratify": cfg.split.stratify,
+                        "seed": cfg.split.seed,
+                        "assignment_ref": assignment_ref,
+                    },
                     max_retries=RETRIES,
                 )
                 for batch in eng.in_order(eng.coalesce(ds.to_arrow_refs()), "idx"):
