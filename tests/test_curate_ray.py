@@ -364,3 +364,38 @@ def test_a_run_recipe_with_engine_ray_curates_generated_and_given_data_on_ray(
     local = tmp_path / "local"
     curate(calls[0], local, CurateConfig.from_dict(recipe["curate"] | {"engine": "local"}))
     assert_same(local, data)
+
+
+def test_stage_bar_counts_the_stage_tasks_and_records_per_second(cluster) -> None:
+    """A hand-written stage's bar: tasks done out of those submitted (a task with several results counts
+    once), and records/s estimated from the stage's input records."""
+    from instructkit.data.ray_engine import _StageBar
+
+    @ray.remote
+    def work(seconds: float) -> int:
+        time.sleep(seconds)
+        return 1
+
+    @ray.remote(num_returns=2)
+    def pair() -> tuple[int, int]:
+        return 1, 2
+
+    def wait_for(predicate, timeout: float = 60.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            time.sleep(0.1)
+        return False
+
+    bar = _StageBar(ray, "near_dedup", n_in=6000)
+    try:
+        slow = work.remote(30.0)
+        bar.add([work.remote(0.0), work.remote(0.0), pair.remote(), slow])
+        task = bar.bar.tasks[0]
+        assert wait_for(lambda: task.total == 4 and task.completed == 3)  # the slow one is still running
+        assert task.fields["rate"].startswith("~") and task.fields["rate"].endswith("records/s")
+        ray.cancel(slow, force=True)
+    finally:
+        bar.close()
+    assert not bar.thread.is_alive()
