@@ -997,7 +997,8 @@ class Engine:
         return out.logits[0]
 
     def _drafts(self, lane: _Lane) -> dict[int, list[int]]:
-        """Prompt-lookup drafts for the greedy rows (a sampled row's tokens cannot be checked by argmax)."""
+        """Drafts for the greedy rows (a sampled row's tokens cannot be checked by argmax): from earlier
+        requests' sequences when the row's tail matches one (longer, and mostly kept), else prompt lookup."""
         if self.draft_tokens <= 0 and self.suffix_drafts is None:
             return {}
         out = {}
