@@ -1,5 +1,6 @@
 """Model registry: bundled CPU models, local folders and hub ids, with a dequantized-weights cache."""
 
+from instructkit.models.manifest import ModelFolderError, verify_folder, write_manifest
 from instructkit.models.registry import (
     BUNDLED,
     ModelNotFoundError,
@@ -18,6 +19,7 @@ from instructkit.models.registry import (
 
 __all__ = [
     "BUNDLED",
+    "ModelFolderError",
     "ModelNotFoundError",
     "ModelNotInstalledError",
     "ResolvedModel",
@@ -30,4 +32,6 @@ __all__ = [
     "pad_id",
     "prepare",
     "resolve",
+    "verify_folder",
+    "write_manifest",
 ]

@@ -149,13 +149,20 @@ def resolve(name: str, *, use_cache: bool = True) -> ResolvedModel:
         return ResolvedModel(name, str(src), bundled=bundled)
     path = Path(name).expanduser()
     if path.is_dir():
+        from instructkit.models.manifest import verify_folder, verify_gguf
+
         if not (path / "config.json").exists() and not list(path.glob("*.gguf")):
             raise ModelNotFoundError(f"{path}: a model folder needs a config.json (or a .gguf file)")
+        verify_folder(path)  # a folder instructkit wrote (an export, a checkpoint) loads only intact
         ggufs = sorted(path.glob("*.gguf"))
         if not (path / "config.json").exists() and ggufs:
+            verify_gguf(ggufs[0])
             return ResolvedModel(name, str(path), gguf_file=ggufs[0].name)
         return ResolvedModel(name, str(path))
     if path.is_file() and path.suffix == ".gguf":
+        from instructkit.models.manifest import verify_gguf
+
+        verify_gguf(path)
         return ResolvedModel(name, str(path.parent), gguf_file=path.name)
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return ResolvedModel(name, name)  # a hub id; transformers fetches it where the network allows

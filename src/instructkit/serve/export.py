@@ -35,7 +35,21 @@ from typing import Any
 
 from instructkit import __version__
 from instructkit.formats.atomic import plain_file_mode, recover_folder, replaced_folder, same_file
-from instructkit.train.saved_model import INFO_FILE, is_trained_run, load_trained, trained_method
+from instructkit.models.manifest import (
+    MANIFEST,
+    gguf_sidecar,
+    verify_folder,
+    write_gguf_sidecar,
+    write_manifest,
+)
+from instructkit.train.saved_model import (
+    INFO_FILE,
+    is_trained_run,
+    load_trained,
+    read_info,
+    trained_method,
+    verify_trained,
+)
 from instructkit.train.tasks import TASKS
 
 FORMATS = ("hf", "gguf")
@@ -98,6 +112,10 @@ class ExportResult:
     prompts: int
     template: str
     """How the prompts were rendered: "chat template" (identical through the reload) or "plain text"."""
+    source_verified: bool = False
+    """The run's model folder matched its checksum manifest before it was loaded (False: it has none)."""
+    manifest: Path | None = None
+    """The export's own checksums: ``instructkit-manifest.json`` in the folder, or ``NAME.gguf.sha256``."""
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -107,6 +125,15 @@ class ExportResult:
             f"verified on {self.prompts} fixed prompts: max |logit diff| {self.max_abs_diff:.3g} "
             f"<= tolerance {self.tolerance_rule}; {self.template} renders and tokenizes identically",
         ]
+        if self.source_verified:
+            lines.append("the run's model folder matched its checksum manifest before it was loaded")
+        else:
+            lines.append(
+                "warning: the run's model folder has no checksum manifest (saved by an older instructkit): "
+                "its weights could not be checked against what training wrote"
+            )
+        if self.manifest is not None:
+            lines.append(f"checksums of the export: {self.manifest}")
         return "\n".join(lines + self.notes)
 
 
@@ -244,7 +271,9 @@ def export_run(
     run_dir, out = Path(run_dir), Path(out)
     model_dir = _run_folder(run_dir)
     _check_output(run_dir, model_dir, out, fmt)
-    info = json.loads((model_dir / INFO_FILE).read_text())
+    # Before anything is read: an export compared against damaged weights would "verify" perfectly.
+    source_verified = verify_trained(model_dir)
+    info = read_info(model_dir)
     task = TASKS[info["task"]]
     if fmt == "gguf" and not task.generative:
         raise ExportError(
@@ -300,6 +329,8 @@ def export_run(
         tolerance_rule=rule,
         prompts=len(ids),
         template="the chat template" if task.generative and template else "the tokenizer (plain text)",
+        source_verified=source_verified,
+        manifest=out / MANIFEST if fmt == "hf" else gguf_sidecar(out),
         notes=notes,
     )
 
@@ -401,6 +432,7 @@ def _export_hf(
         (stage / INFO_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
         for f in stage.iterdir():  # safetensors writes private (0600) files; an export is for sharing
             os.chmod(f, plain_file_mode())
+        write_manifest(stage)
         log("verifying: reloading with plain transformers")
         auto = getattr(transformers, task.auto_model)
         # float64 compute: the saved weights are cast up exactly (see export_run)
@@ -409,6 +441,7 @@ def _export_hf(
         diff, problem = _verify(reloaded, retok, template, check, "the exported folder")
         if problem:
             raise ExportError(f"export verification failed, nothing written: {problem}")
+        verify_folder(stage, what="exported folder")  # the files that were checked are the ones listed
     return diff
 
 
@@ -448,7 +481,11 @@ def _export_gguf(
         if problem:
             raise ExportError(f"export verification failed, nothing written: {problem}")
         os.chmod(path, plain_file_mode())
+        side = write_gguf_sidecar(path)
+        # the file first: a kill between the two renames leaves a sidecar that no longer matches (a clear
+        # error when the file is loaded), never a damaged file with a matching checksum
         os.replace(path, out)
+        os.replace(side, gguf_sidecar(out))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return diff

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instructkit.models import verify_folder
 from instructkit.templates import ChatTemplate, TemplateError
 
 # A conversation the parity check renders at start-up: a template that breaks train/serve parity on it
@@ -160,6 +161,7 @@ def _attach(served: Served, adapters: dict[str, str]) -> str | None:
         base_adapter = model.active_adapter
     for i, (name, path) in enumerate(adapters.items()):
         folder = adapter_folder(path)
+        verify_folder(folder, what="adapter")  # a trained run's adapter loads only as it was saved
         cfg = json.loads((folder / "adapter_config.json").read_text())
         if cfg.get("peft_type") != "LORA":
             raise AdapterError(

@@ -16,7 +16,6 @@ leaves an intact checkpoint to fall back to.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Callable
@@ -26,9 +25,10 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from instructkit.formats.io import sha256_file, write_text
+from instructkit.formats.io import sha256_file
+from instructkit.models import manifest
 
-MANIFEST = "instructkit-manifest.json"
+MANIFEST = manifest.MANIFEST
 # Training state that a weights-only resume does without (the Trainer starts them fresh).
 STATE_FILES = re.compile(r"^(optimizer\.pt|optimizer\.bin|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth)$")
 # Keys that may change between a run and its resume: where the run lives, how often it logs, how many
@@ -83,22 +83,11 @@ def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 def write_manifest(folder: Path, inputs: dict[str, Any]) -> None:
     """Checksum every file of a finished checkpoint; atomic (temp file, then rename) and written last."""
-    folder = Path(folder)
-    files = {
-        str(p.relative_to(folder)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
-    doc = {"format": 1, "files": files, "inputs": inputs}
-    write_text(json.dumps(doc, indent=1, default=str) + "\n", folder / MANIFEST)
+    manifest.write_manifest(folder, {"inputs": inputs})
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads((Path(folder) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("files"), dict) else None
+    return manifest.read_manifest(folder)
 
 
 def verify(folder: Path, weights_only: bool = False) -> str | None:
@@ -109,23 +98,11 @@ def verify(folder: Path, weights_only: bool = False) -> str | None:
         return "empty folder"
     if not (folder / MANIFEST).exists():
         return f"incomplete: no {MANIFEST} (the save did not finish)"
-    doc = read_manifest(folder)
-    if doc is None:
-        return f"{MANIFEST} is damaged"
-    for name, want in doc["files"].items():
-        if weights_only and STATE_FILES.match(Path(name).name):
-            continue
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        try:
-            if path.stat().st_size != want.get("bytes"):
-                return f"{name} has {path.stat().st_size} bytes, the manifest says {want.get('bytes')}"
-            if sha256_file(path) != want.get("sha256"):
-                return f"{name} does not match its checksum"
-        except OSError as e:
-            return f"{name} cannot be read ({e.strerror})"
-    return None
+
+    def skip(name: str) -> bool:
+        return weights_only and bool(STATE_FILES.match(Path(name).name))
+
+    return manifest.problem(folder, skip)
 
 
 def checkpoints_newest_first(ckpt_dir: Path) -> list[Path]:

@@ -10,18 +10,20 @@ resumable mid-run checkpoints (optimizer, schedule, RNG, checksum manifests), no
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instructkit import __version__
 from instructkit.formats.io import write_text
-from instructkit.models import pad_id
+from instructkit.models import ModelFolderError, pad_id, verify_folder, write_manifest
 from instructkit.train.tasks import TASKS, LabelInfo, Task
 
 if TYPE_CHECKING:
     from instructkit.train.config import TrainConfig
 
 INFO_FILE = "instructkit.json"
+log = logging.getLogger(__name__)
 
 
 def is_trained_run(name: str | Path) -> bool:
@@ -88,21 +90,78 @@ def save_trained(
         "seed": cfg.seed,
     }
     write_text(json.dumps(info, indent=2) + "\n", folder / INFO_FILE)
+    write_manifest(folder)  # last: a folder without it did not finish saving (models/manifest.py)
+
+
+def model_folder(folder: str | Path) -> Path:
+    """The folder holding a trained run's ``instructkit.json``: ``folder`` or its ``model/``."""
+    folder = Path(folder)
+    return folder / "model" if (folder / "model" / INFO_FILE).exists() else folder
+
+
+def verify_trained(folder: str | Path) -> bool:
+    """Check a trained model folder against its checksum manifest before anything reads it: True when it
+    matches, False (with a logged warning) when the folder has none — saved before manifests existed, or
+    a save that did not finish. Raises ModelFolderError naming the file that differs."""
+    folder = model_folder(folder)
+    if verify_folder(folder, what="trained model"):
+        return True
+    log.warning(
+        "%s has no checksum manifest (saved by an older instructkit, or the save did not finish): its "
+        "files cannot be checked",
+        folder,
+    )
+    return False
+
+
+def read_info(folder: str | Path) -> dict[str, Any]:
+    """A trained folder's ``instructkit.json``; ModelFolderError naming the file when it is unusable."""
+    path = model_folder(folder) / INFO_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ModelFolderError(f"{path}: cannot be read ({e.strerror})") from None
+    except ValueError as e:
+        raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
+    missing = [
+        k for k in ("task", "base_model", "method", "labels") if not isinstance(info, dict) or k not in info
+    ]
+    if missing:
+        raise ModelFolderError(f"{path}: not a trained model's {INFO_FILE} (no {', '.join(missing)})")
+    if not isinstance(info["method"], dict) or "name" not in info["method"]:
+        raise ModelFolderError(f"{path}: field method: expected an object with a name")
+    if info["task"] not in TASKS:
+        raise ModelFolderError(f"{path}: field task: unknown task {info['task']!r}")
+    return info
 
 
 def load_trained(folder: str | Path) -> tuple[Any, Any, dict[str, Any]]:
-    """Rebuild a trained model from its folder: the base model, the method, the trained weights."""
+    """Rebuild a trained model from its folder: the base model, the method, the trained weights — after
+    the folder matched its checksum manifest (:func:`verify_trained`)."""
     from transformers import AutoTokenizer
 
-    from instructkit.train.methods import METHODS
+    from instructkit.train.methods import METHODS, MethodError
 
-    folder = Path(folder)
-    if (folder / "model" / INFO_FILE).exists():
-        folder = folder / "model"
-    info = json.loads((folder / INFO_FILE).read_text())
+    folder = model_folder(folder)
+    verify_trained(folder)
+    info = read_info(folder)
+    if info["method"]["name"] not in METHODS:
+        raise ModelFolderError(
+            f"{folder / INFO_FILE}: field method.name: unknown method {info['method']['name']!r}"
+        )
     task = TASKS[info["task"]]()
     labels = LabelInfo.from_dict(info["labels"])
     base = load_base(info["base_model"], task, labels, info.get("seed", 0))
-    model = METHODS[info["method"]["name"]].load_trained(base, folder, info["task"])
+    try:
+        model = METHODS[info["method"]["name"]].load_trained(base, folder, info["task"])
+        tok = AutoTokenizer.from_pretrained(folder)
+    except MethodError:
+        raise
+    except Exception as e:  # safetensors, PEFT and tokenizers each raise their own kinds for a bad file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelFolderError(
+            f"trained model {folder}: its {info['method']['name']} weights or tokenizer cannot be loaded "
+            f"({type(e).__name__}: {first})"
+        ) from e
     model.eval()
-    return model, AutoTokenizer.from_pretrained(folder), info
+    return model, tok, info

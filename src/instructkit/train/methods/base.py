@@ -159,6 +159,9 @@ def load_weights(model: nn.Module, folder: Path) -> None:
         from peft import set_peft_model_state_dict
         from peft.utils import load_peft_weights
 
+        if not any((folder / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+            # PEFT would take the folder name for a hub repo id and fail with a message about repo ids
+            raise MethodError(f"{folder}: adapter_model.safetensors is missing (the trained weights)")
         result = set_peft_model_state_dict(model, load_peft_weights(str(folder), device="cpu"))
         # prompt learning loads "prompt_embeddings" into the prompt encoder itself, yet still reports it
         extra = [k for k in result.unexpected_keys if k != "prompt_embeddings"]
@@ -167,6 +170,8 @@ def load_weights(model: nn.Module, folder: Path) -> None:
         return
     from safetensors.torch import load_file
 
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise MethodError(f"{folder}: {WEIGHTS_FILE} is missing (the trained weights)")
     saved = load_file(str(folder / WEIGHTS_FILE))
     params = dict(model.named_parameters())
     extra = [n for n in saved if n not in params]
