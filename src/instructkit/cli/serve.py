@@ -28,7 +28,8 @@ def serve(
         None,
         "--api-key",
         envvar="INSTRUCTKIT_API_KEY",
-        help="Require Authorization: Bearer KEY on every API request.",
+        help="Require Authorization: Bearer KEY on every API request. An empty or blank KEY is refused at "
+        "start (leave the option out to serve without a key; an empty INSTRUCTKIT_API_KEY counts as unset).",
     ),
     max_batch: int = typer.Option(
         8, "--max-batch", min=1, help="Requests decoded together (1: one at a time)."
@@ -68,17 +69,21 @@ def serve(
 ) -> None:
     """Serve MODEL (and its adapters) over an OpenAI-compatible API; open http://HOST:PORT/ to chat."""
     from instructkit.serve.loading import AdapterError, load_served, parse_adapters
-    from instructkit.serve.server import ServerConfig, run_server
+    from instructkit.serve.server import ServerConfig, http_url, run_server
     from instructkit.templates import TemplateError
 
-    cfg = ServerConfig(
-        host=host, port=port, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
-        prefix_cache_mb=prefix_cache_mb, draft_tokens=draft_tokens, suffix_draft_tokens=suffix_draft_tokens,
-        max_body_bytes=max_body_bytes, max_messages=max_messages,
-        max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens, default_max_tokens=default_max_tokens,
-        log_prompts=log_prompts,
-    )  # fmt: skip
+    with user_errors(ValueError):  # a bad setting (an empty --api-key) is refused before the model loads
+        cfg = ServerConfig(
+            host=host, port=port, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
+            prefix_cache_mb=prefix_cache_mb, draft_tokens=draft_tokens,
+            suffix_draft_tokens=suffix_draft_tokens,
+            max_body_bytes=max_body_bytes, max_messages=max_messages,
+            max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens, default_max_tokens=default_max_tokens,
+            log_prompts=log_prompts,
+        )  # fmt: skip
     with user_errors(ModelNotFoundError, AdapterError, TemplateError, ValueError):
         served = load_served(model, parse_adapters(adapter), served_name=name)
-    console.print(f"serving {', '.join(served.names)} on http://{host}:{port}/ (chat page at /, API at /v1)")
+    url = http_url(host, port)
+    # markup off: "[fe80::1%25eth0]" (or a name in brackets) is text, not a rich tag
+    console.print(f"serving {', '.join(served.names)} on {url}/ (chat page at /, API at /v1)", markup=False)
     run_server(served, cfg)

@@ -711,9 +711,12 @@ class Engine:
                     break
             with self._step_lock:
                 started = time.perf_counter()
+                touched: list[Request] = []
                 try:
                     self._admit()
                     lanes = [lane for lane in self._lanes.values() if lane.rows or lane.pending]
+                    # a step takes joining prompts out of lane.pending before it samples their first token
+                    touched = [req for lane in lanes for req in lane.rows + lane.pending]
                     if lanes:
                         lane = lanes[turn % len(lanes)]
                         turn += 1
@@ -724,9 +727,10 @@ class Engine:
                 except Exception as e:  # one failure must not kill the server: fail the rows it touched
                     log.exception("generation step failed")
                     for lane in list(self._lanes.values()):
-                        for req in lane.rows + lane.pending:
-                            req._finish("error", f"generation failed: {type(e).__name__}")
+                        touched += lane.rows + lane.pending
                         self._lanes.pop(lane.name, None)
+                    for req in touched:  # every request the step held is answered (a no-op if it was)
+                        req._finish("error", f"generation failed: {type(e).__name__}")
                 self.stats["busy_s"] += time.perf_counter() - started
         for lane in self._lanes.values():
             for req in lane.rows + lane.pending:
@@ -1108,6 +1112,9 @@ class Engine:
                 out.append(int(logits[i].argmax()))
                 continue
             probs = torch.softmax(logits[i] / s.temperature, dim=-1).cpu()
+            if not bool(probs.isfinite().all()):  # a temperature so small the logits overflow: its limit
+                out.append(int(logits[i].argmax()))
+                continue
             if s.top_p < 1.0:
                 sorted_p, order = probs.sort(descending=True)
                 keep = sorted_p.cumsum(0) - sorted_p < s.top_p  # the smallest set reaching top_p

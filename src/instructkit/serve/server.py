@@ -7,16 +7,19 @@ engine's thread, so the event loop only moves bytes.
 
 Safe by default: it listens on 127.0.0.1; with an API key every request but the static page needs
 ``Authorization: Bearer KEY`` (compared in constant time); the body size, message count, prompt tokens
-and ``max_tokens`` are capped; errors come back in OpenAI's shape ``{"error": {"message", "type",
-"param", "code"}}`` and never carry a stack trace; one log line per request, without prompt text unless
-``log_prompts`` is set.
+and ``max_tokens`` are capped; request bodies are checked strictly (``"max_tokens": true`` or
+``"stream": "yes"`` is refused, not coerced); errors come back in OpenAI's shape ``{"error": {"message",
+"type", "param", "code"}}`` and never carry a stack trace; one log line per request, with the status sent,
+without prompt text unless ``log_prompts`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import importlib.resources
+import ipaddress
 import json
 import logging
 import threading
@@ -24,8 +27,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import jinja2
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
@@ -47,7 +51,9 @@ class ServerConfig:
     """Address to listen on; anything but a loopback address exposes the model to the network."""
     port: int = 8000
     api_key: str | None = None
-    """When set, every API request needs ``Authorization: Bearer <api_key>``."""
+    """When set, every API request needs ``Authorization: Bearer <api_key>``. None serves without a key; an
+    empty or blank key is refused (it would let an empty token in), and so is one an HTTP header cannot
+    carry as given (surrounding whitespace, characters other than printable ASCII)."""
     max_batch: int = 8
     """Requests decoded together in one forward pass (per adapter); 1 serves one request at a time."""
     max_queue: int = 64
@@ -80,6 +86,26 @@ class ServerConfig:
     """Seconds a 429 answer asks the client to wait."""
     log_prompts: bool = False
     """Put the prompt text in the request log line (off: it may hold private data)."""
+
+    def __post_init__(self) -> None:
+        key = self.api_key
+        if key is None:
+            return
+        if not key.strip():
+            raise ValueError(
+                "the API key is empty: clients could authenticate with an empty Bearer token; give a real "
+                "key, or none to serve without one"
+            )
+        if key != key.strip():
+            raise ValueError(
+                "the API key starts or ends with whitespace, which HTTP strips from the Authorization "
+                "header, so no client could send it; remove the whitespace"
+            )
+        if not all(" " <= c <= "~" for c in key):
+            raise ValueError(
+                "the API key holds characters other than printable ASCII, which an Authorization header "
+                "cannot carry reliably; use letters, digits and punctuation"
+            )
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -126,24 +152,45 @@ class APIError(Exception):
 
 
 def _validation_error(e: Any) -> APIError:
-    first = e.errors()[0]
-    where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-    return APIError(
-        422, f"{where or 'body'}: {first.get('msg', 'invalid')}", param=where or None, code="invalid_value"
-    )
+    """A 422 naming the field (``messages.0.content``) and saying what came. Of pydantic's errors the one
+    deepest in the body is told (a part's bad ``type`` rather than "not a string"), with the others at the
+    same place; a union's branch tags (``str``, ``list[str]``) are left out of the field's path."""
+    fields = {name for schema in _SCHEMAS for name in schema.model_fields}
+
+    def where(err: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(x for x in err.get("loc", ()) if isinstance(x, int) or x in fields)
+
+    errors = e.errors() or [{"msg": "invalid"}]
+    best = max((where(err) for err in errors), key=len)
+    at = [err for err in errors if where(err) == best]
+    msg = " or ".join(dict.fromkeys(err.get("msg", "invalid") for err in at))
+    given = at[0].get("input")
+    if given is None or isinstance(given, bool | int | float):  # say what came, when it is short
+        shown = json.dumps(given) if not isinstance(given, int) or abs(given) < 10**20 else "a huge integer"
+        msg += f", got {shown}"
+    param = ".".join(str(x) for x in best) or None
+    return APIError(422, f"{param or 'body'}: {msg}", param=param, code="invalid_value")
 
 
 # ---------------------------------------------------------------------------------------------- schemas
 
+# Bodies are validated strictly: a boolean is not an integer ("max_tokens": true), a string is not a
+# boolean ("stream": "yes") or a number ("temperature": "0.5"); an integer is still a float. Unknown fields
+# are ignored, as OpenAI's API does.
+_STRICT = ConfigDict(extra="ignore", strict=True)
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""The seeds ``torch.Generator.manual_seed`` takes (a negative one stands for itself plus 2**64)."""
+_Number = Annotated[float, Field(allow_inf_nan=False)]
+
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[_Part]
 
@@ -152,28 +199,40 @@ class ChatMessage(BaseModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
-class _Common(BaseModel):
-    """Fields both endpoints take. Unknown fields are ignored, as OpenAI's API does."""
+class _StreamOptions(BaseModel):
+    model_config = _STRICT
+    include_usage: bool = False
 
-    model_config = ConfigDict(extra="ignore")
+
+class _Common(BaseModel):
+    """Fields both endpoints take."""
+
+    model_config = _STRICT
     model: str | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: _Number | None = Field(None, ge=0, le=2)
+    top_p: _Number | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     n: int = 1
     stream: bool = False
-    stream_options: dict[str, Any] | None = None
+    stream_options: _StreamOptions | None = None
 
 
 class ChatBody(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None  # only false: log probabilities are not computed
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
 class CompletionBody(_Common):
     prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=5)  # only null: log probabilities are not computed
+    echo: bool = False  # only false
+
+
+_SCHEMAS = (_Part, ChatMessage, _StreamOptions, ChatBody, CompletionBody)
 
 
 # ---------------------------------------------------------------------------------------------- the app
@@ -209,10 +268,8 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
     async def _invalid(request: HTTPRequest, e: RequestValidationError) -> Any:
         return _validation_error(e).response()
 
-    @app.exception_handler(Exception)
-    async def _crash(request: HTTPRequest, e: Exception) -> Any:
-        log.exception("unhandled error on %s", request.url.path)
-        return APIError(500, "internal server error; the server log has the details").response()
+    # An unexpected exception is answered 500 (and logged once, with its traceback) by _RequestLog, inside
+    # Starlette's outermost error middleware, so the request's log line shows the status that was sent.
 
     def authorize(request: HTTPRequest) -> None:
         if cfg.api_key is None:
@@ -239,8 +296,11 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
         try:
             return schema.model_validate_json(raw)
         except ValidationError as e:
-            if any(err.get("type") == "json_invalid" for err in e.errors()):
-                raise APIError(422, "the body is not valid JSON", code="invalid_json") from None
+            bad = [err for err in e.errors() if err.get("type") == "json_invalid"]
+            if bad:  # the parser's reason: "EOF while parsing", "invalid unicode code point", ...
+                why = str(bad[0].get("ctx", {}).get("error", ""))[:120]
+                msg = f"the body is not valid JSON ({why})" if why else "the body is not valid JSON"
+                raise APIError(422, msg, code="invalid_json") from None
             raise _validation_error(e) from None
 
     def lane_for(body: Any) -> tuple[str, str | None]:
@@ -256,6 +316,10 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
     def sampling_for(body: Any, max_tokens: int | None) -> Sampling:
         if body.n != 1:
             raise APIError(400, "only n=1 is supported", param="n", code="unsupported_value")
+        if body.logprobs is not None and body.logprobs is not False:  # chat: true; completions: a number
+            raise APIError(400, "logprobs are not supported", param="logprobs", code="unsupported_value")
+        if getattr(body, "echo", False):
+            raise APIError(400, "echo is not supported", param="echo", code="unsupported_value")
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise APIError(400, "stop: up to 4 non-empty strings", param="stop", code="invalid_value")
@@ -405,7 +469,13 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
         if served.template is None:
             raise APIError(400, f"{name} has no chat template; use /v1/completions", param="messages")
         messages = [m.as_dict() for m in body.messages]
-        ids = served.prompt_ids(messages)
+        try:
+            ids = served.prompt_ids(messages)
+        except jinja2.TemplateError as e:  # the template's own raise_exception ("roles must alternate")
+            raise APIError(
+                400, f"the model's chat template refused these messages: {e}", param="messages",
+                code="invalid_value",
+            ) from None  # fmt: skip
         check_prompt(ids, "messages")
         sampling = sampling_for(body, body.max_completion_tokens or body.max_tokens)
         if cfg.log_prompts:
@@ -420,7 +490,7 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
                     return {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
                 return {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
 
-            include = bool((body.stream_options or {}).get("include_usage"))
+            include = body.stream_options is not None and body.stream_options.include_usage
             return stream(request, req, base, piece, include)
         result = await result_of(request, req)
         message = {"role": "assistant", "content": result.text}
@@ -450,7 +520,7 @@ def build_app(served: Served, engine: Engine, cfg: ServerConfig) -> Any:
                     return None
                 return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
 
-            include = bool((body.stream_options or {}).get("include_usage"))
+            include = body.stream_options is not None and body.stream_options.include_usage
             return stream(request, req, base, piece, include)
         result = await result_of(request, req)
         choice = {"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None}
@@ -484,6 +554,7 @@ class _RequestLog:
             return
         start = time.perf_counter()
         status = [0]
+        failed = ""
 
         async def send_logged(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -492,10 +563,19 @@ class _RequestLog:
 
         try:
             await self.app(scope, receive, send_logged)
+        except Exception as e:
+            # Answered here rather than by Starlette's outermost error middleware, which sends its 500
+            # outside this middleware (so the line said "disconnected") and re-raises (a second traceback).
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            failed = f" error={type(e).__name__}"
+            if not status[0]:
+                reply = APIError(500, "internal server error; the server log has the details").response()
+                with contextlib.suppress(Exception):  # the client may be gone
+                    await reply(scope, receive, send_logged)
         finally:
             state = scope.get("state") or {}
             info = state.get("log") or {}
-            extra = "".join(f" {k}={v}" for k, v in info.items())
+            extra = "".join(f" {k}={v}" for k, v in info.items()) + failed
             if self.log_prompts and "prompt" in state:
                 extra += f" prompt={json.dumps(state['prompt'], ensure_ascii=False)}"
             client = scope.get("client") or ("-", 0)
@@ -513,7 +593,21 @@ class _RequestLog:
 # ---------------------------------------------------------------------------------------------- running
 
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only: ``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    return False
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://HOST:PORT`` with an IPv6 address in brackets (``http://[::1]:8000``) and its zone's ``%``
+    escaped (RFC 6874), as a URL needs; every URL the server prints is made here."""
+    if ":" in host and not host.startswith("["):
+        host = "[" + host.replace("%", "%25") + "]"
+    return f"http://{host}:{port}"
 
 
 def start_engine(served: Served, cfg: ServerConfig) -> Engine:
@@ -545,7 +639,7 @@ class ServerThread:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((cfg.host, cfg.port))
         host, port = self._sock.getsockname()[:2]
-        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        self.url = http_url(host, port)
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
@@ -581,7 +675,7 @@ def run_server(served: Served, cfg: ServerConfig) -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    if cfg.host not in LOOPBACK and not cfg.api_key:
+    if not is_loopback(cfg.host) and cfg.api_key is None:
         log.warning(
             "listening on %s without --api-key: anyone who can reach this address can use the model", cfg.host
         )
