@@ -15,6 +15,9 @@ Two markers say what a test needs rather than how long it takes, so they combine
   recipe that reads packaged data, so no test has to remember; other tests carry it themselves.
 - ``requires_browser``: Debian's chromium (`make browser`).
 
+The suite runs with a temporary ``HOME`` (:func:`pytest_configure`), so nothing a test starts (a local Ray
+cluster, a browser, a library's first run) writes into the user's home; the caches keep their real folders.
+
 When the thing is absent the test is skipped with the install hint — except under CI (the environment
 variable ``CI`` set, as every CI service and `.ci/run` do), where it fails: CI installs both (`make test`
 depends on `setup browser`), so a skip there would be a suite that silently stopped running.
@@ -26,6 +29,7 @@ import functools
 import importlib.util
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,6 +78,41 @@ REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "requires_models": missing_models,
     "requires_browser": missing_browser,
 }
+
+
+# The user's home as it was when the session started, before pytest_configure replaced HOME (a test that
+# checks the real home is left alone reads it here).
+REAL_HOME = Path.home()
+_HOME = pytest.StashKey[tuple[str, dict[str, str | None]]]()  # the session's HOME and what it replaced
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A temporary HOME for the session, removed at its end. The caches stay where they are, resolved from
+    the real home before it changes: instructkit's (the bundled models' converted weights would be rebuilt
+    every session otherwise), Hugging Face's and the XDG cache (matplotlib's font list, torch)."""
+    from instructkit.models.registry import cache_root
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or REAL_HOME / ".cache")
+    keep = {
+        "INSTRUCTKIT_CACHE": str(cache_root()),
+        "HF_HOME": os.environ.get("HF_HOME") or str(cache / "huggingface"),
+        "XDG_CACHE_HOME": str(cache),
+    }
+    home = tempfile.mkdtemp(prefix="instructkit-tests-home-")
+    config.stash[_HOME] = (home, {k: os.environ.get(k) for k in (*keep, "HOME")})
+    os.environ.update(keep)
+    os.environ["HOME"] = home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home, saved = config.stash.get(_HOME, (None, {}))
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def in_ci() -> bool:

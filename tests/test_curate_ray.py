@@ -21,9 +21,11 @@ import pytest
 import ray  # in the dev extra: a missing Ray fails the suite instead of skipping it
 
 from instructkit.data.pipeline import DEFAULT_STEPS, CurateConfig, StepFailed, curate
+from instructkit.data.ray_engine import AUTH_ENV, run_token
 from instructkit.records import RecordError
 
 from . import curate_dirty
+from .conftest import REAL_HOME
 from .curate_dirty import write_dirty
 
 FILES = ("train.jsonl", "val.jsonl", "test.jsonl", "rejects.jsonl", "card.md")
@@ -48,19 +50,20 @@ def test_steps():
 @pytest.fixture(scope="module")
 def cluster():
     os.environ["INSTRUCTKIT_QUIET"] = "1"
-    ray.init(
-        num_cpus=2,
-        object_store_memory=400 * 2**20,
-        include_dashboard=False,
-        log_to_driver=False,
-        address="local",
-        runtime_env={"env_vars": {"PYTHONPATH": ENV["PYTHONPATH"]}},
-    )
-    # test-only steps travel by value: the workers need not import the tests package
-    ray.cloudpickle.register_pickle_by_value(curate_dirty)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
+    with run_token():  # the engine's own way: the cluster's token in the environment, none on disk
+        ray.init(
+            num_cpus=2,
+            object_store_memory=400 * 2**20,
+            include_dashboard=False,
+            log_to_driver=False,
+            address="local",
+            runtime_env={"env_vars": {"PYTHONPATH": ENV["PYTHONPATH"]}},
+        )
+        # test-only steps travel by value: the workers need not import the tests package
+        ray.cloudpickle.register_pickle_by_value(curate_dirty)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield
+        ray.shutdown()
     os.environ.pop("INSTRUCTKIT_QUIET", None)
 
 
@@ -298,7 +301,8 @@ def test_cli_refuses_an_unknown_engine_and_a_missing_input(tmp_path) -> None:
     )
     assert run.exit_code != 0 and "'spark' is not one of: local, ray" in run.output
     run = CliRunner().invoke(app, ["data", "curate", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")])
-    assert run.exit_code == 2 and "nope.jsonl" in run.output and "no such file" in run.output
+    said = " ".join(run.output.replace("│", " ").split())  # the usage panel wraps at 80 columns
+    assert run.exit_code == 2 and "nope.jsonl: no such file" in said, run.output
 
 
 @pytest.mark.slow
@@ -366,6 +370,7 @@ def test_a_run_recipe_with_engine_ray_curates_generated_and_given_data_on_ray(
     assert_same(local, data)
 
 
+@pytest.mark.slow
 def test_stage_bar_counts_the_stage_tasks_and_records_per_second(cluster) -> None:
     """A hand-written stage's bar: tasks done out of those submitted (a task with several results counts
     once), and records/s estimated from the stage's input records."""
@@ -399,3 +404,84 @@ def test_stage_bar_counts_the_stage_tasks_and_records_per_second(cluster) -> Non
     finally:
         bar.close()
     assert not bar.thread.is_alive()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["empty", "binary", "utf16"])
+def test_ray_keeps_no_record_as_local_does(cluster, tmp_path, kind) -> None:
+    """An input no record survives: the Ray engine writes what the local engine writes (the card, the
+    rejects, empty splits) instead of failing on Ray Data's schema-less empty blocks."""
+    from .test_data_edges import write_input
+
+    path = write_input(kind, tmp_path)
+    for engine in ("local", "ray"):
+        result = curate([path], tmp_path / engine, CurateConfig(steps=STEPS, engine=engine))
+        assert result.card["accounting"]["kept"] == 0
+    assert_same(tmp_path / "local", tmp_path / "ray")
+    for name in FILES:
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+
+
+def test_run_token_lives_in_the_environment_and_is_restored(monkeypatch) -> None:
+    """The local cluster's token: in the environment while the cluster runs (Ray then finds a token and
+    writes none to ~/.ray/auth_token), the user's settings back after; ``RAY_AUTH_MODE=disabled`` kept."""
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/nonexistent/token")
+    with run_token():
+        assert os.environ["RAY_AUTH_MODE"] == "token" and len(os.environ["RAY_AUTH_TOKEN"]) == 64
+        assert "RAY_AUTH_TOKEN_PATH" not in os.environ
+        first = os.environ["RAY_AUTH_TOKEN"]
+    with run_token():
+        assert os.environ["RAY_AUTH_TOKEN"] != first  # a fresh token per run
+    assert {k: os.environ.get(k) for k in AUTH_ENV} == {
+        "RAY_AUTH_MODE": None,
+        "RAY_AUTH_TOKEN": None,
+        "RAY_AUTH_TOKEN_PATH": "/nonexistent/token",
+    }
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with run_token():
+        assert os.environ["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN" not in os.environ
+
+
+def _tree(folder: Path) -> dict[str, str] | None:
+    """A folder's listing with each file's sha256 (None when the folder does not exist)."""
+    import hashlib
+
+    if not folder.exists():
+        return None
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.mark.slow
+def test_a_local_ray_run_leaves_the_real_home_alone(tmp_path) -> None:
+    """``--engine ray`` without an address, run as the user runs it (their real HOME, no RAY_AUTH_*):
+    nothing in ``~/.ray`` changes. Ray used to write ``~/.ray/auth_token`` there, after which the user's own
+    ``ray start --head`` required that token and ``ray start --address`` could not join (InvalidAuthToken).
+    If the run does write there, the test removes what it wrote before failing."""
+    ray_home = REAL_HOME / ".ray"
+    before = _tree(ray_home)
+    data = ROOT / "examples" / "data" / "demo.jsonl"
+    env = {k: v for k, v in ENV.items() if k not in AUTH_ENV and k != "RAY_ADDRESS"}
+    env |= {"HOME": str(REAL_HOME), "INSTRUCTKIT_QUIET": "1"}
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "instructkit.cli", "data", "curate", str(data), "-o", str(tmp_path / "out"),
+             "--engine", "ray"],
+            env=env, capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        after = _tree(ray_home)
+    finally:
+        now = _tree(ray_home)
+        if before is None and now is not None:
+            import shutil
+
+            shutil.rmtree(ray_home)
+        elif before is not None and now is not None and "auth_token" in now and "auth_token" not in before:
+            (ray_home / "auth_token").unlink()
+    assert after == before, f"the run changed {ray_home}: {before} -> {after}"
+    assert json.loads((tmp_path / "out" / "card.json").read_text())["accounting"]["kept"] == 40

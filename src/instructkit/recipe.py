@@ -354,6 +354,7 @@ def run_recipe(
     run = _open_recipe_run(recipe, recipe_path, force or [], progress, log)
     d_generate = _generate_stage(run, recipe_path)
     d_data = _data_stage(run, d_generate)
+    _check_splits(run)
     d_before = _before_stage(run, d_data)
     d_train = _train_stage(run, d_data)
     d_after = _after_stage(run, d_train)
@@ -436,6 +437,28 @@ def _data_stage(run: _RecipeRun, d_generate: str | None = None) -> str:
         lambda: curate(run.inputs, data_dir, run.curate_cfg),
     )
     return d_data
+
+
+def _check_splits(run: _RecipeRun) -> None:
+    """Stop with one line, before any model is loaded, when a curated split a later stage needs is empty:
+    the eval split (stages before and after score it) or train. The line names the split, its count out
+    of the kept records and the curate config's shares (or why no record was kept at all)."""
+    from instructkit.data.pipeline import nothing_kept
+
+    card = json.loads((run.data_dir / "card.json").read_text())
+    counts, kept, shares = card["splits"], card["accounting"]["kept"], card["config"]["split"]
+    ev = run.recipe.eval.split
+    for name, stage in ((ev, "before (the evaluation before training)"), ("train", "train")):
+        if counts.get(name):
+            continue
+        shares_text = f"curate split: val {shares['val']}, test {shares['test']}, train the rest"
+        if not kept:
+            why, hint = nothing_kept(card, run.data_dir), ""
+        elif name == "train":
+            why, hint = f"0 of {kept} kept records; {shares_text}", "; lower split.val or split.test"
+        else:
+            why, hint = f"0 of {kept} kept records; {shares_text}", f"; raise curate's split.{name}"
+        raise RecipeError(f"the curated {name} split is empty ({why}) and stage {stage} needs it{hint}")
 
 
 def _evaluate(run: _RecipeRun, model_name: str, out_name: str, labels: Any = None) -> None:

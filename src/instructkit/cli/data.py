@@ -312,9 +312,14 @@ def curate(
         "local cluster for the run.",
     ),
 ) -> None:
-    """Clean, deduplicate, decontaminate and split; write a dataset card that accounts for every record."""
+    """Clean, deduplicate, decontaminate and split; write a dataset card that accounts for every record.
+
+    Exit codes: 0 curated; 1 an error (config, input, output; one line, nothing written); 2 a bad option
+    or a missing input; 3 curated, but no record was kept (an empty input, one that is not UTF-8 text,
+    every record rejected): the card, the rejects and the empty splits are written, and one line says so.
+    """
     from instructkit.config import ConfigError
-    from instructkit.data.pipeline import CurateConfig, StepFailed
+    from instructkit.data.pipeline import CurateConfig, StepFailed, nothing_kept
     from instructkit.data.pipeline import curate as run_curate
 
     _check_choice(fmt, format_names(), "--format")
@@ -339,6 +344,10 @@ def curate(
             cfg.address = address
         result = run_curate([p if "://" in p else Path(p) for p in inputs], output, cfg)
     card = result.card
+    empty = nothing_kept(card, output)
+    if empty:
+        err_console.print(f"[bold red]error:[/] {shown(empty)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
     table = Table(title="curation")
     for col in ("step", "in", "kept", "dropped"):
         table.add_column(col)

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from instructkit.cli import generate_common as g
+from instructkit.cli._common import err_console, printable
 
 
 def command(
@@ -56,6 +58,12 @@ def command(
     quiet: bool = g.QUIET,
 ) -> None:
     """Evolve prompts round after round (Evol-Instruct), answer them, and eliminate failed evolutions."""
+    if not in_file.is_file():  # before the backend starts: one line naming the path
+        why = "is a folder, not a file" if in_file.is_dir() else "no such file"
+        err_console.print(
+            f"[bold red]error:[/] --in {escape(printable(in_file))}: {why}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(2)
     data: dict[str, Any] = {"input": str(in_file)}
     if rounds is not None:
         data["rounds"] = rounds

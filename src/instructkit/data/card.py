@@ -28,7 +28,7 @@ def render_card_md(card: dict[str, Any]) -> str:
     ]
     for s in card["sources"]:
         lines.append(
-            f"| `{s['path']}` | {s['format']} | `{s['sha256'][:16]}…` | {s['read']} | {s['rejected']} |"
+            f"| `{s['path']}` | {s['format'] or '-'} | `{s['sha256'][:16]}…` | {s['read']} | {s['rejected']} |"
         )
     lines += [
         "",

@@ -215,6 +215,11 @@ def run_steps(
     rejects: list[dict[str, Any]] = []
     for step in steps:
         report = StepReport(step.name, step.params(), n_in=len(ds))
+        if not len(ds):
+            # nothing left (an empty input, one whose every record was rejected): the step sees nothing and
+            # drops nothing (``Dataset.map`` over no rows would not even add the verdict columns)
+            reports.append(report)
+            continue
         if isinstance(step, Filter | Mapper):
             procs = num_proc if num_proc > 1 and len(ds) >= 2000 else None
             ds = ds.map(
@@ -333,6 +338,28 @@ def build_card(
         "stats": stats,
         "files": {name: f"{name}{cfg.output_suffix}" for name in SPLITS},
     }
+
+
+def nothing_kept(card: dict[str, Any], out_dir: str | Path) -> str | None:
+    """One line saying why a curate run kept no record (None when it kept some): how many records came in,
+    the main reasons they were rejected, and where the card and the rejects are."""
+    acc = card["accounting"]
+    if acc["kept"]:
+        return None
+    where = f"the card, the rejects and the empty splits are in {out_dir}"
+    if not acc["in"]:
+        return f"no record was kept: the inputs hold no records (0 read); {where}"
+    top = sorted(card["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
+    reasons = ", ".join(f"{k} {v}" for k, v in top[:3]) + (
+        f" and {len(top) - 3} more" if len(top) > 3 else ""
+    )
+    read = card["steps"][0]
+    if read["step"] == "read" and not read["kept"]:
+        return (
+            f"no record was kept: none of the {acc['in']} records could be read ({reasons}); is the input "
+            f"UTF-8 text in a format instructkit reads? {where}"
+        )
+    return f"no record was kept: {acc['in']} records in, all rejected ({reasons}); {where}"
 
 
 def curate(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig | None = None) -> CurateResult:

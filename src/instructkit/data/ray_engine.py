@@ -991,21 +991,65 @@ def curate_ray(inputs: list[str | Path], out_dir: str | Path, cfg: CurateConfig)
         lp = _local_path(p)
         if lp is not None and not lp.exists():
             raise FileNotFoundError(f"{lp}: no such file")
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=cfg.address or "local", include_dashboard=False, log_to_driver=False)
-        started = True
+    with contextlib.ExitStack() as stack:
+        if not ray.is_initialized():
+            if cfg.address is None:
+                stack.enter_context(run_token())
+            ray.init(address=cfg.address or "local", include_dashboard=False, log_to_driver=False)
+            stack.callback(ray.shutdown)  # before run_token restores the environment
+        try:
+            _remote_helpers()
+            return _run(ray, [str(p) for p in inputs], out_dir, cfg)
+        except Exception as e:
+            orig = _original(e)
+            if orig is not e:
+                raise orig from None
+            raise
+
+
+AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+@contextlib.contextmanager
+def run_token() -> Iterator[None]:
+    """Token authentication for a local cluster started for one run, with a fresh token that lives in this
+    process's environment (inherited by the cluster's processes) and nowhere on disk; the environment is
+    restored after.
+
+    Without it, Ray (2.60 here) turns token authentication on for a new local cluster and, finding no
+    token, writes one to ``~/.ray/auth_token`` for good. Every later ``ray start --head`` on the machine
+    then finds that file and requires the token, while ``ray start --address`` does not send it: the
+    user's own cluster fails to join with InvalidAuthToken until the file is deleted.
+    ``RAY_AUTH_MODE=disabled`` set by the user is kept (no token then); ``RAY_AUTH_TOKEN_PATH`` is set
+    aside for the run (Ray writes the default path, not that one, when its file is missing)."""
+    import secrets
+
+    saved = {k: os.environ.get(k) for k in AUTH_ENV}
+    if (saved["RAY_AUTH_MODE"] or "").lower() != "disabled":
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    _reload_auth()
     try:
-        _remote_helpers()
-        return _run(ray, [str(p) for p in inputs], out_dir, cfg)
-    except Exception as e:
-        orig = _original(e)
-        if orig is not e:
-            raise orig from None
-        raise
+        yield
     finally:
-        if started:
-            ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _reload_auth()
+
+
+def _reload_auth() -> None:
+    """Make this process's Ray read the authentication settings from the environment again (its config
+    and its token are cached); a Ray without token authentication has nothing to reload."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> CurateResult:
@@ -1033,7 +1077,7 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
     # PARTITION_ROWS records whatever the input's size (memory per worker stays flat)
     eng.parts = max(parts, -(-n // PARTITION_ROWS))
     k = 0
-    while k < len(steps):
+    while k < len(steps) and n:  # with no record left the steps see nothing and drop nothing, as locally
         t0 = time.perf_counter()
         step, run = steps[k], k + 1
         if isinstance(step, Filter | Mapper):  # consecutive per-record steps run as one map
@@ -1058,6 +1102,8 @@ def _run(ray: Any, inputs: list[str], out_dir: Path, cfg: CurateConfig) -> Curat
         k = run
         eng.log(name, n_in, t0)
         eng.settle()
+    if not n:
+        alive = []  # (Ray Data gives empty blocks without a schema back from a map over no rows)
     t0 = time.perf_counter()
     with eng.stage("split", n):
         assignment_ref, n_kept = eng.split(alive)
