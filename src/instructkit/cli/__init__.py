@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from instructkit import __version__
 from instructkit.cli import (
@@ -27,8 +31,26 @@ from instructkit.cli import (
 # a curate config or recipe can name them.
 from instructkit.generate import filters as _instruction_filters  # noqa: E402, F401
 
+
+class _OneLineErrors(TyperGroup):
+    """The root command group: any exception a command did not turn into its own one-line error becomes
+    one line too, with the saved traceback's path (cli/_common.py says how errors are shown)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from instructkit.cli._common import report_unexpected
+
+        try:
+            return super().invoke(ctx)
+        except (TyperException, typer.Exit, typer.Abort):  # usage errors and exits: typer shows them
+            raise
+        except Exception as e:
+            report_unexpected(e, " ".join(sys.argv[1:]) or ctx.invoked_subcommand or "")
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(
     name="instructkit",
+    cls=_OneLineErrors,
     help="Open instruction data to better language models: data, training, evaluation and reports.",
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -59,8 +81,19 @@ def root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        envvar="INSTRUCTKIT_DEBUG",
+        help="Print the full traceback of an error (errors are otherwise one line; an unexpected one "
+        "also saves its traceback under instructkit's cache and prints the path).",
+    ),
 ) -> None:
     """instructkit: open instruction data to better language models, end to end."""
+    from instructkit.cli._common import set_debug, show_library_warnings
+
+    set_debug(debug)
+    show_library_warnings()
 
 
 def main() -> None:
