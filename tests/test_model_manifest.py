@@ -198,3 +198,19 @@ def test_a_damaged_teacher_stops_continual_use(lora_run: Path) -> None:
     flip_near_end(lora_run / "model" / ADAPTER)
     with pytest.raises(ModelFolderError, match=ADAPTER):
         load_trained(lora_run / "model")
+
+
+@pytest.mark.slow
+def test_a_trained_run_with_a_damaged_adapter_is_not_exported(tiny_llama: str, tmp_path: Path) -> None:
+    """The reproduction end to end: `instructkit train` (LoRA, a few steps), bytes flipped near the end of
+    the final adapter, `instructkit export --merge`: one line naming the adapter, nothing written."""
+    from instructkit.train.training import train
+    from tests.test_train import DEMO, make_cfg
+
+    cfg = make_cfg(tmp_path, tiny_llama, "causal-lm", DEMO, {"name": "lora", "r": 4}, max_steps=2)
+    run = train(cfg, progress=False).run_dir
+    flip_near_end(run / "model" / ADAPTER)
+    out = tmp_path / "export"
+    result = CliRunner().invoke(app, ["export", str(run), "-o", str(out), "--merge"])
+    assert ADAPTER in one_line_error(result) and "verified" not in result.output
+    assert not out.exists()

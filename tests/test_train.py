@@ -69,6 +69,12 @@ def test_causal_lm_sft(tmp_path: Path, tiny_llama: str, method: dict) -> None:
     assert info["task"] == "causal-lm" and info["method"]["name"] == method["name"] and info["chat_template"]
     ids = result.tokenizer("Hello there, how are you?", return_tensors="pt")
     same_logits(result, {"input_ids": ids["input_ids"]})
+    # the finished model folder lists every file it holds, with its checksum (models/manifest.py)
+    from instructkit.models.manifest import MANIFEST, problem, read_manifest
+
+    doc = read_manifest(run / "model")
+    on_disk = {p.relative_to(run / "model").as_posix() for p in (run / "model").rglob("*") if p.is_file()}
+    assert doc is not None and set(doc["files"]) == on_disk - {MANIFEST} and problem(run / "model") is None
 
 
 @pytest.mark.parametrize(
