@@ -6,7 +6,8 @@ list of behaviours used one per request (then "ok"): ``429``, ``500``, ``drop`` 
 ``malformed`` (invalid JSON), ``truncated`` (a JSON body cut short, its length announced honestly),
 ``cut`` (the connection closes mid-body), ``no_choices``, ``null_content``, ``length`` (finish_reason length),
 ``401``. ``answer(message) -> text`` replaces the echo (a generator's scripted model). ``hold_after=N`` answers N requests, then sets ``held`` and makes every later request wait until
-``release`` is set (so a test can kill a client with requests in flight).
+``release`` is set (so a test can kill a client with requests in flight). ``delay=S`` makes every request
+wait S seconds before its answer (a slow server; leaving the ``with`` block ends the waits).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class FakeServer:
         script: dict[str, list[str]] | None = None,
         hold_after: int | None = None,
         answer: Any = None,
+        delay: float = 0.0,
     ) -> None:
+        self.delay = delay
         self.answer = answer  # answer(last user message) -> reply text; default "answer: <message>"
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.hold_after = hold_after
@@ -62,6 +65,9 @@ class FakeServer:
                     server.held.set()
                     server.release.wait(30)
                     self.close_connection = True
+                    return
+                if server.delay and server.release.wait(server.delay):
+                    self.close_connection = True  # the server is shutting down
                     return
                 server.respond(self, key, action)
 

@@ -7,7 +7,10 @@ A generator's output folder ``DIR`` holds:
   ``instructkit data convert`` away);
 * ``rejects.jsonl`` — every candidate that did not make it, with its stage, reason and detail;
 * ``card.json`` / ``card.md`` — the resolved config, the backend and what it spent, and a ledger per
-  stage (in, kept, dropped by reason), with ``candidates in = kept + rejected`` checked;
+  stage (in, kept, dropped by reason), with ``candidates in = kept + rejected`` checked. The card's
+  ``backend.settings`` are the settings the backend ran with, defaults included (timeout, retries, rate
+  limit, prices, ...); a secret (``api_key``, any parameter named like a key, token, secret or password, the
+  password of a URL) is written as ``***``, here and in ``config.backend``;
 * ``cache.sqlite`` — every answered request (:mod:`instructkit.generate.cache`).
 
 Why the folder is not replaced as a unit, as curate's is: the cache inside it is what makes a rerun free,
@@ -16,17 +19,26 @@ and it is written as answers arrive. The other four files are committed together
 makes its requests in an order fixed by its config and seed and by the replies before them, so a rerun of
 the same command asks the same requests, finds them in the cache, and goes on from where the kill
 stopped it.
+
+Progress: on a terminal, a live rich bar on stderr. When stderr is not a terminal (a log file, a pipe, a
+CI job) the bar would print nothing until the end, so the run writes a plain line to stderr instead every
+``progress_every`` seconds (15 by default) and one when it ends: kept of target, rejected, requests, tokens
+and their rate. ``show_progress=False`` (``--quiet``) turns both off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from instructkit import __version__
 from instructkit.config import ConfigError, checked, load
@@ -43,6 +55,77 @@ RECORDS_FILE = "records.jsonl"
 REJECTS_FILE = "rejects.jsonl"
 CACHE_FILE = "cache.sqlite"
 CARD_FILES = ("card.json", "card.md")
+PROGRESS_EVERY = 15.0
+"""Seconds between two plain progress lines when stderr is not a terminal (module docstring)."""
+REDACTED = "***"
+_SECRET_WORDS = {"key", "token", "secret", "password", "passwd", "auth", "authorization", "credential",
+                 "credentials", "cookie", "apikey"}  # fmt: skip
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a setting named ``name`` holds a secret: a word of it (split at ``_``, ``-``, ``.`` and
+    camel case) is key, token, secret, password, auth, ... — so ``api_key``, ``auth_token`` and ``apiKey``
+    are, and ``max_tokens_param`` (the word is "tokens") is not."""
+    words = (
+        re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("-", "_").replace(".", "_").split("_")
+    )
+    return any(w in _SECRET_WORDS for w in words)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:pw@host``) and any secret-named query value written as ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(is_secret_name(k) for k, _ in pairs):
+            query = urlencode([(k, REDACTED if is_secret_name(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redacted(settings: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a backend's settings fit for a card that is shared: a secret-named value (set) is
+    ``***``, a URL loses its password and secret query values; nested mappings are redacted too."""
+    out: dict[str, Any] = {}
+    for k, v in settings.items():
+        if is_secret_name(str(k)) and v is not None:
+            out[k] = REDACTED
+        elif isinstance(v, dict):
+            out[k] = redacted(v)
+        elif isinstance(v, str) and "://" in v:
+            out[k] = redact_url(v)
+        else:
+            out[k] = v
+    return out
+
+
+def backend_settings(backend: Backend) -> dict[str, Any]:
+    """Every parameter ``backend`` runs with (its name first, defaults included), redacted (:func:`redacted`);
+    a value that is not plain data (a test's answering function) is shown by its type."""
+    if isinstance(backend, CachedBackend):
+        backend = backend.backend
+    out: dict[str, Any] = {"name": getattr(backend, "name", type(backend).__name__)}
+    if dataclasses.is_dataclass(backend):
+        for f in dataclasses.fields(backend):
+            if f.init and not f.name.startswith("_"):
+                out[f.name] = _plain(getattr(backend, f.name))
+    return redacted(out)
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return f"<{type(value).__name__}>"
 
 
 @dataclass
@@ -91,6 +174,7 @@ class GenerationRun:
         budget_tokens: int | None = None,
         show_progress: bool = True,
         target: int | None = None,
+        progress_every: float = PROGRESS_EVERY,
     ) -> None:
         self.generator = generator
         self.out_dir = Path(out_dir)
@@ -100,6 +184,7 @@ class GenerationRun:
         self.config = config
         self.unit = unit
         self.backend = CachedBackend(backend, self.out_dir / CACHE_FILE, budget_tokens)
+        self.backend_settings = backend_settings(backend)
         self.budget_tokens = budget_tokens
         self.ledger = Ledger()
         self.rejects: list[dict[str, Any]] = []
@@ -107,7 +192,7 @@ class GenerationRun:
         self.kept = 0
         self.target = target
         self.started = time.monotonic()
-        self._progress = _Progress(self, show_progress)
+        self._progress = _Progress(self, show_progress, progress_every)
 
     # -- requests ---------------------------------------------------------------------------------------
 
@@ -209,7 +294,7 @@ class GenerationRun:
             "instructkit_version": __version__,
             "generator": self.generator,
             "config": self.config,
-            "backend": self.backend.key(),
+            "backend": {**self.backend.key(), "settings": self.backend_settings},
             "stopped": stopped,
             "summary": {
                 "unit": self.unit,
@@ -268,31 +353,56 @@ def stopped_by_budget(e: BudgetExhausted, done: int, target: int, unit: str) -> 
 
 
 class _Progress:
-    """A live line: kept / target, rejected by reason (top 3), requests, tokens, cache hits (rich, on
-    stderr; off when ``show`` is false, e.g. in tests and recipes that print their own)."""
+    """Progress on stderr (module docstring): a live rich line on a terminal — kept / target, rejected by
+    reason (top 3), requests, tokens, cache hits —, else a plain line every ``every`` seconds and one at the
+    end. Off when ``show`` is false (``--quiet``, tests and recipes that print their own)."""
 
-    def __init__(self, run: GenerationRun, show: bool) -> None:
+    def __init__(
+        self, run: GenerationRun, show: bool, every: float = PROGRESS_EVERY, stream: TextIO | None = None
+    ) -> None:
         self.run = run
         self.bar = None
         self.task = None
         self.last = 0.0
-        if show:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        self.lines: TextIO | None = None  # the stream plain lines go to, when not a terminal
+        self.every = every
+        self.last_line = time.monotonic()
+        if not show:
+            return
+        from rich.console import Console
 
-            self.bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(run.generator, total=run.target, info="")
+        console = Console(stderr=True) if stream is None else Console(file=stream)
+        if not console.is_terminal:
+            self.lines = stream if stream is not None else sys.stderr
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(run.generator, total=run.target, info="")
+
+    def _rejected(self) -> str:
+        run = self.run
+        reasons = Counter(r["reason"] for r in run.rejects if r.get("counted", True)).most_common(3)
+        return f"rejected {sum(1 for r in run.rejects if r.get('counted', True))}" + (
+            f" ({', '.join(f'{k} {v}' for k, v in reasons)})" if reasons else ""
+        )
 
     def update(self, force: bool = False) -> None:
+        if self.lines is not None:
+            now = time.monotonic()
+            if force or now - self.last_line >= self.every:
+                self.last_line = now
+                self.line()
+            return
         if self.bar is None or self.task is None:
             return
         now = time.monotonic()
@@ -300,16 +410,37 @@ class _Progress:
             return
         self.last = now
         run = self.run
-        reasons = Counter(r["reason"] for r in run.rejects if r.get("counted", True)).most_common(3)
         stats = run.backend.stats
         info = (
-            f"rejected {sum(1 for r in run.rejects if r.get('counted', True))}"
-            + (f" ({', '.join(f'{k} {v}' for k, v in reasons)})" if reasons else "")
+            self._rejected()
             + f" · requests {stats.misses} sent, {stats.hits} cached · tokens {stats.tokens:,}"
         )
         self.bar.update(self.task, completed=run.kept, info=info)
 
+    def line(self) -> None:
+        """One plain progress line: ``[self-instruct] 45 s: kept 12/20 instructions, rejected 30 (...),
+        requests 40 sent + 0 cached (2 errors), tokens 12,345 (274 tokens/s), 16 kept/min``."""
+        if self.lines is None:
+            return
+        run = self.run
+        stats = run.backend.stats
+        elapsed = max(time.monotonic() - run.started, 1e-9)
+        target = f"/{run.target}" if run.target else ""
+        text = (
+            f"[{run.generator}] {elapsed:.0f} s: kept {run.kept}{target} {run.unit}s, {self._rejected()}, "
+            f"requests {stats.misses} sent + {stats.hits} cached ({stats.errors} errors), "
+            f"tokens {stats.tokens:,} ({stats.tokens / elapsed:,.0f} tokens/s), "
+            f"{run.kept / elapsed * 60:.1f} kept/min"
+        )
+        try:
+            print(text, file=self.lines, flush=True)
+        except (OSError, ValueError):  # a closed pipe or file: progress is not worth failing the run
+            self.lines = None
+
     def close(self) -> None:
+        if self.lines is not None:
+            self.line()
+            self.lines = None
         if self.bar is not None:
             self.update(force=True)
             self.bar.stop()
@@ -438,18 +569,18 @@ def generate(
     *,
     show_progress: bool = True,
     backend: Backend | None = None,
+    progress_every: float = PROGRESS_EVERY,
 ) -> GenerationResult:
     """Run generator ``name`` with ``cfg`` into ``out_dir`` (the records, rejects, card and cache). ``backend``
-    replaces the one ``cfg.backend`` names (tests pass a scripted one)."""
-    import dataclasses as _dc
-
+    replaces the one ``cfg.backend`` names (tests pass a scripted one); ``progress_every``: seconds between
+    two plain progress lines when stderr is not a terminal (module docstring)."""
     gen = generator_class(name)()
     if backend is None:
         params = dict(cfg.backend)
         backend = build_backend(params.pop("name"), **params)
-    config = _dc.asdict(cfg)
-    if "api_key" in config.get("backend", {}):
-        config["backend"]["api_key"] = "***"  # the card is shared; the key is not
+    config = dataclasses.asdict(cfg)
+    if isinstance(config.get("backend"), dict):
+        config["backend"] = redacted(config["backend"])  # the card is shared; the key is not
     run = GenerationRun(
         name,
         out_dir,
@@ -459,6 +590,7 @@ def generate(
         budget_tokens=cfg.budget_tokens,
         show_progress=show_progress,
         target=getattr(cfg, "n", None),
+        progress_every=progress_every,
     )
     try:
         return gen.run(cfg, run)

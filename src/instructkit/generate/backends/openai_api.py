@@ -9,6 +9,13 @@ What the client does not do for a generator, done here:
   waiting ``backoff_base * 2**attempt`` seconds (halved at random, capped at ``backoff_max``; a server's
   ``Retry-After`` wins when it is shorter than the cap). The client's own retries are turned off: their
   delays are module constants (0.5 s up to 8 s), which a test cannot shorten and a user cannot tune.
+* **Failing fast when nothing listens**: a connection that cannot be made (refused, an unknown host) is
+  retried too, but each wait is at most ``CONNECT_RETRY_MAX`` seconds (a server that is down is not coming
+  back within a backoff; one blinking is). When the first ``concurrency`` requests of a batch (or all of a
+  smaller batch) all fail to connect and none reached the server, the batch stops with
+  :class:`ServerUnreachable` — one line naming the URL and the count — instead of turning every request of
+  every round into an error reply for minutes. What was answered before is in the cache; rerun once the
+  server is up.
 * **A requests-per-minute limit** shared by the workers (request starts spaced ``60 / rpm`` seconds apart).
 * **Token accounting** from each reply's ``usage`` (0 when a server omits it), and cost when
   ``price_per_1k_prompt``/``price_per_1k_completion`` are set (``self.usage``).
@@ -35,6 +42,13 @@ from instructkit.generate.backends.base import Backend, BackendError, OnReply, R
 
 FATAL_STATUS = {401: "the server refused the API key", 403: "the server refused the API key",
                 404: "the server does not know this model or URL"}  # fmt: skip
+CONNECT_RETRY_MAX = 0.5
+"""The longest wait before retrying a request whose connection could not be made (module docstring)."""
+
+
+class ServerUnreachable(BackendError):
+    """No request of a batch could connect to the server (module docstring): the message names the URL, how
+    many requests were refused and why."""
 
 
 class RateLimiter:
@@ -115,22 +129,46 @@ class OpenAIBackend(Backend):
             self._client.close()
             self._client = None
 
+    @property
+    def url(self) -> str:
+        """Where requests go, for messages."""
+        return (self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+
     def complete(self, requests: Sequence[Request], on_reply: OnReply | None = None) -> list[Reply]:
         replies: list[Reply | None] = [None] * len(requests)
         if not requests:
             return []
         self.client  # noqa: B018 — made once here, not raced by the workers
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)))
+        unreachable: list[str] = []  # why each request that could not connect failed
+        reached = 0  # requests that got any answer from the server (an error status included)
         try:
             futures = {pool.submit(self._one, r): i for i, r in enumerate(requests)}
             for fut in as_completed(futures):
                 i = futures[fut]
-                replies[i] = fut.result()  # _one raises only a BackendError no request can survive
+                replies[i], cause = fut.result()  # _one raises only a BackendError no request can survive
                 if on_reply:
                     on_reply(i, replies[i])
+                if cause is None:
+                    reached += 1
+                else:
+                    unreachable.append(cause)
+                if not reached and len(unreachable) >= min(self.concurrency, len(requests)):
+                    raise self.unreachable(unreachable)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return [r for r in replies if r is not None]
+
+    def unreachable(self, causes: list[str]) -> ServerUnreachable:
+        n, cause = len(causes), causes[0]
+        if cause == "connection refused":
+            return ServerUnreachable(
+                f"{self.url} refused {n} of {n} requests ({cause}); is the server running?"
+            )
+        return ServerUnreachable(
+            f"could not connect to {self.url} for {n} of {n} requests ({cause}); is the URL right and the "
+            "server running?"
+        )
 
     # ------------------------------------------------------------------ one request
     def _params(self, req: Request) -> dict[str, Any]:
@@ -143,23 +181,29 @@ class OpenAIBackend(Backend):
             kw["seed"] = s.seed
         return kw
 
-    def _one(self, req: Request) -> Reply:
+    def _one(self, req: Request) -> tuple[Reply, str | None]:
+        """The reply to ``req``, and why its connection could not be made when that is how it ended (None
+        when the server answered, even with an error)."""
         import openai
 
         attempt = 0
+        cause: str | None = None
         while True:
             self._limiter.wait()
             try:
                 completion = self.client.chat.completions.create(**self._params(req))
             except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as e:
                 # APITimeoutError is an APIConnectionError; InternalServerError is any 5xx
+                cause = connect_failure(e)
                 if attempt >= self.max_retries:
-                    reply = Reply.failed(f"{_describe(e)} (gave up after {attempt} retries)")
+                    reply = Reply.failed(f"{cause or _describe(e)} (gave up after {attempt} retries)")
                     break
-                self.sleep_before_retry(attempt, getattr(e, "response", None))
+                self.sleep_before_retry(attempt, getattr(e, "response", None),
+                                        cap=CONNECT_RETRY_MAX if cause else None)  # fmt: skip
                 attempt += 1
                 continue
             except openai.APIStatusError as e:
+                cause = None
                 if e.status_code in FATAL_STATUS:
                     raise BackendError(
                         f"{FATAL_STATUS[e.status_code]} (HTTP {e.status_code} from "
@@ -168,19 +212,21 @@ class OpenAIBackend(Backend):
                 reply = Reply.failed(f"HTTP {e.status_code}: {_body(e)}")
                 break
             except Exception as e:  # invalid JSON, a body the client cannot parse: this request's error
+                cause = None
                 reply = Reply.failed(f"malformed reply: {type(e).__name__}: {e}"[:500])
                 break
+            cause = None
             reply = parse_completion(completion)
             break
         self.usage.add(reply, self.cost(reply), retries=attempt)
-        return reply
+        return reply, cause
 
-    def sleep_before_retry(self, attempt: int, response: Any = None) -> None:
+    def sleep_before_retry(self, attempt: int, response: Any = None, cap: float | None = None) -> None:
         delay = min(self.backoff_max, self.backoff_base * 2**attempt) * (0.5 + self._rng.random() / 2)
         retry_after = _retry_after(response)
         if retry_after is not None and retry_after <= self.backoff_max:
             delay = retry_after
-        time.sleep(delay)
+        time.sleep(delay if cap is None else min(delay, cap))
 
     def cost(self, reply: Reply) -> float | None:
         if self.price_per_1k_prompt is None and self.price_per_1k_completion is None:
@@ -207,6 +253,26 @@ def parse_completion(completion: Any) -> Reply:
     if not isinstance(text, str) or not text.strip():
         return Reply.failed(f"malformed reply: {'empty' if isinstance(text, str) else 'no'} content", pt, ct)
     return Reply(text, "length" if finish == "length" else "stop", pt, ct)
+
+
+def connect_failure(e: BaseException) -> str | None:
+    """Why no connection could be made, when that is what ``e`` (the client's error) says: "connection
+    refused" (nothing listens at the port) or the reason of another failed connect (an unknown host, a
+    network that cannot be reached). None for anything else — a timeout, a connection dropped after it was
+    made, an HTTP status — which the server may recover from."""
+    chain: list[BaseException] = []
+    x: BaseException | None = e
+    while x is not None and x not in chain:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    if any(isinstance(x, TimeoutError) or "Timeout" in type(x).__name__ for x in chain):
+        return None
+    if any(isinstance(x, ConnectionRefusedError) for x in chain):
+        return "connection refused"
+    # the HTTP client's ConnectError (httpx and its forks name it so) wraps a connect that failed
+    if any(type(x).__name__ == "ConnectError" for x in chain):
+        return f"cannot connect: {chain[-1]}"[:200]
+    return None
 
 
 def _retry_after(response: Any) -> float | None:
