@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from instructkit.cli import app
@@ -21,17 +20,9 @@ from instructkit.models import ModelFolderError, load_model, resolve
 from instructkit.models.manifest import MANIFEST, gguf_sidecar, read_manifest, verify_gguf
 from instructkit.serve.export import export_run
 from instructkit.train.saved_model import load_trained
-from tests.test_export import make_run
+from tests.test_export import make_run, one_thread  # noqa: F401 - autouse: tiny models on one thread
 
 ADAPTER = "adapter_model.safetensors"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -45,6 +36,15 @@ def flip_near_end(path: Path, n: int = 16) -> None:
     for i in range(len(data) - 64, len(data) - 64 + n):
         data[i] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def damage_folder(model_dir: Path, damage: str) -> None:
+    if damage == "truncate":
+        (model_dir / ADAPTER).write_bytes((model_dir / ADAPTER).read_bytes()[:100])
+    elif damage == "delete":
+        (model_dir / ADAPTER).unlink()
+    else:
+        (model_dir / "instructkit.json").write_text("{not json")
 
 
 def one_line_error(result) -> str:
@@ -97,12 +97,7 @@ def test_every_user_of_a_damaged_run_says_which_file(
     lora_run: Path, tmp_path: Path, damage: str, expected: str
 ) -> None:
     model_dir = lora_run / "model"
-    if damage == "truncate":
-        (model_dir / ADAPTER).write_bytes((model_dir / ADAPTER).read_bytes()[:100])
-    elif damage == "delete":
-        (model_dir / ADAPTER).unlink()
-    else:
-        (model_dir / "instructkit.json").write_text("{not json")
+    damage_folder(model_dir, damage)
     runner = CliRunner()
     export = runner.invoke(app, ["export", str(lora_run), "-o", str(tmp_path / "x"), "--merge"])
     assert expected in one_line_error(export)
@@ -134,12 +129,7 @@ def test_a_run_without_a_manifest_still_fails_in_one_line(
     line (no SafetensorError, no 'Repo id must be' from PEFT, no JSONDecodeError traceback)."""
     model_dir = lora_run / "model"
     (model_dir / MANIFEST).unlink()
-    if damage == "truncate":
-        (model_dir / ADAPTER).write_bytes((model_dir / ADAPTER).read_bytes()[:100])
-    elif damage == "delete":
-        (model_dir / ADAPTER).unlink()
-    else:
-        (model_dir / "instructkit.json").write_text("{not json")
+    damage_folder(model_dir, damage)
     result = CliRunner().invoke(app, ["export", str(lora_run), "-o", str(tmp_path / "x"), "--merge"])
     line = one_line_error(result)
     assert expected in line, line
