@@ -31,7 +31,7 @@ demo: setup
 test: setup browser
 	$(PY) -m pytest -m "slow or not slow" --durations=30 tests
 
-# The fast tier, under 2 minutes on 2 cores: no real model weights, no training runs, no process pools.
+# The fast tier, a few minutes on 2 cores: no real model weights, no training runs, no process pools.
 test-fast: setup
 	$(PY) -m pytest -m "not slow" tests
 
