@@ -81,6 +81,8 @@ COMMANDS = [
     ("generate self-instruct --config", ["generate", "self-instruct", "--config", "{X}", "-o", "{OUT}", *NO_SERVER], ".yaml"),
     ("generate self-instruct --seeds", ["generate", "self-instruct", "--seeds", "{X}", "-o", "{OUT}", "--model", "{MODEL}"], ".jsonl"),
     ("generate evol --in", ["generate", "evol", "--in", "{X}", "-o", "{OUT}", "--model", "{MODEL}"], ".jsonl"),
+    ("generate code --seeds", ["generate", "code", "--seeds", "{X}", "-o", "{OUT}", *NO_SERVER], ".jsonl"),
+    ("generate code --decontaminate-file", ["generate", "code", "--decontaminate-file", "{X}", "-o", "{OUT}", *NO_SERVER], ".jsonl"),
     ("generate code --config", ["generate", "code", "--config", "{X}", "-o", "{OUT}", *NO_SERVER], ".yaml"),
 ]  # fmt: skip
 

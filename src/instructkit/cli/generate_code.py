@@ -18,6 +18,8 @@ def command(
     seeds: Path | None = typer.Option(
         None,
         "--seeds",
+        exists=True,
+        dir_okay=False,
         help="Seed exercises (any format instructkit reads; tests in meta.tests). Default: the bundled 18.",
     ),
     n: int | None = typer.Option(None, "-n", "--n", min=1, help="Samples to keep (default 20)."),
@@ -46,7 +48,11 @@ def command(
         False, "--no-decontaminate", help="Keep samples that share an n-gram with HumanEval."
     ),
     decontaminate_file: list[Path] | None = typer.Option(
-        None, "--decontaminate-file", help="Another benchmark file to decontaminate against (repeatable)."
+        None,
+        "--decontaminate-file",
+        exists=True,
+        dir_okay=False,
+        help="Another benchmark file to decontaminate against (repeatable).",
     ),
     out_dir: Path = g.OUT,
     config_file: Path | None = g.CONFIG,
