@@ -28,11 +28,16 @@ LAYERS: dict[str, set[str]] = {
     "formats": {"records"},
     "templates": {"records", "models"},
     "token_loss": {"templates"},
-    "data": {"records", "formats", "config", "models", "benchmark_sets"},
+    # task records (classification, NER, relation, QA, translation, summarization, dialogue, code), the
+    # instruction templates that render them and the parsers that read a reply back; evaluate scores with
+    # the same parsers, data and recipes build instruction data with the templates
+    "tasks": {"records", "formats", "config"},
+    "data": {"records", "formats", "config", "models", "benchmark_sets", "tasks"},
     "train.tasks": {"records", "templates", "models"},
     "train.saved_model": {"formats", "models", "train.tasks", "train.methods", "train.config"},
     "train": {"records", "formats", "templates", "models", "config", "token_loss"},
     "evaluate": {
+        "tasks",
         "records",
         "formats",
         "models",
@@ -57,7 +62,7 @@ LAYERS: dict[str, set[str]] = {
         "evaluate.sandbox",
         "evaluate.metrics",
     },
-    "recipe": {"config", "records", "formats", "models", "data", "train", "evaluate", "generate"},
+    "recipe": {"config", "records", "formats", "models", "data", "train", "evaluate", "generate", "tasks"},
     # continual runs: a round trains (train) and scores what it trained (evaluate); the run folder's stage
     # hashes are the recipe runner's (recipe.Stages)
     "continual_run": {"config", "records", "formats", "models", "train", "evaluate", "recipe"},
