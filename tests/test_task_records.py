@@ -3,6 +3,7 @@ rejected; the field map; SemEval markers converted exactly; SQuAD answers and Hu
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,15 @@ def test_a_missing_file_is_refused_before_anything_is_read(tmp_path: Path) -> No
     a = _jsonl(tmp_path / "a.jsonl", [TASK_SCHEMAS["qa"].example])
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         read_task_records([a, tmp_path / "nope.jsonl"], "qa")
+    with pytest.raises(FileNotFoundError, match="not a file"):
+        read_task_records([a, tmp_path], "qa")
+
+
+def test_a_gzipped_jsonl_file_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "qa.jsonl.gz"
+    example = TASK_SCHEMAS["qa"].example
+    path.write_bytes(gzip.compress((json.dumps(example) + "\n").encode("utf-8")))
+    assert read_task_records(path, "qa").records == [{**example, "meta": {"source": str(path), "row": 0}}]
 
 
 # ---------------------------------------------------------------------------------------- missing and mistyped fields
@@ -245,6 +255,14 @@ def test_field_map_error_names_the_task_field_and_the_column() -> None:
 def test_field_map_with_an_unknown_task_field_names_the_tasks_fields() -> None:
     with pytest.raises(ValueError, match="text, label, text_pair"):
         validate_task_record("classification", {"text": "Hi", "label": "x"}, {"sentense": "sentence"})
+
+
+def test_a_bad_field_map_is_refused_before_reading(tmp_path: Path) -> None:
+    # an empty file has no row to meet the bad key at; the refusal still comes
+    path = tmp_path / "empty.jsonl"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="'sentense' is not a field of the classification task"):
+        read_task_records(path, "classification", {"sentense": "sentence"})
 
 
 def test_field_map_applies_to_every_row_of_a_parquet_file(tmp_path: Path) -> None:

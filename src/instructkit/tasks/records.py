@@ -160,8 +160,8 @@ def _offset(task_field: str, value: Any, column: str) -> int:
 
 
 # ------------------------------------------------------------------------------ per-task normalizers
-# Each takes the row's values under the task's field names (absent fields absent) and the column each
-# came from (for messages), and returns the task record's fields in schema order.
+# Each takes the row seen through the field map and returns the task record's fields in schema order,
+# raising a RecordError whose field is the task field's name (the dataset's column is in the message).
 class _Fields:
     """The row seen through the field map: ``get`` names the task field in errors, the column in
     messages."""
@@ -515,14 +515,15 @@ def read_task_records(
     that file), so a record rendered from it can name where it came from. A missing file is a
     FileNotFoundError; an unknown task, format or field-map key a ValueError.
     """
-    get_task_schema(task)
+    # Arguments first: a bad field map would otherwise surface only at the first row, after reading.
+    _check_field_map(get_task_schema(task), field_map)
     _check_fmt(fmt)
     if isinstance(paths, str | Path):
         paths = [paths]
     paths = [resolve_path(p) for p in paths]
     for p in paths:  # before reading any, so a typo in the last path does not waste the first's read
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such file")
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
     parser = FORMATS[fmt] if fmt is not None and fmt not in CONTAINERS else None
     out = TaskRead()
     for path in paths:
