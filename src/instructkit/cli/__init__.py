@@ -23,6 +23,7 @@ from instructkit.cli import (
     report,
     run,
     serve,
+    templates,
     train,
 )
 
@@ -60,6 +61,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
 app.add_typer(generate.app, name="generate")
+app.add_typer(templates.app, name="templates")
 app.command("chat")(chat.chat)
 app.command("serve")(serve.serve)
 app.command("train")(train.train)

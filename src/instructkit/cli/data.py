@@ -413,3 +413,113 @@ def stats(
     console.print("balance: " + shown(", ".join(f"{k} {v}" for k, v in result["balance"][:12])))
     for path in plot(result, plots or folder / "plots"):
         console.print(f"plot: {shown(path)}")
+
+
+def _field_map(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, column = item.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise typer.BadParameter(f"{item!r} is not FIELD=COLUMN", param_hint="--field")
+        out[key.strip()] = column.strip()
+    return out
+
+
+@app.command()
+def template(
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="One or more labeled data files (JSONL, JSON, Parquet, CoNLL; .gz too).",
+        exists=True,
+        dir_okay=False,
+    ),
+    task: str = typer.Option(
+        ...,
+        "--task",
+        help="The task the rows hold: classification, ner, relation, qa, translation, "
+        "summarization, dialogue or code.",
+    ),
+    template_name: str = typer.Option(
+        "all",
+        "--template",
+        help="The template to render with (`instructkit templates list`), or 'all': one of the task's "
+        "templates per record, picked by a random generator seeded with --seed, in input order.",
+    ),
+    fields: list[str] = typer.Option(
+        [], "--field", help="TASK_FIELD=COLUMN: read a task field from another column (repeatable)."
+    ),
+    templates: list[Path] = typer.Option(
+        [],
+        "--templates",
+        help="A YAML file of more templates: a list of {name, task, prompt, answer, "
+        "parser, options} (repeatable).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the per-record template pick with --template all."),
+    output: Path = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="Output file of instruction records: .jsonl, .json or .parquet, optionally .gz.",
+    ),
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        "-f",
+        help="Input container (jsonl, json, parquet) or format (conll, sharegpt, ...); "
+        "detected when not given.",
+    ),
+    rejects: Path | None = typer.Option(
+        None,
+        "--rejects",
+        help="Where rejected rows go, a .jsonl file (default: OUTPUT's stem + .rejects.jsonl).",
+    ),
+) -> None:
+    """Render labeled task records as instruction records (prompt + reference answer) with templates.
+
+    Each kept record's meta keeps the task, the template, its answer parser, the options offered (labels,
+    relations or entity types of the data, unless the template fixes them) and the source file and row.
+    Prints records read = kept + rejected; rejected rows (invalid, or rendered without an answer) go to
+    the rejects file with their reason. Output and rejects are written as one unit.
+    """
+    from instructkit.config import ConfigError
+    from instructkit.tasks.parsers import ParserError
+    from instructkit.tasks.records import TASK_SCHEMAS, read_task_records
+    from instructkit.tasks.templates import TemplateError, TemplateSet, render_records
+
+    field_map = _field_map(fields)
+    rejects_path = rejects or _default_rejects_path(output)
+    rejects_flag = "--rejects" if rejects else "the rejects file"
+    with user_errors(*DATA_ERRORS, ConfigError, TemplateError, ParserError, ValueError):
+        found = TemplateSet(templates)
+        if task not in TASK_SCHEMAS:
+            raise TemplateError(f"unknown task {task!r} (known: {', '.join(TASK_SCHEMAS)})")
+        chosen = found.for_task(task) if template_name == "all" else [found.get(template_name, task)]
+        check_outputs(inputs, [("--output", output), (rejects_flag, rejects_path)])
+        check_suffix(output, get_format("instructkit").container, "--output")
+        if container_suffix(rejects_path) != ".jsonl":
+            raise OutputError(f"--rejects {rejects_path}: a rejects file is JSON lines; name a .jsonl file")
+        if rejects_path.exists() and not is_rejects_file(rejects_path):
+            raise OutputError(
+                f"{rejects_flag} {rejects_path} exists and is not a rejects file; refusing to replace it "
+                "(name another path with --rejects)"
+            )
+        read = read_task_records(inputs, task, field_map or None, fmt)
+        done = render_records(read.records, chosen, seed=seed)
+        rows, dump_rejects = dump_records(done.records, "instructkit", "skip")
+        all_rejects = read.rejects + done.rejects + dump_rejects
+        commit_files(
+            [(output, encode_rows(rows, output)), (rejects_path, encode_rows(all_rejects, rejects_path))]
+        )
+    kept = len(rows)
+    assert read.n_in == kept + len(all_rejects), "record accounting broke"  # guarded by tests
+    console.print(
+        f"read [bold]{read.n_in}[/] = kept [green]{kept}[/] + rejected "
+        f"[{'red' if all_rejects else 'green'}]{len(all_rejects)}[/]; wrote {shown(output)}"
+        + (f", rejects → {shown(rejects_path)}" if all_rejects else "")
+    )
+    console.print("templates: " + shown(", ".join(f"{k} {v}" for k, v in done.used.items())))
+    if all_rejects:
+        reasons: dict[str, int] = {}
+        for r in all_rejects:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        console.print("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
