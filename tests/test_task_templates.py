@@ -125,25 +125,27 @@ def test_all_picks_templates_by_seed() -> None:
 
 # ----------------------------------------------------------------------------------------------- sandbox
 @pytest.mark.parametrize(
-    "source",
+    ("source", "why"),
     [
-        "{{ ''.__class__.__mro__ }}",
-        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-        "{{ text.__class__ }}",
-        "{{ options.__class__.__base__.__subclasses__() }}",
-        "{% import 'os' as os %}{{ os }}",
-        "{% include '/etc/passwd' %}",
-        "{{ open('/etc/passwd').read() }}",
-        "{{ cycler.__init__.__globals__ }}",
-        "{{ options.append('x') }}",
-        "{{ 'x' * 100000000 }}",
+        ("{{ ''.__class__.__mro__ }}", "refused by the sandbox: access to attribute '__class__'"),
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "refused by the sandbox"),
+        ("{{ text.__class__ }}", "refused by the sandbox"),
+        ("{{ options.__class__.__base__.__subclasses__() }}", "refused by the sandbox"),
+        ("{% import 'os' as os %}{{ os }}", "cannot include, import or extend files"),
+        ("{% include '/etc/passwd' %}", "cannot include, import or extend files"),
+        ("{% extends '/etc/passwd' %}", "cannot include, import or extend files"),
+        ("{{ open('/etc/passwd').read() }}", "'open' is undefined"),
+        ("{{ cycler.__init__.__globals__ }}", "refused by the sandbox: access to attribute '__init__'"),
+        ("{{ options.append('x') }}", "refused by the sandbox: access to attribute 'append'"),
+        ("{{ 'x' * 100000000 }}", "refused by the sandbox: a repetition"),
     ],
 )
-def test_the_sandbox_refuses_internals_imports_and_files(source: str) -> None:
+def test_the_sandbox_refuses_internals_imports_and_files(source: str, why: str) -> None:
     tpl = user_template(name="bad/one", prompt=source)
     with pytest.raises(TemplateError) as e:
         tpl.render(example("classification"))
-    assert "bad/one" in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith("template 'bad/one' (prompt): ") and why in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 def test_an_undefined_variable_names_the_template_and_the_variable() -> None:
@@ -238,6 +240,7 @@ def test_user_yaml_template_through_the_cli(tmp_path: Path) -> None:
     assert listed.exit_code == 0 and "trec/ask" in listed.output and "qa/extract" not in listed.output
     shown = invoke("templates", "show", "trec/ask", "--templates", yaml_path)
     assert shown.exit_code == 0 and "Q: How far is it from Denver to Aspen ?" in shown.output
+    assert "variables: text, label, text_pair, options" in shown.output
 
 
 def test_cli_all_templates_and_unknown_names(tmp_path: Path) -> None:
@@ -367,3 +370,36 @@ def test_code_parser(reply: str, expected: str) -> None:
 
 def test_dialogue_parser_strips_only() -> None:
     assert parse_reply("reply", "  Sure: 100 °C.\n") == "Sure: 100 °C."
+
+
+def test_cli_reads_conll_for_ner_and_refuses_a_non_row_output(tmp_path: Path) -> None:
+    data = tmp_path / "n.conll"
+    data.write_text("Maria B-PER\nLopez I-PER\njoined O\nNordwind B-ORG\nEnergy I-ORG\n\nIt O\nrained O\n")
+    out = tmp_path / "ner.jsonl"
+    ok = invoke("data", "template", data, "--task", "ner", "--template", "ner/typed-list", "-o", out)
+    assert ok.exit_code == 0 and "read 2 = kept 2 + rejected 0" in ok.output
+    answers = [json.loads(line)["messages"][1]["content"] for line in out.read_text().splitlines()]
+    assert answers == ["PER: Maria Lopez; ORG: Nordwind Energy", "none"]
+    assert (tmp_path / "ner.rejects.jsonl").read_text() == ""
+    bad = invoke("data", "template", data, "--task", "ner", "-o", tmp_path / "ner.conll")
+    assert bad.exit_code == 1 and "--output" in bad.output and not (tmp_path / "ner.conll").exists()
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"keep": "me"}\n')
+    bad = invoke("data", "template", data, "--task", "ner", "-o", out, "--rejects", mine)
+    assert bad.exit_code == 1 and "not a rejects file" in bad.output
+    assert mine.read_text() == '{"keep": "me"}\n'
+
+
+def test_yaml_mapping_form_with_fixed_options(tmp_path: Path) -> None:
+    path = _yaml(
+        tmp_path,
+        "templates:\n  - name: sst/yes-no\n    task: classification\n    options: ['yes', 'no']\n"
+        "    prompt: 'Positive? {{ options | join(\" or \") }}: {{ text }}'\n"
+        "    answer: \"{{ 'yes' if label == '1' else 'no' }}\"\n",
+    )
+    (tpl,) = load_templates(path)
+    assert tpl.options == ("yes", "no") and tpl.parser == "label" and not tpl.builtin
+    rec = tpl.render({"text": "Great film.", "label": "1"}, options=["0", "1"])
+    assert rec.messages[0].content == "Positive? yes or no: Great film."
+    assert rec.messages[1].content == "yes" and rec.meta["options"] == ["yes", "no"]
+    assert tpl.parse("Yes, it is.", ["0", "1"]) == "yes"  # the template's own options win

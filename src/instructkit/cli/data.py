@@ -443,7 +443,8 @@ def template(
         "all",
         "--template",
         help="The template to render with (`instructkit templates list`), or 'all': one of the task's "
-        "templates per record, picked by a random generator seeded with --seed, in input order.",
+        "templates (built-in and --templates ones) per record, picked by a random generator seeded with "
+        "--seed, in input order.",
     ),
     fields: list[str] = typer.Option(
         [], "--field", help="TASK_FIELD=COLUMN: read a task field from another column (repeatable)."

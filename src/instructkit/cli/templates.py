@@ -72,7 +72,7 @@ def show(
 ) -> None:
     """Print a template's prompt and answer text, then both rendered on its task's schema example."""
     from instructkit.tasks.records import TASK_SCHEMAS
-    from instructkit.tasks.templates import TemplateSet, render_records
+    from instructkit.tasks.templates import TemplateSet, context_names, render_records
 
     with _errors():
         tpl = TemplateSet(templates).get(name)
@@ -86,6 +86,7 @@ def show(
     )
     if tpl.description:
         console.print(shown(tpl.description))
+    console.print("variables: " + ", ".join(context_names(tpl.task)))
     console.print(Panel(shown(tpl.prompt), title="prompt template", title_align="left"))
     console.print(Panel(shown(tpl.answer), title="answer template", title_align="left"))
     if done.records:

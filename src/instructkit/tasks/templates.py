@@ -12,7 +12,10 @@ Templates run in Jinja's immutable sandbox with ``StrictUndefined``: no attribut
 (``''.__class__``), no loader (so no ``include``/``import`` of files), no globals but the few listed in
 :data:`CONTEXT_DOC`, no list/dict mutation, bounded ``range`` and repetition. A user's YAML is therefore as
 safe to render as a data file; whatever the sandbox refuses is a :class:`TemplateError` naming the
-template.
+template. (The sandbox keeps a template from Python's internals and the file system; it is no limit on
+time or memory beyond those bounds.) ``trim_blocks`` and ``lstrip_blocks`` are on, as in most Jinja
+prompt templates: a line holding only a ``{% ... %}`` tag leaves no blank line behind; the rendered
+prompt and answer are stripped of surrounding white space.
 
 Each render sees the record's fields (absent optional ones as ``none``), ``options`` (the option set:
 the template's own, else the one given at render time, which the CLI takes from the data: the sorted
@@ -191,11 +194,21 @@ def _run(template: Template, part: str, ctx: dict[str, Any]) -> str:
     except jinja2.exceptions.SecurityError as e:
         raise TemplateError(f"template {template.name!r} ({part}): refused by the sandbox: {e}") from None
     except jinja2.exceptions.UndefinedError as e:
-        raise TemplateError(f"template {template.name!r} ({part}): {e}") from None
+        raise TemplateError(
+            f"template {template.name!r} ({part}): {e} (a template sees the record's fields, the options and "
+            "the task's derived values; `instructkit templates show NAME` lists them)"
+        ) from None
     except jinja2.exceptions.TemplateError as e:
         raise TemplateError(f"template {template.name!r} ({part}): {type(e).__name__}: {e}") from None
     except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError) as e:
-        # `{% include %}`/`{% import %}` with no loader is a TypeError; a bad filter argument likewise
+        if isinstance(e, TypeError) and "no loader" in str(
+            e
+        ):  # `{% include %}`, `{% import %}`, `{% extends %}`
+            raise TemplateError(
+                f"template {template.name!r} ({part}): refused by the sandbox: a template cannot include, "
+                "import or extend files"
+            ) from None
+        # a bad filter argument, an index out of range, a division by zero
         raise TemplateError(f"template {template.name!r} ({part}): {type(e).__name__}: {e}") from None
 
 
@@ -291,6 +304,13 @@ def task_value(task: str, row: dict[str, Any]) -> Any:
     if task == "code":
         return str(row.get("solution") or row.get("canonical_solution") or "")
     raise TemplateError(unknown_task(task))
+
+
+def context_names(task: str) -> list[str]:
+    """The names a template of ``task`` can use: the record's fields, ``options`` and the task's derived
+    values (:data:`CONTEXT_DOC`)."""
+    derived = [k for k, doc in CONTEXT_DOC.items() if k == "options" or doc.startswith(f"{task}:")]
+    return [*_schema_fields(task), *derived]
 
 
 def task_context(task: str, row: dict[str, Any], options: Sequence[str] | None = None) -> dict[str, Any]:
@@ -551,6 +571,7 @@ __all__ = [
     "TemplateSet",
     "TemplateSpec",
     "builtin_templates",
+    "context_names",
     "entities_of",
     "entity_answer",
     "get_template",
