@@ -414,7 +414,10 @@ def test_humaneval_test_field_is_read_as_tests(tmp_path: Path) -> None:
     read = read_task_records(_parquet(tmp_path / "he.parquet", [row]), "code")
     [rec] = read.records
     assert rec["tests"] == row["test"]
-    assert set(rec) == {"prompt", "tests", "entry_point", "meta"}
+    assert set(rec) == {"prompt", "tests", "entry_point", "solution", "meta"}
+    assert rec["solution"] == row["canonical_solution"]  # HumanEval's reference completion
+    no_solution = {k: v for k, v in row.items() if k != "canonical_solution"}
+    assert "solution" not in validate_task_record("code", no_solution)
     # an explicit 'tests' column wins over 'test'
     assert validate_task_record("code", {**row, "tests": "assert True\n"})["tests"] == "assert True\n"
 

@@ -105,10 +105,12 @@ def test_qa_without_answers_renders_unanswerable_and_parses_to_empty() -> None:
 
 def test_code_record_without_solution_is_a_reject_not_a_crash() -> None:
     tpl = TemplateSet().get("code/complete")
+    unsolved = {k: v for k, v in TASK_SCHEMAS["code"].example.items() if k != "solution"}
     with pytest.raises(RecordError) as e:
-        tpl.render(TASK_SCHEMAS["code"].example)
+        tpl.render(unsolved)
     assert e.value.reason == "empty_answer"
-    done = render_records([{**TASK_SCHEMAS["code"].example, "meta": {"source": "h.jsonl", "row": 7}}], [tpl])
+    assert "return a + b" in tpl.render(TASK_SCHEMAS["code"].example).messages[-1].content
+    done = render_records([{**unsolved, "meta": {"source": "h.jsonl", "row": 7}}], [tpl])
     assert done.records == [] and done.rejects[0]["reason"] == "empty_answer"
     assert done.rejects[0]["file"] == "h.jsonl" and done.rejects[0]["index"] == 7
 

@@ -280,7 +280,13 @@ def _code(f: _Fields) -> dict[str, Any]:
     # field map does not say where the tests are.
     if not f.has("tests") and "tests" not in f.columns and f.row.get("test") is not None:
         f = _Fields(f.row, {**f.columns, "tests": "test"})
-    return {k: _string(k, f.get(k), f.column(k)) for k in ("prompt", "tests", "entry_point")}
+    # the same for its reference completion, 'canonical_solution': what an instruction template answers with
+    if not f.has("solution") and "solution" not in f.columns and f.row.get("canonical_solution") is not None:
+        f = _Fields(f.row, {**f.columns, "solution": "canonical_solution"})
+    out = {k: _string(k, f.get(k), f.column(k)) for k in ("prompt", "tests", "entry_point")}
+    if f.has("solution"):
+        out["solution"] = _string("solution", f.get("solution"), f.column("solution"))
+    return out
 
 
 _NORMALIZERS = {
@@ -383,7 +389,7 @@ TASK_SCHEMAS: dict[str, TaskSchema] = {
         TaskSchema(
             "code",
             ("prompt", "tests", "entry_point"),
-            (),
+            ("solution",),
             "Complete a function from its signature and docstring; tests check the completion.",
             {
                 "prompt": 'def add(a: int, b: int) -> int:\n    """Return the sum of a and b.\n\n'
@@ -391,6 +397,7 @@ TASK_SCHEMAS: dict[str, TaskSchema] = {
                 "tests": "def check(candidate):\n    assert candidate(2, 3) == 5\n"
                 "    assert candidate(-1, 1) == 0\n",
                 "entry_point": "add",
+                "solution": "    return a + b\n",
             },
         ),
     )
