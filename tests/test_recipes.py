@@ -33,7 +33,7 @@ def tiny_model(base: str, task: str):
     return getattr(transformers, TASKS[task].auto_model).from_config(cfg)
 
 
-KINDS = ("run", "train", "curate", "generate", "continual")
+KINDS = ("run", "train", "curate", "generate", "continual", "mixtures")
 
 
 def kind_of(path: Path) -> str:
@@ -44,7 +44,7 @@ def kind_of(path: Path) -> str:
 def test_recipes_exist() -> None:
     assert len(RECIPES) >= 8
     assert {kind_of(p) for p in RECIPES} == set(KINDS), (
-        "every recipe sits in recipes/run, train, curate, generate or continual"
+        "every recipe sits in recipes/run, train, curate, generate, continual or mixtures"
     )
     assert any(p.parent.name == "ner-methods" for p in RECIPES)
 
@@ -90,6 +90,15 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         params = {k: v for k, v in cfg.method.items() if k != "name"}
         model = build_method(cfg.method["name"], params).apply(tiny_model(cfg.model, cfg.task), cfg.task)
         assert any(p.requires_grad for p in model.parameters())
+        return
+    if kind == "mixtures":  # `instructkit data mixture CONFIG -o OUT`: every source read, counts balanced
+        from instructkit.tasks.mixture import build_mixture, load_mixture
+
+        cfg = load_mixture(path)
+        mixed = build_mixture(cfg, base=path.parent)
+        card = mixed.card()
+        assert card["records"] == len(mixed.records) == (cfg.total or sum(c.limit for c in mixed.counts))
+        assert all(c.read == c.available + c.rejected and c.taken <= c.limit for c in mixed.counts)
         return
     if kind == "curate":
         steps = CurateConfig.from_yaml(path).build_steps()

@@ -1,6 +1,7 @@
 """``instructkit config show KIND [NAME]``: every field of a config schema, printed from the dataclasses.
 
-instructkit config show train | curate | run | method [NAME] | step [NAME] | generate [NAME]
+instructkit config show train | curate | run | continual | method [NAME] | step [NAME] | generate [NAME]
+                        | mixture | template
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from instructkit.cli._common import console, user_errors
 
 app = typer.Typer(help="Show the schema of each YAML instructkit reads.", no_args_is_help=True)
 
-KINDS = ("train", "curate", "run", "continual", "method", "step", "generate")
+KINDS = ("train", "curate", "run", "continual", "method", "step", "generate", "mixture", "template")
 
 
 def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[str, ...]]]:
@@ -43,6 +44,25 @@ def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[st
             ("each task (tasks[N])", TaskSpec, "tasks[N]", ()),
             *((f"strategy {n} (strategy: {{name: {n}, ...}})", STRATEGIES[n], "strategy", ()) for n in sorted(STRATEGIES)),
         ]  # fmt: skip
+    if kind == "mixture":
+        from instructkit.tasks.mixture import MixtureConfig, MixtureSource
+
+        return [
+            ("mixture config (instructkit data mixture CONFIG.yaml -o OUT.jsonl)", MixtureConfig, "", ("sources",)),
+            ("each source (sources[N]): sni + encoding, or data + task + templates + fields", MixtureSource,
+             "sources[N]", ()),
+        ]  # fmt: skip
+    if kind == "template":
+        from instructkit.tasks.templates import TemplateSpec
+
+        return [
+            (
+                "template (a list item of a --templates YAML file, or of its templates: key)",
+                TemplateSpec,
+                "[N]",
+                (),
+            )
+        ]
     if kind == "generate":
         import instructkit.generate  # noqa: F401  (the package registers every generator)
         from instructkit.generate.runner import GENERATORS

@@ -524,3 +524,92 @@ def template(
         for r in all_rejects:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
         console.print("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+
+
+def _default_card_path(out: Path) -> Path:
+    name = out.name
+    for suffix in reversed(out.suffixes):
+        name = name[: -len(suffix)]
+    return out.with_name(f"{name}.card.json")
+
+
+@app.command()
+def mixture(
+    config: Path = typer.Argument(
+        ...,
+        help="The mixture config (YAML): sources (Super-NaturalInstructions task files or labeled files + "
+        "task + templates), each with weight and cap; cap, total, seed. `instructkit config show mixture` "
+        "lists every key.",
+        exists=True,
+        dir_okay=False,
+    ),
+    output: Path = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="Output file of instruction records: .jsonl, .json or .parquet, optionally .gz.",
+    ),
+    card: Path | None = typer.Option(
+        None,
+        "--card",
+        help="Where the card goes, a .json file counting per source read, rejected, available, limit, "
+        "rate and taken (default: OUTPUT's stem + .card.json).",
+    ),
+    rejects: Path | None = typer.Option(
+        None,
+        "--rejects",
+        help="Where every source's rejected rows go, a .jsonl file (default: OUTPUT's stem + .rejects.jsonl).",
+    ),
+) -> None:
+    """Mix instruction sources into one file, examples-proportional with a cap (as T5 and FLAN).
+
+    Each source's rate is weight * min(available, cap); without a total each source gives
+    min(available, cap) records, with one the total is shared out by rate (no source above its cap),
+    sampled with the config's seed. Output, card and rejects are written as one unit.
+    """
+    from instructkit.config import ConfigError
+    from instructkit.tasks.mixture import build_mixture, load_mixture, mixture_inputs
+    from instructkit.tasks.natural_instructions import TaskFileError
+    from instructkit.tasks.parsers import ParserError
+    from instructkit.tasks.templates import TemplateError
+
+    rejects_path = rejects or _default_rejects_path(output)
+    card_path = card or _default_card_path(output)
+    with user_errors(*DATA_ERRORS, ConfigError, TemplateError, ParserError, TaskFileError, ValueError):
+        cfg = load_mixture(config)
+        inputs = [config, *(p for p in mixture_inputs(cfg, config.parent) if not p.startswith("pkg:"))]
+        check_outputs(inputs, [("--output", output), ("--card", card_path), ("--rejects", rejects_path)])
+        check_suffix(output, get_format("instructkit").container, "--output")
+        if container_suffix(card_path) != ".json":
+            raise OutputError(f"--card {card_path}: a card is one JSON object; name a .json file")
+        if container_suffix(rejects_path) != ".jsonl":
+            raise OutputError(f"--rejects {rejects_path}: a rejects file is JSON lines; name a .jsonl file")
+        if rejects_path.exists() and not is_rejects_file(rejects_path):
+            raise OutputError(
+                f"the rejects file {rejects_path} exists and is not a rejects file; refusing to replace it "
+                "(name another path with --rejects)"
+            )
+        mixed = build_mixture(cfg, base=config.parent)
+        rows, dump_rejects = dump_records(mixed.records, "instructkit", "raise")
+        info = mixed.card()
+        info.update({"config": str(config), "output": str(output)})
+        commit_files(
+            [
+                (output, encode_rows(rows, output)),
+                (card_path, encode_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", card_path)),
+                (rejects_path, encode_rows(mixed.rejects, rejects_path)),
+            ]
+        )
+    table = Table(title="mixture")
+    for col in ("source", "task", "read", "rejected", "available", "limit", "rate", "taken"):
+        table.add_column(col, overflow="fold")
+    for c in mixed.counts:
+        table.add_row(
+            shown(c.name), shown(c.task), str(c.read), str(c.rejected), str(c.available), str(c.limit),
+            f"{c.rate:.4f}", str(c.taken),
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"wrote [bold]{len(rows)}[/] records to {shown(output)}; card → {shown(card_path)}"
+        + (f", rejects ({len(mixed.rejects)}) → {shown(rejects_path)}" if mixed.rejects else "")
+    )
