@@ -191,8 +191,17 @@ def test_a_file_mixing_templated_and_plain_records_is_refused(monkeypatch: pytes
     with pytest.raises(ValueError, match=r"record 1 .*no meta\.task"):
         evaluate(FAKE_LM, records, progress=False)
     assert calls == []  # refused before anything was generated
-    with pytest.raises(ValueError, match="templated data"):
-        evaluate(FAKE_LM, records[:1], ["rouge"], progress=False)
+
+
+def test_metrics_named_by_the_caller_score_templated_data_as_plain_chat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records = rendered("classification/no-options", [{"text": "x", "label": "alpha beta"}])
+    scripted(monkeypatch, ["Label: alpha"])
+    result = evaluate(FAKE_LM, records, ["rouge"], progress=False)
+    assert "tasks" not in result.metrics and result.metrics["rouge1"] == pytest.approx(
+        0.5
+    )  # "label alpha" vs "alpha beta"
 
 
 def test_cli_scores_a_file_of_mixed_tasks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

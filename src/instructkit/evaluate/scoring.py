@@ -16,7 +16,8 @@ as it was trained: base + method + trained weights, with its task and labels). W
 
 Templated chat records (``instructkit data template``: ``meta`` names the task and the answer parser) are
 scored by a causal LM per task instead, each reply read with its record's parser
-(``evaluate/templated.py``); a file without them is scored as above.
+(``evaluate/templated.py``); a file without them, or any file with metrics named by the caller, is
+scored as above.
 
 Which of these a model gets is the task class's choice (``Task.evaluation``, ``Task.default_metrics``,
 ``Task.generative`` in ``train/tasks/``); this module holds the routines, registered in ``EVALUATIONS``.
@@ -170,12 +171,9 @@ def evaluate(
     decoding = decoding or Decoding()
     t0 = time.perf_counter()
     routine = EVALUATIONS[spec.evaluation]
-    if spec.generative and _templated(records):  # each record names its parser: each task its metrics
-        if explicit_metrics or class_labels:
-            raise ValueError(
-                "--metrics/--labels do not apply to templated data: each record's meta names its task, "
-                "parser and options, which fix the metrics"
-            )
+    # Templated data: each record names its parser, each task has its metrics. Metrics or labels given
+    # by name (--metrics, a recipe's eval.metrics) score the file as plain chat records instead.
+    if spec.generative and not explicit_metrics and not class_labels and _templated(records):
         from instructkit.evaluate.templated import TASK_METRICS
 
         routine = EVALUATIONS["templated"]
