@@ -8,6 +8,7 @@ saved under ``RUN/train/model``, as ``instructkit run`` leaves it."""
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,7 @@ def test_translation_summarization_dialogue_and_code(monkeypatch: pytest.MonkeyP
             [{"prompt": "def f():\n", "tests": "assert f() == 1", "entry_point": "f", "solution": "    return 1\n"}],
         ),
     ]  # fmt: skip
+    del records[-1].meta["problem"]  # a code record templated before its problem was kept: cannot be run
     replies = [
         "Translation: The house is wonderful.",  # the label is the parser's to strip: identical
         "Yes, it is.",
@@ -168,9 +170,55 @@ def test_translation_summarization_dialogue_and_code(monkeypatch: pytest.MonkeyP
     assert m["tasks"]["translation"]["chrf_signature"].count("nc:6") == 1
     assert m["summarization.rouge1"] == pytest.approx(1.0) and m["summarization.rouge2"] == pytest.approx(1.0)
     assert m["dialogue.rougeL"] == pytest.approx(0.5) and "dialogue.rouge1" not in m
-    assert m["tasks"]["code"]["records"] == 1 and "tests and entry point" in m["tasks"]["code"]["not_scored"]
+    code = m["tasks"]["code"]
+    assert code["records"] == 1 and code["no_tests"] == 1 and "tests and entry point" in code["not_scored"]
     assert not any(k.startswith("code.") for k in m)
     assert set(m["tasks"]) == {"translation", "summarization", "dialogue", "code"}
+
+
+CODE_ROW = {
+    "prompt": 'def add(a, b):\n    """The sum."""\n',
+    "tests": "def check(candidate):\n    assert candidate(2, 3) == 5\n",
+    "entry_point": "add",
+    "solution": "    return a + b\n",
+}
+CODE_REPLIES = [
+    "```python\n    return a + b\n```",  # the body that continues the prompt
+    "Sure:\n```python\ndef add(a, b):\n    return b + a\n```",  # a whole new definition
+    "```python\n    return a - b\n```",  # wrong
+    "I cannot help with that.",  # the whole reply is taken as code (no fence): it fails to run
+]
+
+
+def test_code_pass_at_1_runs_each_reply_against_its_records_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The programs handed to the sandbox, with the sandbox's verdicts scripted (the real run is slow)."""
+    import instructkit.evaluate.templated as templated
+
+    rows = [CODE_ROW, CODE_ROW, CODE_ROW, {**CODE_ROW, "tests": "assert add(1, 1) == 2"}]
+    records = rendered("code/complete", rows)
+    assert records[0].meta["problem"] == {k: CODE_ROW[k] for k in ("prompt", "tests", "entry_point")}
+    seen: list[tuple[dict, str]] = []
+
+    def verdicts(samples):
+        seen.extend(samples)
+        return [types.SimpleNamespace(passed=i < 2, status="passed" if i < 2 else "failed") for i in range(4)]
+
+    monkeypatch.setattr(templated, "run_code", verdicts)
+    result = score(monkeypatch, records, CODE_REPLIES)
+    code = result.metrics["tasks"]["code"]
+    assert result.metrics["code.pass@1"] == pytest.approx(0.5) and code["passed"] == 2 and code["scored"] == 4
+    assert seen[0][1] == "    return a + b\n" and seen[1][1].startswith("\ndef add(a, b):")
+    assert "def check(candidate):\n    pass" in seen[3][0]["test"]  # plain asserts: check() is a no-op
+    assert [p["status"] for p in result.predictions] == ["passed", "passed", "failed", "failed"]
+
+
+@pytest.mark.slow  # starts sandbox worker processes
+def test_code_pass_at_1_in_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [CODE_ROW, CODE_ROW, CODE_ROW, {**CODE_ROW, "tests": "assert add(1, 1) == 2"}]
+    replies = [*CODE_REPLIES[:3], "```python\ndef add(a, b):\n    return 2\n```"]  # last: passes 1+1 only
+    result = score(monkeypatch, rendered("code/complete", rows), replies)
+    assert [p["status"] for p in result.predictions] == ["passed", "passed", "failed", "passed"]
+    assert result.metrics["code.pass@1"] == pytest.approx(0.75)
 
 
 # ------------------------------------------------------------------------------------ files and the CLI

