@@ -127,9 +127,14 @@ def test_qa_squad_exact_match_and_f1(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_qa_scores_against_every_answer_in_meta(monkeypatch: pytest.MonkeyPatch) -> None:
-    row = {"context": "Paris, the capital.", "question": "Which city?", "answers": ["Paris"]}
-    row["meta"] = {"answers": ["Paris", "the city of Paris"]}
-    result = score(monkeypatch, rendered("qa/context-first", [row]), ["city of Paris"])
+    row = {
+        "context": "Paris, the capital.",
+        "question": "Which city?",
+        "answers": ["Paris", "the city of Paris"],
+    }
+    records = rendered("qa/context-first", [row])
+    assert records[0].messages[-1].content == "Paris" and records[0].meta["answers"] == row["answers"]
+    result = score(monkeypatch, records, ["city of Paris"])
     assert result.metrics["qa.exact_match"] == pytest.approx(100.0)  # matches the second answer
 
 
