@@ -1,4 +1,5 @@
-"""``instructkit eval``: score a model on a split with the task's metrics."""
+"""``instructkit eval``: score a model on a split with the task's metrics (templated data: each record's
+task, read with its parser; ``evaluate/templated.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from instructkit.cli._common import console, user_errors
 
 def eval_(
     model: str = typer.Option(
-        ..., "--model", "-m", help="Alias, local folder, hub id, or a trained run folder."
+        ...,
+        "--model",
+        "-m",
+        help="Alias, local folder, hub id, a trained run folder, or the folder `instructkit run` prints.",
     ),
     data: Path | None = typer.Option(
         None, "--data", "-d", help="Split to score (any format instructkit reads)."
@@ -24,7 +28,8 @@ def eval_(
     metrics: str | None = typer.Option(
         None,
         "--metrics",
-        help="Comma-separated metric names (default: the task's: rouge+perplexity, accuracy, entity-f1).",
+        help="Comma-separated metric names (default: the task's: rouge+perplexity, accuracy, entity-f1; "
+        "templated data: each record's task's).",
     ),
     task: str | None = typer.Option(None, "--task", help="Task of a pretrained model (default causal-lm)."),
     output_dir: Path = typer.Option(
@@ -95,6 +100,13 @@ def eval_(
     for key, value in result.headline().items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
+    for task, scores in result.metrics.get("tasks", {}).items():  # templated data: counts per task
+        line = f"{task}: {scores['records']} records, {scores['unparsed']} unparsed replies"
+        if scores.get("bad_references"):
+            line += f", {scores['bad_references']} references the parser cannot read"
+        if "not_scored" in scores:
+            line += f"; not scored: {scores['not_scored']}"
+        console.print(escape(line))
     console.print(
         f"results: {escape(str(path))}\npredictions: {escape(str(path.with_suffix('.predictions.jsonl')))}"
     )

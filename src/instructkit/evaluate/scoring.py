@@ -14,6 +14,11 @@ as it was trained: base + method + trained weights, with its task and labels). W
 * ``masked-lm``: loss and perplexity over the tokens masked by the training collator (15%, seeded, so two
   evals of one model on one file mask the same tokens).
 
+Templated chat records (``instructkit data template``: ``meta`` names the task and the answer parser) are
+scored by a causal LM per task instead, each reply read with its record's parser
+(``evaluate/templated.py``); a file without them, or any file with metrics named by the caller, is
+scored as above.
+
 Which of these a model gets is the task class's choice (``Task.evaluation``, ``Task.default_metrics``,
 ``Task.generative`` in ``train/tasks/``); this module holds the routines, registered in ``EVALUATIONS``.
 
@@ -154,6 +159,7 @@ def evaluate(
 ) -> EvalResult:
     """Score ``lm`` on ``records`` with ``metrics`` (default: the task's ``Task.default_metrics``)."""
     spec = task_spec(lm.task)
+    explicit_metrics = bool(metrics)
     metrics = list(metrics or spec.default_metrics)
     if not records:
         raise ValueError("no records to evaluate")
@@ -164,7 +170,15 @@ def evaluate(
         raise ValueError(f"eval for {lm.task} models is not built yet ({built} are)")
     decoding = decoding or Decoding()
     t0 = time.perf_counter()
-    scores, preds = EVALUATIONS[spec.evaluation](
+    routine = EVALUATIONS[spec.evaluation]
+    # Templated data: each record names its parser, each task has its metrics. Metrics or labels given
+    # by name (--metrics, a recipe's eval.metrics) score the file as plain chat records instead.
+    if spec.generative and not explicit_metrics and not class_labels and _templated(records):
+        from instructkit.evaluate.templated import TASK_METRICS
+
+        routine = EVALUATIONS["templated"]
+        metrics = sorted({m for r in records for m in TASK_METRICS.get(r.meta.get("task"), [])})
+    scores, preds = routine(
         lm,
         records,
         metrics,
@@ -213,6 +227,24 @@ def split_chat(rec: Record, i: int) -> tuple[list[dict[str, str]], str | None]:
     last = users[-1]
     ref = next((m["content"] for m in msgs[last + 1 :] if m["role"] == "assistant"), None)
     return msgs[: last + 1], ref
+
+
+def _templated(records: list[Record]) -> bool:
+    from instructkit.evaluate.templated import is_templated
+
+    return is_templated(records)
+
+
+@evaluation("templated")
+def _eval_templated(lm, records, metrics, *, decoding, batch_size, progress, **_):
+    """Templated chat records (``instructkit data template``): replies read with each record's parser,
+    scored per task (``evaluate/templated.py``)."""
+    from instructkit.evaluate.templated import check_templated, score_templated
+
+    check_templated(records)  # before any generation: a bad file fails in a second, not after the model ran
+    convs = [split_chat(r, i)[0] for i, r in enumerate(records)]
+    replies = generate_replies(lm, convs, decoding, batch_size, progress)
+    return score_templated(records, [r[0] for r in replies])
 
 
 @evaluation("generation")

@@ -46,6 +46,7 @@ from instructkit.train.saved_model import (
     INFO_FILE,
     is_trained_run,
     load_trained,
+    model_folder,
     read_info,
     trained_method,
     verify_trained,
@@ -139,15 +140,17 @@ class ExportResult:
 
 # ---------------------------------------------------------------------------------------- checks
 def _run_folder(run_dir: Path) -> Path:
-    """The folder holding the trained model's ``instructkit.json`` (the run folder or its ``model/``)."""
+    """The folder holding the trained model's ``instructkit.json`` (the run folder, its ``model/``, or a
+    run recipe's ``train/model/``)."""
     if not run_dir.exists():
         raise ExportError(f"{run_dir}: no such folder")
     if not is_trained_run(run_dir):
         raise ExportError(
-            f"{run_dir} is not a trained run: it has no {INFO_FILE} (nor model/{INFO_FILE}) written by "
-            "`instructkit train`; export takes a run folder or its model/ folder"
+            f"{run_dir} is not a trained run: it has no {INFO_FILE} (nor model/{INFO_FILE}, "
+            f"train/model/{INFO_FILE}) written by `instructkit train`; export takes a training run folder, "
+            "its model/ folder or the folder `instructkit run` prints"
         )
-    return run_dir / "model" if (run_dir / "model" / INFO_FILE).exists() else run_dir
+    return model_folder(run_dir)
 
 
 def _check_output(run_dir: Path, model_dir: Path, out: Path, fmt: str) -> None:

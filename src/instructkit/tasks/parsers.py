@@ -135,12 +135,18 @@ _NONE_REPLIES = {"none", "no entities", "no entity", "nothing", "n a", "no named
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 
+def says_none(reply: str) -> bool:
+    """Whether an NER reply says the text has no entity ("none", "No entities.", ...): an empty entity
+    list that is an answer, not a reply the ``entities`` parser could not read."""
+    return normalize(reply) in _NONE_REPLIES
+
+
 @register_parser("entities")
 def parse_entities(
     reply: str, options: Sequence[str] | None = None, record: Any = None
 ) -> list[tuple[str, str]]:
     """NER: ``TYPE: text; TYPE: text`` or ``none`` -> ``[(type, text), ...]`` (see the module docstring)."""
-    if normalize(reply) in _NONE_REPLIES:
+    if says_none(reply):
         return []
     by_fold = {str(o).casefold(): str(o) for o in options or []}
     out: list[tuple[str, str]] = []
@@ -297,5 +303,6 @@ __all__ = [
     "parse_reply",
     "parser_names",
     "register_parser",
+    "says_none",
     "split_direction",
 ]

@@ -380,8 +380,8 @@ def render(
 ) -> Record:
     """``row`` rendered with ``template`` as a chat record: user = prompt, assistant = answer.
 
-    ``meta`` (the row's source, line, id) is kept, with ``task``, ``template``, ``parser`` and the
-    ``options`` the prompt offered added. A row the template renders to an empty prompt or answer (a code
+    ``meta`` (the row's source, line, id) is kept, with ``task``, ``template``, ``parser``, the
+    ``options`` the prompt offered and what scoring needs (:func:`scoring_meta`) added. A row the template renders to an empty prompt or answer (a code
     record without a solution) is a :class:`RecordError` (``empty_prompt``/``empty_answer``), a reject of
     that row; a template the sandbox refuses is a :class:`TemplateError`.
     """
@@ -398,9 +398,23 @@ def render(
     info.update({"task": template.task, "template": template.name, "parser": template.parser})
     if opts:
         info["options"] = opts
+    info.update(scoring_meta(template.task, row))
     return Record.chat(
         [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], **info
     )
+
+
+def scoring_meta(task: str, row: dict[str, Any]) -> dict[str, Any]:
+    """What scoring needs beyond the reference answer, kept in the rendered record's ``meta``: every
+    answer of a QA record with more than one (``answers``; a reply matching any is right), and a code
+    record's ``problem`` (its ``prompt``, ``tests`` and ``entry_point``: what pass@1 runs a reply with)."""
+    if task == "qa":
+        answers = [str(a) for a in row.get("answers") or []]
+        return {"answers": answers} if len(answers) > 1 else {}
+    if task == "code" and row.get("tests") and row.get("entry_point"):
+        keys = ("prompt", "tests", "entry_point")
+        return {"problem": {k: str(row.get(k) or "") for k in keys}}
+    return {}
 
 
 # ---------------------------------------------------------------------------------------------- registry

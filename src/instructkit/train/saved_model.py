@@ -26,18 +26,33 @@ INFO_FILE = "instructkit.json"
 log = logging.getLogger(__name__)
 
 
-def is_trained_run(name: str | Path) -> bool:
-    """A run folder, or its ``model/`` folder, that ``instructkit train`` finished (it holds ``INFO_FILE``).
-    An exported model (``instructkit export``) also carries ``INFO_FILE``, marked ``"export"``: it is a
-    plain model folder, loaded like any other, so it is not a trained run."""
-    path = Path(name)
-    for info in (path / INFO_FILE, path / "model" / INFO_FILE):
+MODEL_PLACES = (".", "model", "train/model")
+"""Where a trained model's ``INFO_FILE`` is looked for under a folder given as a model, in this order: the
+model folder itself, a training run's ``model/``, and the ``train/model/`` of a run recipe's folder (the
+folder ``instructkit run`` prints), so every command that takes a trained run takes any of the three."""
+
+
+def _info_path(folder: str | Path) -> Path | None:
+    """The first ``INFO_FILE`` found under ``folder`` in the order of :data:`MODEL_PLACES`, or None."""
+    for place in MODEL_PLACES:
+        info = Path(folder) / place / INFO_FILE  # pathlib drops the "."
         if info.exists():
-            try:
-                return "export" not in json.loads(info.read_text())
-            except (OSError, ValueError):
-                return True  # unreadable: load_trained names the file and the problem
-    return False
+            return info
+    return None
+
+
+def is_trained_run(name: str | Path) -> bool:
+    """A run folder, its ``model/`` folder, or a run recipe's folder (``train/model/``) holding a model
+    that ``instructkit train`` finished (it holds ``INFO_FILE``). An exported model (``instructkit
+    export``) also carries ``INFO_FILE``, marked ``"export"``: it is a plain model folder, loaded like any
+    other, so it is not a trained run."""
+    info = _info_path(name)
+    if info is None:
+        return False
+    try:
+        return "export" not in json.loads(info.read_text())
+    except (OSError, ValueError):
+        return True  # unreadable: load_trained names the file and the problem
 
 
 def trained_method(info: dict[str, Any]) -> Any:
@@ -94,9 +109,10 @@ def save_trained(
 
 
 def model_folder(folder: str | Path) -> Path:
-    """The folder holding a trained run's ``instructkit.json``: ``folder`` or its ``model/``."""
-    folder = Path(folder)
-    return folder / "model" if (folder / "model" / INFO_FILE).exists() else folder
+    """The folder holding a trained run's ``instructkit.json``: ``folder``, its ``model/`` or its
+    ``train/model/`` (:data:`MODEL_PLACES`); ``folder`` itself when none holds one."""
+    info = _info_path(folder)
+    return info.parent if info is not None else Path(folder)
 
 
 def verify_trained(folder: str | Path) -> bool:
