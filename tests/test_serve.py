@@ -214,6 +214,7 @@ def test_concurrent_greedy_replies_equal_one_at_a_time(live: Live) -> None:
         ("tiny", "Write a haiku about winter mornings and coffee.", 18),
     ]
     client = live.client()
+    live.engine.stats["max_rows"] = 0  # the module's earlier tests share this engine
     with cf.ThreadPoolExecutor(len(jobs)) as pool:
         with live.engine.paused():
             futures = [
@@ -223,7 +224,9 @@ def test_concurrent_greedy_replies_equal_one_at_a_time(live: Live) -> None:
             ]  # fmt: skip
             assert wait_until(lambda: live.engine.waiting == len(jobs))
         replies = [f.result().choices[0].message.content for f in futures]
-    assert live.engine.stats["max_rows"] >= 3  # they really shared forward passes
+    # they really shared forward passes; how many rows met at once depends on how fast drafts from the
+    # module's earlier replies finish the short ones (seen: 2 or 3), so two rows in one forward is the claim
+    assert live.engine.stats["max_rows"] >= 2
     for (model, question, n), reply in zip(jobs, replies, strict=True):
         ids = live.served.prompt_ids([{"role": "user", "content": question}])
         assert reply == live.reference(ids, n, lane=None if model == "tiny" else "tuned"), (model, question)

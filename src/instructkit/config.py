@@ -273,6 +273,13 @@ def load(
         if name in ignore:
             continue
         kwargs[name] = coerce(value, hints[name], _join(prefix, name), error)
+    required = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if required:  # else the dataclass's own TypeError, which names no file and no dotted key
+        raise error(f"missing required {noun} {{key}}", key=_join(prefix, required[0]))
     try:
         obj = cls(**kwargs)
         check_ranges(obj, error=error)

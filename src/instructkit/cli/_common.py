@@ -133,6 +133,5 @@ class _WarningLine(logging.Handler):
 def show_library_warnings() -> None:
     logger = logging.getLogger("instructkit")
     if not any(isinstance(h, _WarningLine) for h in logger.handlers):
-        handler = _WarningLine(level=logging.WARNING)
-        logger.addHandler(handler)
-        logger.setLevel(min(logger.level or logging.WARNING, logging.WARNING))
+        # the handler's level only: the loggers' own levels stay as their modules set them (serve logs INFO)
+        logger.addHandler(_WarningLine(level=logging.WARNING))
