@@ -304,8 +304,19 @@ def check_ranges(obj: Any, prefix: str = "", error: type[ConfigError] = ConfigEr
 
 
 def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
-    """A YAML file that holds a mapping. A syntax error (or a tag such as ``!!python/object``, which safe
-    loading refuses) is ``error`` naming the file, line and column."""
+    """A YAML file that holds a mapping (an empty file is ``{}``); errors as :func:`read_yaml_value`."""
+    data = read_yaml_value(path, error)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{path}: the file must hold a mapping of keys to values, not a {type(data).__name__}")
+    return data
+
+
+def read_yaml_value(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
+    """Whatever a YAML file holds (a mapping, a list, None when empty). A missing or unreadable file, a
+    syntax error, or a tag such as ``!!python/object`` (which safe loading refuses) is ``error`` naming the
+    file, line and column."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -321,10 +332,6 @@ def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> dict[
         raise error(f"{where}: YAML syntax error: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise error(f"{path}: YAML syntax error: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise error(f"{path}: the file must hold a mapping of keys to values, not a {type(data).__name__}")
     return data
 
 

@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from instructkit.config import ConfigError, load
+from instructkit.config import ConfigError, load, read_yaml_value
 from instructkit.records import Record, RecordError
 from instructkit.tasks.parsers import PARSERS, parse_reply, parser_names
 from instructkit.tasks.records import TASK_SCHEMAS, task_names
@@ -501,20 +500,7 @@ def load_templates(path: str | Path) -> list[Template]:
     description?}``, or a mapping whose ``templates`` key holds that list. Errors are one-line
     :class:`ConfigError` naming the file and the key (``[2].parser``, ``templates[0].task``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read as a YAML text file ({e})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: YAML syntax error: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: YAML syntax error: {e}") from None
+    data = read_yaml_value(path)
     if isinstance(data, dict):
         unknown = [k for k in data if k != "templates"]
         if unknown:
