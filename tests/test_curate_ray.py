@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -272,6 +273,7 @@ def test_two_nodes_started_with_ray_start_give_the_same_output(dirty, local_run,
         assert card_of(local_run) == card_of(out)
     finally:
         _stop_cluster(temp, port)
+        shutil.rmtree(temp, ignore_errors=True)  # the cluster's session folders: nothing left in /tmp
 
 
 def test_engine_and_address_are_checked_config_keys() -> None:
