@@ -5,6 +5,8 @@ A recipe names the input files and how to curate them, a training config (a file
 it points to included, before any stage starts. The run folder ``<output_dir>/<name>/`` holds::
 
     generate/        generated records, rejects, card, cache.sqlite        (stage "generate", optional)
+    template/        labeled data as instruction records: train.jsonl,
+                     the held-out test.jsonl, card.json, rejects.jsonl       (stage "template", optional)
     data/            curated train/val/test, rejects.jsonl, card.json/md   (stage "data")
     eval/before.*    the untouched model on the eval split                 (stage "before")
     train/           the training run folder (config, checkpoints, model/)  (stage "train")
@@ -29,6 +31,13 @@ A recipe with ``generate: {generator: NAME, ...}`` starts with the generation st
 data stage's inputs. Its digest is the generator's resolved config and the bytes of the files it reads
 (seeds, input), so it is skipped while those are unchanged; interrupted, it reruns and its request cache
 (``generate/cache.sqlite``) answers every request already paid for.
+
+A recipe with ``template:`` (a mixture config, path or mapping: ``instructkit config show mixture``) turns
+labeled datasets into instruction records first (``tasks/``): the rendered training records join the
+data stage's inputs, and the sources' ``test`` files (a dataset's own test split) are rendered with one
+template each into ``template/test.jsonl``, the held-out split that ``eval.split: held-out`` scores. The
+held-out rows are never curated, split or mixed: the score before and after training reads the same
+prompts whatever the curation does, and each record is scored with its task's parser and metric.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ import yaml
 from instructkit.config import ConfigError, checked, load, read_yaml, set_dotted
 from instructkit.formats.io import sha256_file, write_text
 
-STAGES = ("generate", "data", "before", "train", "after", "report")
+STAGES = ("generate", "template", "data", "before", "train", "after", "report")
 
 
 class RecipeError(ConfigError):
@@ -57,8 +66,9 @@ class RecipeError(ConfigError):
 
 @dataclass
 class EvalSettings:
-    split: str = checked("test", choices=("test", "val"))
-    """Which curated split to score (test or val)."""
+    split: str = checked("test", choices=("test", "val", "held-out"))
+    """Which split to score: a curated one (test or val), or held-out: the template stage's rendering of
+    its sources' test files (the dataset's own test split, never curated)."""
     metrics: list[str] | None = None
     """Metric names (null: the task's defaults)."""
     batch_size: int = checked(16, ge=1)
@@ -84,6 +94,10 @@ class Recipe:
     generate: dict[str, Any] | None = None
     """Optional first stage: ``{generator: self-instruct | evol | code, ...its config}`` (``instructkit config
     show generate NAME``); the generated records join ``inputs``."""
+    template: str | dict[str, Any] | None = None
+    """Optional stage before curation: a mixture config (a YAML path or mapping; ``instructkit config show
+    mixture``) that renders labeled datasets into instruction records, which join ``inputs``; its sources'
+    ``test`` files become the held-out split (``eval.split: held-out``)."""
     curate: str | dict[str, Any] | None = None
     """A curate YAML path or mapping (null: the default pipeline)."""
     train: str | dict[str, Any] = ""
@@ -113,8 +127,10 @@ class Recipe:
         problem = run_name_problem(self.name)
         if problem:
             raise RecipeError(f"{{key}} {problem} (the run folder is output_dir/name)", key="name")
-        if not self.inputs and not self.generate:
-            raise RecipeError("{key} lists no data files (and there is no generate stage)", key="inputs")
+        if not self.inputs and not self.generate and not self.template:
+            raise RecipeError(
+                "{key} lists no data files (and there is no generate or template stage)", key="inputs"
+            )
         if not self.train:
             raise RecipeError("{key} is required (a training YAML or mapping)", key="train")
 
@@ -266,6 +282,35 @@ def _generate_config(recipe: Recipe, base: Path) -> tuple[str, Any] | None:
     return gen.name, load_generate_config(gen.name, data, prefix="generate")
 
 
+def _template_config(recipe: Recipe, base: Path) -> tuple[Any, Path] | None:
+    """(the template stage's mixture config, the folder its relative paths are resolved against), or None.
+    Every file it reads must exist; ``eval.split: held-out`` needs a source with ``test`` files."""
+    from instructkit.tasks.mixture import MixtureConfig, load_mixture, mixture_inputs
+
+    if recipe.template is None:
+        if recipe.eval.split == "held-out":
+            raise RecipeError("{key} is held-out but the recipe has no template stage", key="eval.split")
+        return None
+    if isinstance(recipe.template, str):
+        path = _resolve(recipe.template, base)
+        if not path.is_file():
+            raise RecipeError(f"{{key}}: no such file {recipe.template}", key="template")
+        cfg, folder = load_mixture(path), path.parent
+    else:
+        try:
+            cfg = load(MixtureConfig, copy.deepcopy(recipe.template))
+        except ConfigError as e:
+            raise e.under("template") from None
+        folder = base
+    for p in mixture_inputs(cfg, folder):
+        if not p.startswith("pkg:") and not Path(p).is_file():
+            raise RecipeError(f"{{key}}: no such file {p}", key="template")
+    has_test = any(src.test is not None for src in cfg.sources)
+    if recipe.eval.split == "held-out" and not has_test:
+        raise RecipeError("{key} is held-out but no template source names test files", key="eval.split")
+    return cfg, folder
+
+
 def check_recipe(recipe: Recipe, recipe_path: str | Path | None = None) -> tuple[Any, Any, list[Path]]:
     """Everything ``run_recipe`` needs, checked before any stage starts: the input files, the curate config
     and every step, the training config (with ``train_overrides`` applied) and its method's parameters, the
@@ -281,6 +326,7 @@ def check_recipe(recipe: Recipe, recipe_path: str | Path | None = None) -> tuple
             if not path.is_file():
                 raise RecipeError(f"{{key}}: no such file {given}", key=f"inputs[{i}]")
         _generate_config(recipe, base)
+        _template_config(recipe, base)
         curate_cfg = _load_curate(recipe, base)
         cfg = _train_config(recipe, base, recipe.run_dir / "data", curate_cfg.output_suffix)
         for i, m in enumerate(recipe.eval.metrics or []):
@@ -324,7 +370,9 @@ class _RecipeRun:
 
     @property
     def split_file(self) -> Path:
-        """The curated split both evaluations score."""
+        """The split both evaluations score: a curated one, or the template stage's held-out set."""
+        if self.recipe.eval.split == "held-out":
+            return self.run_dir / "template" / "test.jsonl"
         return self.data_dir / f"{self.recipe.eval.split}{self.suffix}"
 
     def stage(self, name: str, digest: str, outputs: list[Path], work: Callable[[], None]) -> None:
@@ -353,7 +401,8 @@ def run_recipe(
     inputs, which the stages downstream of it hash into theirs: a change reruns everything after it."""
     run = _open_recipe_run(recipe, recipe_path, force or [], progress, log)
     d_generate = _generate_stage(run, recipe_path)
-    d_data = _data_stage(run, d_generate)
+    d_template = _template_stage(run, recipe_path)
+    d_data = _data_stage(run, *(d for d in (d_generate, d_template) if d))
     _check_splits(run)
     d_before = _before_stage(run, d_data)
     d_train = _train_stage(run, d_data)
@@ -417,9 +466,59 @@ def _generate_stage(run: _RecipeRun, recipe_path: str | Path | None) -> str | No
     return d_gen
 
 
-def _data_stage(run: _RecipeRun, d_generate: str | None = None) -> str:
+def _template_stage(run: _RecipeRun, recipe_path: str | Path | None) -> str | None:
+    """Render the template stage's mixture into ``template/train.jsonl`` (joins the data stage's inputs)
+    and its held-out sources into ``template/test.jsonl``, with the card and the rejects; its digest: the
+    mixture config and the bytes of every file it reads. None when the recipe has no template stage."""
+    from instructkit.formats import dump_records
+    from instructkit.formats.atomic import commit_files
+    from instructkit.formats.io import encode_rows, encode_text
+    from instructkit.tasks.mixture import build_held_out, build_mixture, mixture_inputs
+
+    base = Path(recipe_path).parent if recipe_path else Path.cwd()
+    got = _template_config(run.recipe, base)
+    if got is None:
+        return None
+    cfg, folder = got
+    files = [p for p in mixture_inputs(cfg, folder) if not p.startswith("pkg:")]
+    d_tpl = _digest("template", dataclasses.asdict(cfg), [_file_digest(Path(f)) for f in files])
+    out = run.run_dir / "template"
+    run.inputs = [*run.inputs, out / "train.jsonl"]
+    has_test = any(src.test is not None for src in cfg.sources)
+
+    def work() -> None:
+        mixed = build_mixture(cfg, base=folder)
+        card = mixed.card()
+        rejects = list(mixed.rejects)
+        outputs = [(out / "train.jsonl", mixed.records)]
+        if has_test:
+            held = build_held_out(cfg, base=folder)
+            card["held_out"] = {"records": len(held.records), "sources": held.counts}
+            rejects += [{**r, "split": "test"} for r in held.rejects]
+            outputs.append((out / "test.jsonl", held.records))
+        files = [
+            (path, encode_rows(dump_records(recs, "instructkit", "raise")[0], path)) for path, recs in outputs
+        ]
+        files += [
+            (
+                out / "card.json",
+                encode_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", out / "card.json"),
+            ),
+            (out / "rejects.jsonl", encode_rows(rejects, out / "rejects.jsonl")),
+        ]
+        out.mkdir(parents=True, exist_ok=True)
+        commit_files(files)  # the four files as one unit: a killed stage leaves none of them half-written
+        test_note = f", {card['held_out']['records']} held-out" if has_test else ""
+        run.log(f"[template] {card['records']} training records{test_note}, {len(rejects)} rejected rows")
+
+    outputs = [out / "train.jsonl", out / "card.json", *([out / "test.jsonl"] if has_test else [])]
+    run.stage("template", d_tpl, outputs, work)
+    return d_tpl
+
+
+def _data_stage(run: _RecipeRun, *upstream: str) -> str:
     """Curate the inputs into train/val/test; its digest: the curate config, the inputs' paths and bytes
-    (and the generate stage's digest when there is one)."""
+    (and the digests of the generate and template stages when there are any)."""
     from instructkit.data.pipeline import curate
 
     curate_cfg = run.curate_cfg.to_dict()
@@ -428,7 +527,7 @@ def _data_stage(run: _RecipeRun, d_generate: str | None = None) -> str:
     for key in ("engine", "address"):
         curate_cfg.pop(key, None)
     parts: list[Any] = [curate_cfg, [(str(p), _file_digest(p)) for p in run.inputs]]
-    d_data = _digest("data", *parts, *([d_generate] if d_generate else []))
+    d_data = _digest("data", *parts, *upstream)
     data_dir, suffix = run.data_dir, run.suffix
     run.stage(
         "data",
@@ -448,7 +547,19 @@ def _check_splits(run: _RecipeRun) -> None:
     card = json.loads((run.data_dir / "card.json").read_text())
     counts, kept, shares = card["splits"], card["accounting"]["kept"], card["config"]["split"]
     ev = run.recipe.eval.split
-    for name, stage in ((ev, "before (the evaluation before training)"), ("train", "train")):
+    if ev == "held-out":
+        held = json.loads((run.run_dir / "template" / "card.json").read_text()).get("held_out", {})
+        if not held.get("records"):
+            raise RecipeError(
+                f"the held-out split is empty (0 of the template sources' test rows rendered; see "
+                f"{run.run_dir / 'template' / 'rejects.jsonl'}) and stage before needs it"
+            )
+    checks = (
+        [("train", "train")]
+        if ev == "held-out"
+        else [(ev, "before (the evaluation before training)"), ("train", "train")]
+    )
+    for name, stage in checks:
         if counts.get(name):
             continue
         shares_text = f"curate split: val {shares['val']}, test {shares['test']}, train the rest"

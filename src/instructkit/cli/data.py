@@ -526,6 +526,13 @@ def template(
         console.print("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
 
 
+def _default_test_path(out: Path) -> Path:
+    name = out.name
+    for suffix in reversed(out.suffixes):
+        name = name[: -len(suffix)]
+    return out.with_name(f"{name}.test.jsonl")
+
+
 def _default_card_path(out: Path) -> Path:
     name = out.name
     for suffix in reversed(out.suffixes):
@@ -560,6 +567,12 @@ def mixture(
         "--rejects",
         help="Where every source's rejected rows go, a .jsonl file (default: OUTPUT's stem + .rejects.jsonl).",
     ),
+    test_output: Path | None = typer.Option(
+        None,
+        "--test",
+        help="Where the held-out set goes when sources name `test` files: each such row rendered with the "
+        "source's test_template, never capped or mixed (default: OUTPUT's stem + .test.jsonl).",
+    ),
 ) -> None:
     """Mix instruction sources into one file, examples-proportional with a cap (as T5 and FLAN).
 
@@ -568,7 +581,7 @@ def mixture(
     sampled with the config's seed. Output, card and rejects are written as one unit.
     """
     from instructkit.config import ConfigError
-    from instructkit.tasks.mixture import build_mixture, load_mixture, mixture_inputs
+    from instructkit.tasks.mixture import build_held_out, build_mixture, load_mixture, mixture_inputs
     from instructkit.tasks.natural_instructions import TaskFileError
     from instructkit.tasks.parsers import ParserError
     from instructkit.tasks.templates import TemplateError
@@ -577,8 +590,15 @@ def mixture(
     card_path = card or _default_card_path(output)
     with user_errors(*DATA_ERRORS, ConfigError, TemplateError, ParserError, TaskFileError, ValueError):
         cfg = load_mixture(config)
+        has_test = any(src.test is not None for src in cfg.sources)
+        if test_output is not None and not has_test:
+            raise OutputError(f"--test {test_output}: no source of {config} names test files")
+        test_path = (test_output or _default_test_path(output)) if has_test else None
         inputs = [config, *(p for p in mixture_inputs(cfg, config.parent) if not p.startswith("pkg:"))]
-        check_outputs(inputs, [("--output", output), ("--card", card_path), ("--rejects", rejects_path)])
+        outputs = [("--output", output), ("--card", card_path), ("--rejects", rejects_path)]
+        check_outputs(inputs, outputs + ([("--test", test_path)] if test_path else []))
+        if test_path is not None:
+            check_suffix(test_path, get_format("instructkit").container, "--test")
         check_suffix(output, get_format("instructkit").container, "--output")
         if container_suffix(card_path) != ".json":
             raise OutputError(f"--card {card_path}: a card is one JSON object; name a .json file")
@@ -593,13 +613,19 @@ def mixture(
         rows, dump_rejects = dump_records(mixed.records, "instructkit", "raise")
         info = mixed.card()
         info.update({"config": str(config), "output": str(output)})
-        commit_files(
-            [
-                (output, encode_rows(rows, output)),
-                (card_path, encode_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", card_path)),
-                (rejects_path, encode_rows(mixed.rejects, rejects_path)),
-            ]
-        )
+        files = [(output, encode_rows(rows, output))]
+        all_rejects = mixed.rejects
+        if test_path is not None:
+            held = build_held_out(cfg, base=config.parent)
+            test_rows, _ = dump_records(held.records, "instructkit", "raise")
+            info["held_out"] = {"output": str(test_path), "records": len(test_rows), "sources": held.counts}
+            files.append((test_path, encode_rows(test_rows, test_path)))
+            all_rejects = [*all_rejects, *({**r, "split": "test"} for r in held.rejects)]
+        files += [
+            (card_path, encode_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", card_path)),
+            (rejects_path, encode_rows(all_rejects, rejects_path)),
+        ]
+        commit_files(files)
     table = Table(title="mixture")
     for col in ("source", "task", "read", "rejected", "available", "limit", "rate", "taken"):
         table.add_column(col, overflow="fold")
@@ -611,5 +637,7 @@ def mixture(
     console.print(table)
     console.print(
         f"wrote [bold]{len(rows)}[/] records to {shown(output)}; card → {shown(card_path)}"
-        + (f", rejects ({len(mixed.rejects)}) → {shown(rejects_path)}" if mixed.rejects else "")
+        + (f", rejects ({len(all_rejects)}) → {shown(rejects_path)}" if all_rejects else "")
     )
+    if test_path is not None:
+        console.print(f"held-out: [bold]{info['held_out']['records']}[/] records → {shown(test_path)}")

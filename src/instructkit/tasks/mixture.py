@@ -47,6 +47,7 @@ from instructkit.config import ConfigError, checked, load, read_yaml
 from instructkit.records import Record
 from instructkit.tasks.natural_instructions import ENCODINGS, read_sni_task, render_sni
 from instructkit.tasks.records import TASK_SCHEMAS, read_task_records
+from instructkit.tasks.templates import task_options
 
 
 @dataclasses.dataclass
@@ -78,6 +79,14 @@ class MixtureSource:
     """Multiplies the source's rate (applies with `total`): rate = weight * min(available, cap), normalized."""
     cap: int | None = checked(None, ge=1)
     """This source's cap, in place of the mixture's `cap`; null for the mixture's."""
+    test: list[str] | None = None
+    """With `data`: held-out files of the same task (a dataset's own test split). Every row is rendered
+    with `test_template` into the held-out set (never capped, sampled or mixed into the training records):
+    `instructkit data mixture --test FILE` writes it, and a run recipe's `eval.split: held-out` scores it."""
+    test_template: str | None = None
+    """With `test`: the one template the held-out rows are rendered with, so every score before and after
+    training reads the same prompts; default: the first of `templates`; for ['all'], the task's first
+    built-in template (the first `instructkit templates show` lists for it, e.g. classification/options-first)."""
 
     def validate(self) -> None:
         if (self.sni is None) == (self.data is None):
@@ -94,6 +103,9 @@ class MixtureSource:
                 raise ConfigError(
                     "{key} applies to data sources only (an sni task carries its definition)", key="templates"
                 )
+            for name in ("test", "test_template"):
+                if getattr(self, name) is not None:
+                    raise ConfigError("{key} applies to data sources only, not to sni ones", key=name)
             return
         if not self.data:
             raise ConfigError("{key} must list at least one file", key="data")
@@ -107,6 +119,10 @@ class MixtureSource:
             raise ConfigError("{key} must name at least one template, or ['all']", key="templates")
         if self.encoding != "definition":
             raise ConfigError("{key} applies to sni sources only", key="encoding")
+        if self.test is not None and not self.test:
+            raise ConfigError("{key} must list at least one file (or be left out)", key="test")
+        if self.test_template is not None and self.test is None:
+            raise ConfigError("{key} applies only with test (held-out files)", key="test_template")
 
 
 @dataclasses.dataclass
@@ -261,9 +277,78 @@ def _render_source(
         else [template_set.get(n, src.task) for n in src.templates]
     )
     read = read_task_records([_resolve(p, base) for p in src.data], src.task, src.fields or None, src.format)
-    done = render_records(read.records, chosen, seed=seed)
+    options = None
+    if src.test is not None:  # one option list for training and held-out prompts alike
+        options = task_options(src.task, [*read.records, *_read_test(src, base).records])
+    done = render_records(read.records, chosen, seed=seed, options=options)
     detail = {"templates": dict(done.used)}
     return done.records, read.rejects + done.rejects, read.n_in, src.task, detail
+
+
+def _read_test(src: MixtureSource, base: Path | None) -> Any:
+    assert src.task is not None and src.test is not None
+    return read_task_records([_resolve(p, base) for p in src.test], src.task, src.fields or None, src.format)
+
+
+def test_template_name(src: MixtureSource, template_set: Any) -> str:
+    """The template a source's held-out rows are rendered with (see ``MixtureSource.test_template``)."""
+    assert src.task is not None
+    if src.test_template:
+        return src.test_template
+    if src.templates != ["all"]:
+        return src.templates[0]
+    template_set.for_task(src.task)  # an unknown task is an error naming the known ones
+    # the task's first template as declared (built-ins first), not by name: each task's first built-in is
+    # its plainest, e.g. classification/options-first rather than classification/no-options
+    return next(t.name for t in template_set.templates.values() if t.task == src.task)
+
+
+@dataclasses.dataclass
+class HeldOut:
+    """The held-out set of a mixture's sources that name ``test`` files: every row rendered with the
+    source's one test template (``records``), the rows that failed (``rejects``) and per source
+    ``{name, task, template, read, rejected, records}`` (``counts``; read = records + rejected)."""
+
+    records: list[Record]
+    rejects: list[dict[str, Any]]
+    counts: list[dict[str, Any]]
+
+
+def build_held_out(config: MixtureConfig, base: str | Path | None = None) -> HeldOut:
+    """Render every source's ``test`` files with its test template, in source then file order (no
+    sampling, no cap, no shuffle: the held-out set is the same whatever the mixture's caps or total).
+    Options (the label set) are those of the source's training and test rows together, as its training
+    records use."""
+    from instructkit.tasks.templates import TemplateSet, render_records
+
+    folder = Path(base) if base is not None else None
+    template_set = TemplateSet([_resolve(p, folder) for p in config.template_files])
+    out = HeldOut([], [], [])
+    for i, src in enumerate(config.sources):
+        if src.test is None:
+            continue
+        try:
+            assert src.task is not None and src.data is not None
+            tpl = template_set.get(test_template_name(src, template_set), src.task)
+            train = read_task_records(
+                [_resolve(p, folder) for p in src.data], src.task, src.fields or None, src.format
+            )
+            test = _read_test(src, folder)
+        except ConfigError as e:
+            raise e.within(f"sources[{i}]") from None
+        options = task_options(src.task, [*train.records, *test.records])
+        done = render_records(test.records, [tpl], options=options)
+        name = source_name(src)
+        out.records += [
+            Record(messages=r.messages, meta={**r.meta, "mixture_source": name}) for r in done.records
+        ]
+        rejects = test.rejects + done.rejects
+        out.rejects += [{**r, "mixture_source": name} for r in rejects]
+        out.counts.append(
+            {"name": name, "task": src.task, "template": tpl.name, "read": test.n_in,
+             "rejected": len(rejects), "records": len(done.records)}
+        )  # fmt: skip
+    return out
 
 
 def mixture_inputs(config: MixtureConfig, base: str | Path | None = None) -> list[str]:
@@ -273,6 +358,7 @@ def mixture_inputs(config: MixtureConfig, base: str | Path | None = None) -> lis
     paths = [_resolve(p, folder) for p in config.template_files]
     for src in config.sources:
         paths += [_resolve(p, folder) for p in ([src.sni] if src.sni is not None else src.data or [])]
+        paths += [_resolve(p, folder) for p in src.test or []]
     return paths
 
 
@@ -335,11 +421,13 @@ def build_mixture(config: MixtureConfig, base: str | Path | None = None) -> Mixt
 
 
 __all__ = [
+    "HeldOut",
     "Mixture",
     "MixtureConfig",
     "MixtureSource",
     "SourceCount",
     "allocate",
+    "build_held_out",
     "build_mixture",
     "load_mixture",
     "mixture_inputs",
