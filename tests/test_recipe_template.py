@@ -194,7 +194,7 @@ def test_held_out_needs_a_template_stage_with_test_files(
     monkeypatch.chdir(labeled)
     no_template = recipe_dict(tiny_llama, inputs=["train.jsonl"])
     del no_template["template"]
-    with pytest.raises(RecipeError, match=r"eval\.split.*no template stage"):
+    with pytest.raises(RecipeError, match=r"eval\.split.*neither held_out nor a template stage"):
         check_recipe(load(Recipe, no_template))
     no_test = recipe_dict(tiny_llama)
     for src in no_test["template"]["sources"]:
@@ -209,3 +209,39 @@ def test_held_out_needs_a_template_stage_with_test_files(
     bad["template"]["sources"][0]["task"] = "sentiment"
     with pytest.raises(ConfigError, match=r"template\.sources\[0\]\.task.*unknown task"):
         check_recipe(load(Recipe, bad))
+
+
+def test_a_held_out_file_is_scored_as_it_is(
+    labeled: Path, tiny_bert: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An encoder head on labeled rows: the dataset's own test file is the held-out split, never curated."""
+    monkeypatch.chdir(labeled)
+    recipe = {
+        "name": "enc",
+        "inputs": ["train.jsonl"],
+        "held_out": "test.jsonl",
+        "curate": {"steps": ["normalize"], "split": {"val": 0.2, "test": 0.0}},
+        "train": {
+            "model": tiny_bert,
+            "task": "sequence-classification",
+            "method": {"name": "full"},
+            "data": {"max_length": 32},
+            "optim": {"lr": 1e-3, "batch_size": 8, "max_steps": 1},
+            "bf16": "false",
+        },
+        "eval": {"split": "held-out", "batch_size": 8},
+    }
+    (labeled / "enc.yaml").write_text(yaml.safe_dump(recipe))
+    write_rows(labeled / "test.jsonl", cls_rows(4, 100))  # labels the training data has
+    result = run_recipe(
+        Recipe.from_yaml("enc.yaml"), recipe_path="enc.yaml", progress=False, log=lambda m: None
+    )
+    assert result.ran[-1] == "report"
+    for name in ("before", "after"):
+        body = json.loads((labeled / "runs" / "enc" / "eval" / f"{name}.json").read_text())
+        assert body["samples"] == 4 and body["data"] == "test.jsonl"
+    recipe["eval"]["split"] = "test"
+    with pytest.raises(RecipeError, match=r"'held_out' is scored only with eval\.split: held-out"):
+        from instructkit.recipe import check_recipe
+
+        check_recipe(load(Recipe, recipe))

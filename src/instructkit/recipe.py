@@ -98,6 +98,10 @@ class Recipe:
     """Optional stage before curation: a mixture config (a YAML path or mapping; ``instructkit config show
     mixture``) that renders labeled datasets into instruction records, which join ``inputs``; its sources'
     ``test`` files become the held-out split (``eval.split: held-out``)."""
+    held_out: str | None = None
+    """A held-out test file scored as it is by ``eval.split: held-out`` (a dataset's own test split, in any
+    format instructkit reads; never curated): for recipes without a template stage, e.g. an encoder head
+    on labeled rows."""
     curate: str | dict[str, Any] | None = None
     """A curate YAML path or mapping (null: the default pipeline)."""
     train: str | dict[str, Any] = ""
@@ -287,9 +291,17 @@ def _template_config(recipe: Recipe, base: Path) -> tuple[Any, Path] | None:
     Every file it reads must exist; ``eval.split: held-out`` needs a source with ``test`` files."""
     from instructkit.tasks.mixture import MixtureConfig, load_mixture, mixture_inputs
 
+    if recipe.held_out is not None:
+        path = _resolve(recipe.held_out, base)
+        if not path.is_file():
+            raise RecipeError(f"{{key}}: no such file {recipe.held_out}", key="held_out")
+        if recipe.eval.split != "held-out":
+            raise RecipeError("{key} is scored only with eval.split: held-out", key="held_out")
     if recipe.template is None:
-        if recipe.eval.split == "held-out":
-            raise RecipeError("{key} is held-out but the recipe has no template stage", key="eval.split")
+        if recipe.eval.split == "held-out" and recipe.held_out is None:
+            raise RecipeError(
+                "{key} is held-out but the recipe has neither held_out nor a template stage", key="eval.split"
+            )
         return None
     if isinstance(recipe.template, str):
         path = _resolve(recipe.template, base)
@@ -306,7 +318,11 @@ def _template_config(recipe: Recipe, base: Path) -> tuple[Any, Path] | None:
         if not p.startswith("pkg:") and not Path(p).is_file():
             raise RecipeError(f"{{key}}: no such file {p}", key="template")
     has_test = any(src.test is not None for src in cfg.sources)
-    if recipe.eval.split == "held-out" and not has_test:
+    if has_test and recipe.held_out is not None:
+        raise RecipeError(
+            "{key}: give held-out rows either here or as template sources' test files", key="held_out"
+        )
+    if recipe.eval.split == "held-out" and not has_test and recipe.held_out is None:
         raise RecipeError("{key} is held-out but no template source names test files", key="eval.split")
     return cfg, folder
 
@@ -353,6 +369,8 @@ class _RecipeRun:
     force: list[str]
     progress: bool
     log: Callable[[str], None]
+    base: Path = field(default_factory=Path.cwd)
+    """The folder relative paths in the recipe are resolved against (the recipe's)."""
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -372,6 +390,8 @@ class _RecipeRun:
     def split_file(self) -> Path:
         """The split both evaluations score: a curated one, or the template stage's held-out set."""
         if self.recipe.eval.split == "held-out":
+            if self.recipe.held_out is not None:
+                return _resolve(self.recipe.held_out, self.base)
             return self.run_dir / "template" / "test.jsonl"
         return self.data_dir / f"{self.recipe.eval.split}{self.suffix}"
 
@@ -436,7 +456,8 @@ def _open_recipe_run(
     stages = Stages(run_dir)
     for s in force:
         stages.forget_from(s)
-    return _RecipeRun(recipe, curate_cfg, cfg, inputs, stages, force, progress, log)
+    base = Path(recipe_path).parent if recipe_path else Path.cwd()
+    return _RecipeRun(recipe, curate_cfg, cfg, inputs, stages, force, progress, log, base)
 
 
 def _generate_stage(run: _RecipeRun, recipe_path: str | Path | None) -> str | None:
@@ -547,7 +568,14 @@ def _check_splits(run: _RecipeRun) -> None:
     card = json.loads((run.data_dir / "card.json").read_text())
     counts, kept, shares = card["splits"], card["accounting"]["kept"], card["config"]["split"]
     ev = run.recipe.eval.split
-    if ev == "held-out":
+    if ev == "held-out" and run.recipe.held_out is not None:
+        from instructkit.formats import read_records
+
+        if not read_records(run.split_file):
+            raise RecipeError(
+                f"the held-out file {run.split_file} holds no records and stage before needs it"
+            )
+    elif ev == "held-out":
         held = json.loads((run.run_dir / "template" / "card.json").read_text()).get("held_out", {})
         if not held.get("records"):
             raise RecipeError(
