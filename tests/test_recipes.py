@@ -33,7 +33,7 @@ def tiny_model(base: str, task: str):
     return getattr(transformers, TASKS[task].auto_model).from_config(cfg)
 
 
-KINDS = ("run", "train", "curate", "generate", "continual", "mixtures")
+KINDS = ("run", "apps", "train", "curate", "generate", "continual", "mixtures", "templates")
 
 
 def kind_of(path: Path) -> str:
@@ -44,7 +44,7 @@ def kind_of(path: Path) -> str:
 def test_recipes_exist() -> None:
     assert len(RECIPES) >= 8
     assert {kind_of(p) for p in RECIPES} == set(KINDS), (
-        "every recipe sits in recipes/run, train, curate, generate, continual or mixtures"
+        "every recipe sits in recipes/run, apps, train, curate, generate, continual, mixtures or templates"
     )
     assert any(p.parent.name == "ner-methods" for p in RECIPES)
 
@@ -54,13 +54,14 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # recipes name their files relative to the repository root
     kind = kind_of(path)
     assert kind in KINDS, f"{path}: recipes/ holds only the folders {', '.join(KINDS)}"
-    if kind == "run":  # `instructkit run`: data -> eval -> train -> eval -> report
-        from instructkit.recipe import Recipe, _load_curate, _train_config
+    if kind in ("run", "apps"):  # `instructkit run`: data -> eval -> train -> eval -> report
+        from instructkit.recipe import Recipe, _load_curate, _train_config, check_recipe
 
         recipe = Recipe.from_yaml(path)
         assert recipe.name == path.stem, "a recipe's run name is its file name"
         for p in recipe.inputs:
             assert (ROOT / p).exists(), p
+        check_recipe(recipe, path)  # every file the template stage reads, the held-out split, the metrics
         steps = _load_curate(recipe, path.parent).build_steps()
         assert steps and all(s.params() is not None for s in steps)
         cfg = _train_config(recipe, path.parent, Path("data"), ".jsonl")
@@ -99,6 +100,16 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         card = mixed.card()
         assert card["records"] == len(mixed.records) == (cfg.total or sum(c.limit for c in mixed.counts))
         assert all(c.read == c.available + c.rejected and c.taken <= c.limit for c in mixed.counts)
+        return
+    if kind == "templates":  # `--templates FILE`: every template renders its task's schema example
+        from instructkit.tasks.records import TASK_SCHEMAS
+        from instructkit.tasks.templates import load_templates, render
+
+        templates = load_templates(path)
+        assert templates
+        for tpl in templates:
+            rec = render(tpl, TASK_SCHEMAS[tpl.task].example, None, {})
+            assert rec.messages[0].content and rec.messages[1].content
         return
     if kind == "curate":
         steps = CurateConfig.from_yaml(path).build_steps()

@@ -348,6 +348,36 @@ def _eval_classification(lm, records, metrics, *, batch_size, max_length, **_):
     return scores, preds
 
 
+@evaluation("relation")
+def _eval_relation(lm, records, metrics, *, batch_size, max_length, **_):
+    """Relation classification from the two start markers' summed logits (``train/tasks/relation_cls.py``);
+    a record whose markers were cut off by ``max_length`` is predicted as no label (a miss)."""
+    from instructkit.evaluate.metrics import get_metric
+    from instructkit.train.tasks.relation_cls import encode, marked_text_and_label, predict
+
+    names = lm.labels.names
+    feats, positions, gold, texts = [], [], [], []
+    for i, rec in enumerate(records):
+        text, label = marked_text_and_label(rec, i)
+        if label is None:
+            raise ValueError(f"record {i} ({rec.id}) has no relation label to score against")
+        f, pos = encode(text, lm.tokenizer, max_length)
+        feats.append(f)
+        positions.append(pos)
+        gold.append(label)
+        texts.append(text)
+    logits = _forward_batches(lm, feats, batch_size)
+    guess = [predict(lg, pos, names) for lg, pos in zip(logits, positions, strict=True)]
+    scores: dict[str, Any] = {"marker_truncated": sum(p is None for p in positions)}
+    for name in metrics:
+        scores.update(get_metric(name).compute(guess, gold, labels=names))
+    preds = [
+        {"id": r.id, "text": t, "reference": g, "prediction": p}
+        for r, t, g, p in zip(records, texts, gold, guess, strict=True)
+    ]
+    return scores, preds
+
+
 @evaluation("tagging")
 def _eval_ner(lm, records, metrics, *, batch_size, max_length, **_):
     from instructkit.evaluate.metrics import get_metric
