@@ -9,6 +9,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+PLAIN_EVERY_S = 30.0
+"""Seconds between the plain progress lines training prints when its output is not a terminal."""
+
 
 class MetricsFileCallback(TrainerCallback):
     """Append every log (loss, lr, eval metrics) to ``metrics.jsonl``; on resume, entries past the
@@ -37,7 +40,8 @@ class MetricsFileCallback(TrainerCallback):
 
 
 class RichProgressCallback(TrainerCallback):
-    """One progress bar for the run: step, loss, tokens/s."""
+    """One progress bar for the run: step, loss, tokens/s; where output is not a terminal (a log file), a
+    plain line every ``PLAIN_EVERY_S`` seconds instead."""
 
     def __init__(self) -> None:
         self.progress = None
@@ -60,23 +64,38 @@ class RichProgressCallback(TrainerCallback):
             TextColumn("[bold]training"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
+            TextColumn("loss {task.fields[loss]}  {task.fields[tps]:,.0f} tok/s"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
         self.progress.start()
         self.task = self.progress.add_task(
-            "train", total=state.max_steps, completed=state.global_step, loss=float("nan"), tps=0.0
+            "train", total=state.max_steps, completed=state.global_step, loss=self._loss_text(), tps=0.0
         )
-        self.t0 = time.perf_counter()
+        self.t0 = self.last_line = time.perf_counter()
         self.tokens0 = int(state.num_input_tokens_seen or 0)
+        self.step0 = state.global_step
 
     def on_step_end(self, args, state, control, **kw: Any) -> None:
         if self.progress is None:
             return
         dt = max(time.perf_counter() - self.t0, 1e-9)
         tps = (int(state.num_input_tokens_seen or 0) - self.tokens0) / dt
-        self.progress.update(self.task, completed=state.global_step, loss=self.loss, tps=tps)
+        self.progress.update(self.task, completed=state.global_step, loss=self._loss_text(), tps=tps)
+        now = time.perf_counter()
+        if not self.progress.console.is_terminal and now - self.last_line >= PLAIN_EVERY_S:
+            # a log file or a pipe shows no live bar: a plain line now and then says the run is alive
+            self.last_line = now
+            left = (state.max_steps - state.global_step) * dt / max(state.global_step - self.step0, 1)
+            self.progress.console.print(
+                f"training step {state.global_step}/{state.max_steps}, loss {self._loss_text()}, "
+                f"{tps:,.0f} tok/s, about {left / 60:.0f} min left",
+                highlight=False,
+            )
+
+    def _loss_text(self) -> str:
+        """The last logged training loss, or a dash before the first log (not "nan")."""
+        return "–" if self.loss != self.loss else f"{self.loss:.4f}"
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs and "loss" in logs:
