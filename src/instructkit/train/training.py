@@ -226,6 +226,18 @@ def train(
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), cfg.run_dir / "config.yaml")
     feats = _read_features(cfg)
+    for what, kept, dropped in (
+        ("training", feats.train, feats.dropped),
+        ("validation", feats.val, feats.val_dropped),
+    ):
+        if (
+            dropped
+        ):  # said now, not only in the final metrics: a too-small max_length can drop most of the data
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(dropped.items()))
+            hint = " (raise data.max_length)" if any("max_length" in r for r in dropped) else ""
+            log(
+                f"[train] left out {sum(dropped.values())} of {len(kept) + sum(dropped.values())} {what} samples: {reasons}{hint}"
+            )
     model = _build_model(run, feats, init_from)
     summary = run.method.trainable_summary(model)
     trainer = _build_trainer(run, feats, model, weights_only, progress, loss_penalty, token_loss)
