@@ -56,3 +56,18 @@ def test_samples_left_out_are_said_before_training(tiny_llama: str, tmp_path: Pa
     # the seeded 20% validation share drew 4 short rows; the 16 training rows hold the 10 long ones
     assert said == [("10", "16", "training")], res.output
     assert out.index("left out") < out.index("training ━")  # said before training starts
+
+
+def test_no_sample_left_is_one_line_naming_max_length(tiny_llama: str, tmp_path: Path) -> None:
+    rows = [{"instruction": "Say it." + " very" * 200, "output": "ok"} for _ in range(6)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {
+        "name": "p", "output_dir": str(tmp_path / "runs"), "model": tiny_llama, "task": "causal-lm",
+        "method": {"name": "lora", "r": 2, "alpha": 4}, "data": {"train": str(tmp_path / "d.jsonl"), "max_length": 96},
+        "optim": {"max_steps": 1}, "bf16": "false",
+    }  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "p.yaml")])
+    out = " ".join(res.output.split())
+    assert res.exit_code != 0 and "no training samples left" in out and "raise data.max_length" in out
+    assert "unexpected" not in out and "Traceback" not in out

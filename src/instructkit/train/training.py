@@ -26,7 +26,7 @@ from instructkit.formats.io import write_text
 from instructkit.records import Record
 from instructkit.train.config import ConfigError, TrainConfig
 from instructkit.train.saved_model import load_base, save_trained
-from instructkit.train.tasks import TASKS, LabelInfo, Task
+from instructkit.train.tasks import TASKS, LabelInfo, Task, TaskDataError
 
 
 @dataclass
@@ -326,7 +326,8 @@ def _read_features(cfg: TrainConfig) -> _Features:
         else ([], Counter())
     )
     if not train_feats:
-        raise ValueError(f"no training samples left ({dict(dropped)})")
+        hint = "; raise data.max_length" if any("max_length" in r for r in dropped) else ""
+        raise TaskDataError(f"no training samples left ({dict(dropped)}){hint}")
     return _Features(task, tokenizer, labels, chat_template, train_feats, val_feats, dropped, val_dropped)
 
 
