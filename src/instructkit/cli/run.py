@@ -20,7 +20,7 @@ def run(
     force: list[str] = typer.Option(
         [],
         "--force",
-        help="Rerun this stage and the ones after it (generate, data, before, train, after, report).",
+        help="Rerun this stage and the ones after it (generate, template, data, before, train, after, report).",
     ),
 ) -> None:
     """data -> eval before -> train -> eval after -> report; each stage skipped when its inputs are unchanged."""

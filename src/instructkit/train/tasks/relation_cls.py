@@ -29,7 +29,8 @@ import numpy as np
 
 from instructkit.records import Record
 from instructkit.templates import IGNORE_INDEX
-from instructkit.train.tasks.base import LabelInfo, Task, TaskDataError, register
+from instructkit.train.tasks.base import LabelInfo, TaskDataError, register
+from instructkit.train.tasks.token_cls import TokenClassification
 
 START_MARKERS = ("<e1>", "<e2>")
 
@@ -93,13 +94,11 @@ def predict(logits: np.ndarray, positions: tuple[int, int] | None, names: list[s
 
 
 @register
-class RelationClassification(Task):
+class RelationClassification(TokenClassification):
+    """A token-classification model underneath (its model class, label kwargs and collator are
+    inherited); what differs is which positions carry a label and how a prediction is read."""
+
     name = "relation-classification"
-    default_metric = "f1"
-    greater_is_better = True
-    auto_model = "AutoModelForTokenClassification"
-    peft_task_type = "TOKEN_CLS"
-    has_labels = True
     evaluation = "relation"
     default_metrics = ("semeval-f1", "accuracy")
 
@@ -111,13 +110,6 @@ class RelationClassification(Task):
                 raise TaskDataError(f"record {i} ({rec.id}) has no relation label")
             values.append(label)
         return LabelInfo(sorted(set(values)), "single_label_classification")
-
-    def model_kwargs(self, labels: LabelInfo) -> dict[str, Any]:
-        return {
-            "num_labels": len(labels.names),
-            "id2label": dict(enumerate(labels.names)),
-            "label2id": {n: i for i, n in enumerate(labels.names)},
-        }
 
     def features(self, records: list[Record], tokenizer: Any, labels: LabelInfo, max_length: int, **kw: Any):
         index = {n: i for i, n in enumerate(labels.names)}
@@ -137,11 +129,6 @@ class RelationClassification(Task):
                 tags[p] = index[label]
             out.append({**feats, "labels": tags})
         return out, dropped
-
-    def collator(self, tokenizer: Any) -> Any:
-        from transformers import DataCollatorForTokenClassification
-
-        return DataCollatorForTokenClassification(tokenizer)
 
     def compute_metrics(self, labels: LabelInfo) -> Any:
         from sklearn.metrics import accuracy_score, f1_score
