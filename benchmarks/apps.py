@@ -1,0 +1,105 @@
+"""The eight applications tuned and measured: each ``recipes/apps/<app>.yaml`` run by ``instructkit run``,
+and the README's Applications table printed from the run folders.
+
+    python benchmarks/apps.py [--apps relation qa ...] [--output-dir runs] [--no-run]
+
+Each recipe renders its real dataset sample into instruction records (``examples/data/apps/<app>/``),
+scores SmolLM2-135M-Instruct on the dataset's own test rows, tunes it with LoRA and scores it again with
+the same prompts, parser and metric. A finished run is not redone: ``instructkit run`` skips every stage
+whose inputs are unchanged, so a second call only prints the table (``--no-run`` never starts one).
+Minutes are the stages' own seconds from ``stages.json`` (template, data, before, train, after, report),
+measured on whatever machine ran them; the README says which. This script makes no speed claim against
+a peer (``benchmarks/app_baselines.py`` compares with plain HF Trainer / TRL); its last line counts the
+applications whose after score beats their before score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parent.parent
+INSTRUCTKIT = str(Path(sys.executable).parent / "instructkit")
+
+# application -> (dataset, headline metric key in eval/*.json, how it is shown)
+APPS: dict[str, tuple[str, str, str]] = {
+    "classification": ("Poem Sentiment", "classification.accuracy", "accuracy"),
+    "ner": ("Universal NER (EWT)", "ner.f1", "entity F1 (type, text)"),
+    "relation": ("SemEval-2010 Task 8", "relation.semeval_macro_f1", "macro-F1 (official, 0-100)"),
+    "qa": ("SQuAD v1.1", "qa.f1", "SQuAD F1 (0-100)"),
+    "translation": ("Multi30K en→de", "translation.bleu", "sacreBLEU"),
+    "summarization": ("SciTLDR", "summarization.rougeL", "ROUGE-L"),
+    "dialogue": ("Schema-Guided Dialogue", "dialogue.rougeL", "ROUGE-L"),
+    "code": ("MBPP", "code.pass@1", "pass@1"),
+}
+SECOND = {  # a second metric shown beside the headline one
+    "classification": "classification.macro_f1",
+    "qa": "qa.exact_match",
+    "translation": "translation.chrf",
+    "summarization": "summarization.rouge2",
+}
+
+
+def run_folder(app: str, output_dir: str) -> Path:
+    name = yaml.safe_load((ROOT / "recipes" / "apps" / f"{app}.yaml").read_text())["name"]
+    return ROOT / output_dir / name
+
+
+def row(app: str, folder: Path) -> tuple[str, bool] | None:
+    """One markdown row of the table and whether after beats before, or None when the run is not finished."""
+    if not (folder / "eval" / "after.json").is_file():
+        return None
+    before = json.loads((folder / "eval" / "before.json").read_text())["metrics"]
+    after = json.loads((folder / "eval" / "after.json").read_text())["metrics"]
+    stages = json.loads((folder / "stages.json").read_text())
+    minutes = sum(float(s.get("seconds") or 0) for s in stages.values()) / 60
+    dataset, key, shown = APPS[app]
+    b, a = float(before[key]), float(after[key])
+    cells = [app, dataset, shown, f"{b:.4g}", f"{a:.4g}", f"{a - b:+.4g}"]
+    extra = SECOND.get(app)
+    if extra and extra in after:
+        cells.append(f"{extra.split('.')[-1]} {float(before[extra]):.4g} → {float(after[extra]):.4g}")
+    else:
+        cells.append("")
+    cells.append(f"{minutes:.1f}")
+    return "| " + " | ".join(cells) + " |", a > b
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--apps", nargs="+", choices=list(APPS), default=list(APPS))
+    ap.add_argument(
+        "--output-dir", default="runs", help="Where the run folders go (the recipes' output_dir)."
+    )
+    ap.add_argument("--no-run", action="store_true", help="Only print the table from finished runs.")
+    args = ap.parse_args()
+    for app in args.apps:
+        if not args.no_run:
+            recipe = ROOT / "recipes" / "apps" / f"{app}.yaml"
+            subprocess.run(
+                [INSTRUCTKIT, "run", str(recipe), "--output-dir", args.output_dir], check=True, cwd=ROOT
+            )
+    print("| app | dataset | metric (held-out test) | before | after | difference | also | minutes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    ratios = []
+    for app in args.apps:
+        got = row(app, run_folder(app, args.output_dir))
+        if got is None:
+            print(f"| {app} | {APPS[app][0]} | not run | | | | | |")
+            continue
+        print(got[0])
+        ratios.append(got[1])
+    if ratios:
+        mean = sum(ratios) / len(ratios)
+        print(
+            f"ratio: {mean:.2f}x held-out headline score after LoRA vs the untuned model (mean of {len(ratios)} apps)"
+        )
+
+
+if __name__ == "__main__":
+    main()
