@@ -86,19 +86,17 @@ def main() -> None:
             )
     print("| app | dataset | metric (held-out test) | before | after | difference | also | minutes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    ratios = []
+    better = []
     for app in args.apps:
         got = row(app, run_folder(app, args.output_dir))
         if got is None:
             print(f"| {app} | {APPS[app][0]} | not run | | | | | |")
             continue
         print(got[0])
-        ratios.append(got[1])
-    if ratios:
-        mean = sum(ratios) / len(ratios)
-        print(
-            f"ratio: {mean:.2f}x held-out headline score after LoRA vs the untuned model (mean of {len(ratios)} apps)"
-        )
+        better.append(got[1])
+    print(
+        f"improved: {sum(better)} of {len(better)} finished apps (after > before on the held-out test split)"
+    )
 
 
 if __name__ == "__main__":
