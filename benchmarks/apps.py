@@ -51,8 +51,16 @@ def run_folder(app: str, output_dir: str) -> Path:
 
 
 def row(app: str, folder: Path) -> tuple[str, bool] | None:
-    """One markdown row of the table and whether after beats before, or None when the run is not finished."""
+    """One markdown row of the table and whether after beats before, or None when the run is not finished
+    or the recipe changed since it ran (its ``recipe.yaml`` differs from the file's)."""
     if not (folder / "eval" / "after.json").is_file():
+        return None
+    from instructkit.recipe import Recipe
+
+    ran = yaml.safe_load((folder / "recipe.yaml").read_text())
+    now = Recipe.from_yaml(ROOT / "recipes" / "apps" / f"{app}.yaml").to_dict()
+    ran["output_dir"] = now["output_dir"]  # where it ran does not change what it measured
+    if ran != now:  # the recipe changed since: this run folder does not measure it
         return None
     before = json.loads((folder / "eval" / "before.json").read_text())["metrics"]
     after = json.loads((folder / "eval" / "after.json").read_text())["metrics"]
@@ -90,7 +98,7 @@ def main() -> None:
     for app in args.apps:
         got = row(app, run_folder(app, args.output_dir))
         if got is None:
-            print(f"| {app} | {APPS[app][0]} | not run | | | | | |")
+            print(f"| {app} | {APPS[app][0]} | not run (or the recipe changed since) | | | | | |")
             continue
         print(got[0])
         better.append(got[1])
