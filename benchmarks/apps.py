@@ -62,6 +62,8 @@ def row(app: str, folder: Path) -> tuple[str, bool] | None:
     ran["output_dir"] = now["output_dir"]  # where it ran does not change what it measured
     if ran != now:  # the recipe changed since: this run folder does not measure it
         return None
+    if (folder / "report.md").stat().st_mtime < (folder / "recipe.yaml").stat().st_mtime:
+        return None  # the recipe changed and its run has not finished: the evals are the old recipe's
     before = json.loads((folder / "eval" / "before.json").read_text())["metrics"]
     after = json.loads((folder / "eval" / "after.json").read_text())["metrics"]
     stages = json.loads((folder / "stages.json").read_text())

@@ -174,11 +174,13 @@ def test_a_recipe_with_a_template_stage_scores_the_held_out_split_per_task(
             k.startswith("relation.") for k in body["metrics"]
         )
     # a rerun skips every stage; a changed held-out file reruns the template stage and what follows
+    saved = (run / "recipe.yaml").stat().st_mtime_ns
     again: list[str] = []
     second = run_recipe(
         Recipe.from_yaml("recipe.yaml"), recipe_path="recipe.yaml", progress=False, log=again.append
     )
     assert second.ran == []
+    assert (run / "recipe.yaml").stat().st_mtime_ns == saved  # unchanged recipe: the file is left as it was
     write_rows(labeled / "test.jsonl", cls_rows(3, 200))
     third = run_recipe(
         Recipe.from_yaml("recipe.yaml"), recipe_path="recipe.yaml", progress=False, log=again.append

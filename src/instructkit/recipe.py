@@ -452,7 +452,10 @@ def _open_recipe_run(
     if (run_dir / "stages.json").exists():
         Stages(run_dir)  # a damaged stages.json stops the run before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), run_dir / "recipe.yaml")
+    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    saved = run_dir / "recipe.yaml"
+    if not saved.is_file() or saved.read_text() != text:  # rewritten only when it changed: its time says when
+        write_text(text, saved)
     stages = Stages(run_dir)
     for s in force:
         stages.forget_from(s)
