@@ -230,14 +230,12 @@ def train(
         ("training", feats.train, feats.dropped),
         ("validation", feats.val, feats.val_dropped),
     ):
-        if (
-            dropped
-        ):  # said now, not only in the final metrics: a too-small max_length can drop most of the data
+        # said now, not only in the final metrics: a too-small max_length can drop most of the data
+        if dropped and run.main:
             reasons = ", ".join(f"{n} {r}" for r, n in sorted(dropped.items()))
             hint = " (raise data.max_length)" if any("max_length" in r for r in dropped) else ""
-            log(
-                f"[train] left out {sum(dropped.values())} of {len(kept) + sum(dropped.values())} {what} samples: {reasons}{hint}"
-            )
+            total = len(kept) + sum(dropped.values())
+            log(f"[train] left out {sum(dropped.values())} of {total} {what} samples: {reasons}{hint}")
     model = _build_model(run, feats, init_from)
     summary = run.method.trainable_summary(model)
     trainer = _build_trainer(run, feats, model, weights_only, progress, loss_penalty, token_loss)
@@ -263,13 +261,16 @@ def _open_run(cfg: TrainConfig, log: Callable[[str], None]) -> _Run:
     from instructkit.train.methods import build_method
     from instructkit.train.rundir import TRAIN_MARKERS, check_run_folder
 
-    problem = check_run_folder(cfg.run_dir, TRAIN_MARKERS)
+    main = _is_main_process()
+    # only the process that writes the run folder checks it: another rank that gets here after rank 0 has
+    # begun writing would see a folder with files and no config.yaml yet (seen under load in the DDP test)
+    problem = check_run_folder(cfg.run_dir, TRAIN_MARKERS) if main else None
     if problem:
         raise ConfigError(f"output_dir/name: {problem}")
     method_params = {k: v for k, v in cfg.method.items() if k != "name"}
     method = build_method(cfg.method["name"], method_params)
     cfg.method = {"name": method.name, **method_params}
-    return _Run(cfg, method, _is_main_process(), run_inputs(cfg.to_dict()), log)
+    return _Run(cfg, method, main, run_inputs(cfg.to_dict()), log)
 
 
 def _checkpoint_to_resume(
