@@ -11,9 +11,9 @@ import yaml
 from typer.testing import CliRunner
 
 from instructkit.cli import app
+from instructkit.config import ConfigError, load
 from instructkit.recipe import Recipe, RecipeError, run_recipe
 from instructkit.tasks.mixture import MixtureConfig, build_held_out, build_mixture
-from instructkit.config import ConfigError, load
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:
