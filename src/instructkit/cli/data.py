@@ -66,11 +66,16 @@ def _read_all(paths: list[Path], fmt: str | None, on_error: str) -> tuple[list[R
     return records, rejects, n_read
 
 
-def _default_rejects_path(out: Path) -> Path:
+def _sibling(out: Path, suffix: str) -> Path:
+    """OUT's stem (every suffix dropped) + ``.suffix``, beside it: out.jsonl.gz -> out.rejects.jsonl."""
     name = out.name
-    for suffix in reversed(out.suffixes):
-        name = name[: -len(suffix)]
-    return out.with_name(f"{name}.rejects.jsonl")
+    for part in reversed(out.suffixes):
+        name = name[: -len(part)]
+    return out.with_name(f"{name}.{suffix}")
+
+
+def _default_rejects_path(out: Path) -> Path:
+    return _sibling(out, "rejects.jsonl")
 
 
 @app.command()
@@ -527,17 +532,11 @@ def template(
 
 
 def _default_test_path(out: Path) -> Path:
-    name = out.name
-    for suffix in reversed(out.suffixes):
-        name = name[: -len(suffix)]
-    return out.with_name(f"{name}.test.jsonl")
+    return _sibling(out, "test.jsonl")
 
 
 def _default_card_path(out: Path) -> Path:
-    name = out.name
-    for suffix in reversed(out.suffixes):
-        name = name[: -len(suffix)]
-    return out.with_name(f"{name}.card.json")
+    return _sibling(out, "card.json")
 
 
 @app.command()
