@@ -333,3 +333,55 @@ def test_eval_and_export_take_a_run_recipe_folder(
     assert (tmp_path / "x" / "config.json").exists()
     res = runner.invoke(app, ["export", str(tmp_path / "e"), "-o", str(tmp_path / "y")], env=ENV)
     assert res.exit_code == 1 and "train/model/instructkit.json" in " ".join(res.output.split())
+
+
+# ---------------------------------------------------------------------------------- per-task reply budgets
+def test_each_task_is_generated_with_its_own_reply_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mixture's held-out set: classification replies need a few tokens, translation many; each task's
+    records are generated in their own call with their budget, and the replies go back to their records."""
+    records = [
+        *rendered("classification/options-first", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}]),
+        *rendered("translation/labelled", [{"source": "Das Haus ist wunderbar.", "target": "The house is wonderful.", "source_lang": "de", "target_lang": "en"}]),
+        *rendered("classification/options-first", [{"text": "fine", "label": "pos"}]),
+    ]  # fmt: skip
+    calls: list[tuple[int, int]] = []
+    answer = {"good": "pos", "bad": "pos", "fine": "pos", "Haus": "The house is wonderful."}
+
+    def fake(lm, convs, decoding, batch_size, progress):
+        calls.append((len(convs), decoding.max_new_tokens))
+        return [[next(v for k, v in answer.items() if k in c[-1]["content"])] for c in convs]
+
+    monkeypatch.setattr(scoring, "generate_replies", fake)
+    from instructkit.evaluate.generate import Decoding
+
+    result = evaluate(
+        FAKE_LM,
+        records,
+        progress=False,
+        decoding=Decoding(max_new_tokens=40),
+        task_max_new_tokens={"classification": 3},
+    )
+    assert sorted(calls) == [(1, 40), (3, 3)]
+    assert [p["parsed"] for p in result.predictions] == ["pos", "pos", "The house is wonderful.", "pos"]
+    assert result.metrics["classification.accuracy"] == pytest.approx(2 / 3)
+    assert result.metrics["translation.bleu"] == pytest.approx(100.0)
+    assert result.info["task_max_new_tokens"] == {"classification": 3}
+
+
+def test_cli_task_reply_budgets_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from instructkit.cli import app
+
+    records = rendered("classification/options-after", [{"text": "good", "label": "pos"}])
+    data = tmp_path / "one.jsonl"
+    data.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    seen: list[int] = []
+    monkeypatch.setattr(
+        scoring, "generate_replies", lambda lm, convs, dec, *a: seen.append(dec.max_new_tokens) or [["pos"]]
+    )
+    monkeypatch.setattr(scoring, "load_for_eval", lambda name, task=None: FAKE_LM)
+    args = ["eval", "-m", "scripted", "-d", str(data), "-o", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, [*args, "--task-max-new-tokens", "classification=5"], env=ENV)
+    assert res.exit_code == 0, res.output
+    assert seen == [5]
+    res = CliRunner().invoke(app, [*args, "--task-max-new-tokens", "clasification=5"], env=ENV)
+    assert res.exit_code == 2 and "clasification=5" in res.output and "--task-max-new-tokens" in res.output

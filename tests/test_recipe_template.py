@@ -4,6 +4,7 @@ split (the dataset's own test rows, rendered with one template, never curated) -
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,16 @@ def test_a_held_out_file_is_scored_as_it_is(
         from instructkit.recipe import check_recipe
 
         check_recipe(load(Recipe, recipe))
+
+
+def test_eval_task_reply_budgets_are_checked_and_hashed_only_when_set(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    for value, problem in [("{cod: 5}", "'eval.task_max_new_tokens.cod': unknown task"),
+                           ("{code: 0}", "'eval.task_max_new_tokens.code' must be an integer of at least 1")]:  # fmt: skip
+        path.write_text(f"name: r\ninputs: [x.jsonl]\ntrain: t.yaml\neval:\n  task_max_new_tokens: {value}\n")
+        with pytest.raises(RecipeError, match=re.escape(problem)):
+            Recipe.from_yaml(path)
+    path.write_text("name: r\ninputs: [x.jsonl]\ntrain: t.yaml\neval:\n  task_max_new_tokens: {code: 160}\n")
+    assert Recipe.from_yaml(path).eval.digest_view()["task_max_new_tokens"] == {"code": 160}
+    path.write_text("name: r\ninputs: [x.jsonl]\ntrain: t.yaml\n")
+    assert "task_max_new_tokens" not in Recipe.from_yaml(path).eval.digest_view()

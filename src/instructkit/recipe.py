@@ -77,10 +77,36 @@ class EvalSettings:
     """Longest input in tokens."""
     max_new_tokens: int = checked(128, ge=1)
     """Longest generated reply (causal-lm)."""
+    task_max_new_tokens: dict[str, int] = field(default_factory=dict)
+    """For templated records (a template stage's held-out split): the longest reply per task (meta.task),
+    in place of max_new_tokens, e.g. {classification: 8, code: 160}, so a mixture of tasks is decoded with
+    each task's own budget; tasks not named use max_new_tokens."""
     labels: list[str] | None = None
     """For generative classification: the label set parsed from replies (default: the references)."""
     examples: int = checked(5, ge=0)
     """Changed answers shown in the report."""
+
+    def __post_init__(self) -> None:
+        from instructkit.evaluate.templated import TASK_METRICS
+
+        for task, n in self.task_max_new_tokens.items():
+            if task not in TASK_METRICS:
+                raise ConfigError(
+                    "{key}: unknown task (known: " + ", ".join(TASK_METRICS) + ")",
+                    key=f"task_max_new_tokens.{task}",
+                )
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ConfigError(
+                    f"{{key}} must be an integer of at least 1, got {n!r}", key=f"task_max_new_tokens.{task}"
+                )
+
+    def digest_view(self) -> dict[str, Any]:
+        """The settings as the before/after digests hash them: a new key is hashed only when set, so run
+        folders made before it existed keep their finished stages (tests/test_run_digests.py)."""
+        out = dataclasses.asdict(self)
+        if not out["task_max_new_tokens"]:
+            del out["task_max_new_tokens"]
+        return out
 
 
 @dataclass
@@ -617,6 +643,7 @@ def _evaluate(run: _RecipeRun, model_name: str, out_name: str, labels: Any = Non
         records,
         ev.metrics,
         decoding=Decoding(max_new_tokens=ev.max_new_tokens),
+        task_max_new_tokens=ev.task_max_new_tokens or None,
         batch_size=ev.batch_size,
         max_length=ev.max_length,
         class_labels=ev.labels,
@@ -639,7 +666,7 @@ def _before_stage(run: _RecipeRun, d_data: str) -> str:
         task = TASKS[cfg.task]()
         return task.labels(read_records(run.data_dir / f"train{run.suffix}")) if task.has_labels else None
 
-    eval_settings = dataclasses.asdict(run.recipe.eval)
+    eval_settings = run.recipe.eval.digest_view()
     d_before = _digest("before", d_data, cfg.model, cfg.task, eval_settings, _file_digest(run.split_file))
     run.stage(
         "before",
@@ -674,7 +701,7 @@ def _train_stage(run: _RecipeRun, d_data: str) -> str:
 def _after_stage(run: _RecipeRun, d_train: str) -> str:
     """The tuned model on the same split; its digest adds the trained weights' bytes."""
     train_dir = run.cfg.run_dir
-    eval_settings = dataclasses.asdict(run.recipe.eval)
+    eval_settings = run.recipe.eval.digest_view()
     d_after = _digest(
         "after", d_train, _tree_digest(train_dir / "model"), eval_settings, _file_digest(run.split_file)
     )

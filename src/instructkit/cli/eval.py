@@ -40,6 +40,12 @@ def eval_(
         16, "--batch-size", min=1, help="Prompts per generate call / samples per forward."
     ),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Longest generated reply."),
+    task_max_new_tokens: list[str] = typer.Option(
+        [],
+        "--task-max-new-tokens",
+        help="Templated data: TASK=N, the longest reply for that task's records in place of "
+        "--max-new-tokens (repeatable: --task-max-new-tokens code=160).",
+    ),
     max_length: int = typer.Option(512, "--max-length", min=8, help="Longest input in tokens."),
     labels: str | None = typer.Option(
         None, "--labels", help="Generative classification: comma-separated label set."
@@ -65,6 +71,7 @@ def eval_(
         raise typer.BadParameter("give either --data or --benchmark", param_hint="--data/--benchmark")
     if problem := run_name_problem(name):  # eval/NAME.json must stay inside --output-dir
         raise typer.BadParameter(problem, param_hint="--name")
+    budgets = _task_budgets(task_max_new_tokens)
     with user_errors(ModelNotFoundError, RecordError, FileNotFoundError, ValueError, KeyError):
         if benchmark:
             if benchmark != "humaneval":
@@ -92,6 +99,7 @@ def eval_(
                 max_length=max_length,
                 class_labels=labels.split(",") if labels else None,
                 data_path=data,
+                task_max_new_tokens=budgets,
             )
         path = result.write(output_dir, name)
     table = Table(title=f"{escape(model)} on {escape(str(data or benchmark))}")
@@ -110,3 +118,19 @@ def eval_(
     console.print(
         f"results: {escape(str(path))}\npredictions: {escape(str(path.with_suffix('.predictions.jsonl')))}"
     )
+
+
+def _task_budgets(items: list[str]) -> dict[str, int]:
+    """``--task-max-new-tokens TASK=N`` values as {task: n}; a bad one is a usage error naming it."""
+    from instructkit.evaluate.templated import TASK_METRICS
+
+    out: dict[str, int] = {}
+    for item in items:
+        task, _, n = item.partition("=")
+        if task not in TASK_METRICS or not n.isdigit() or int(n) < 1:
+            raise typer.BadParameter(
+                f"{item!r} is not TASK=N with N >= 1 and TASK one of {', '.join(TASK_METRICS)}",
+                param_hint="--task-max-new-tokens",
+            )
+        out[task] = int(n)
+    return out

@@ -168,11 +168,11 @@ def _header_blocks(name: str, after_doc: dict[str, Any], info: dict[str, Any]) -
             if not d.get("do_sample")
             else f"sampling (temperature {d['temperature']}, top-p {d['top_p']})"
         )
-        blocks.append(
-            Block(
-                "p", f"Decoding: {mode}, at most {d['max_new_tokens']} new tokens, the same before and after."
-            )
-        )
+        per_task = after_doc.get("task_max_new_tokens") or {}
+        budget = f"at most {d['max_new_tokens']} new tokens"
+        if per_task:
+            budget += " (" + ", ".join(f"{t}: {n}" for t, n in sorted(per_task.items())) + ")"
+        blocks.append(Block("p", f"Decoding: {mode}, {budget}, the same before and after."))
     return blocks
 
 

@@ -28,6 +28,7 @@ results can be compared only when they were produced the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -156,8 +157,14 @@ def evaluate(
     class_labels: list[str] | None = None,
     progress: bool = True,
     data_path: str | Path | None = None,
+    task_max_new_tokens: dict[str, int] | None = None,
 ) -> EvalResult:
-    """Score ``lm`` on ``records`` with ``metrics`` (default: the task's ``Task.default_metrics``)."""
+    """Score ``lm`` on ``records`` with ``metrics`` (default: the task's ``Task.default_metrics``).
+
+    ``task_max_new_tokens`` ({task: n}) gives templated records of a task their own reply budget in place
+    of ``decoding.max_new_tokens``: a mixture's classification replies need 8 tokens and its code replies
+    160, and one budget for both either cuts the code or lets an untuned model ramble 160 tokens on every
+    classification prompt (a static batch waits for its longest row)."""
     spec = task_spec(lm.task)
     explicit_metrics = bool(metrics)
     metrics = list(metrics or spec.default_metrics)
@@ -187,6 +194,7 @@ def evaluate(
         max_length=max_length,
         class_labels=class_labels,
         progress=progress,
+        task_max_new_tokens=task_max_new_tokens or {},
     )
     info = {
         "model": lm.name,
@@ -197,6 +205,7 @@ def evaluate(
         "samples": len(records),
         "metric_names": metrics,
         "decoding": decoding.to_dict() if spec.generative else None,
+        **({"task_max_new_tokens": dict(task_max_new_tokens)} if task_max_new_tokens else {}),
         "seconds": round(time.perf_counter() - t0, 2),
         "instructkit_version": __version__,
     }
@@ -236,15 +245,24 @@ def _templated(records: list[Record]) -> bool:
 
 
 @evaluation("templated")
-def _eval_templated(lm, records, metrics, *, decoding, batch_size, progress, **_):
+def _eval_templated(lm, records, metrics, *, decoding, batch_size, progress, task_max_new_tokens, **_):
     """Templated chat records (``instructkit data template``): replies read with each record's parser,
-    scored per task (``evaluate/templated.py``)."""
+    scored per task (``evaluate/templated.py``). Records whose task has its own budget in
+    ``task_max_new_tokens`` are generated in their own batches with it."""
     from instructkit.evaluate.templated import check_templated, score_templated
 
     check_templated(records)  # before any generation: a bad file fails in a second, not after the model ran
     convs = [split_chat(r, i)[0] for i, r in enumerate(records)]
-    replies = generate_replies(lm, convs, decoding, batch_size, progress)
-    return score_templated(records, [r[0] for r in replies])
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(task_max_new_tokens.get(r.meta.get("task"), decoding.max_new_tokens), []).append(i)
+    replies: list[str] = [""] * len(records)
+    for budget, idx in groups.items():
+        dec = dataclasses.replace(decoding, max_new_tokens=budget)
+        out = generate_replies(lm, [convs[i] for i in idx], dec, batch_size, progress)
+        for i, reps in zip(idx, out, strict=True):
+            replies[i] = reps[0]
+    return score_templated(records, replies)
 
 
 @evaluation("generation")
