@@ -182,6 +182,18 @@ def test_a_recipe_with_a_template_stage_scores_the_held_out_split_per_task(
     )
     assert second.ran == []
     assert (run / "recipe.yaml").stat().st_mtime_ns == saved  # unchanged recipe: the file is left as it was
+    # a run folder written before eval.task_max_new_tokens existed: the same recipe, left as it was
+    old = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert old["eval"].pop("task_max_new_tokens") == {}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    saved = (run / "recipe.yaml").stat().st_mtime_ns
+    assert (
+        run_recipe(
+            Recipe.from_yaml("recipe.yaml"), recipe_path="recipe.yaml", progress=False, log=again.append
+        ).ran
+        == []
+    )
+    assert (run / "recipe.yaml").stat().st_mtime_ns == saved
     write_rows(labeled / "test.jsonl", cls_rows(3, 200))
     third = run_recipe(
         Recipe.from_yaml("recipe.yaml"), recipe_path="recipe.yaml", progress=False, log=again.append

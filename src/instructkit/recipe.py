@@ -480,13 +480,24 @@ def _open_recipe_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     saved = run_dir / "recipe.yaml"
-    if not saved.is_file() or saved.read_text() != text:  # rewritten only when it changed: its time says when
+    if not _same_recipe(saved, recipe):  # rewritten only when it changed: its time says when
         write_text(text, saved)
     stages = Stages(run_dir)
     for s in force:
         stages.forget_from(s)
     base = Path(recipe_path).parent if recipe_path else Path.cwd()
     return _RecipeRun(recipe, curate_cfg, cfg, inputs, stages, force, progress, log, base)
+
+
+def _same_recipe(saved: Path, recipe: Recipe) -> bool:
+    """Whether ``saved`` (a run folder's recipe.yaml) holds ``recipe``, read with today's defaults: a key
+    added to the recipe since (with its default) does not make an old run's recipe look changed."""
+    if not saved.is_file():
+        return False
+    try:
+        return Recipe.from_yaml(saved).to_dict() == recipe.to_dict()
+    except (ConfigError, OSError, yaml.YAMLError):
+        return False
 
 
 def _generate_stage(run: _RecipeRun, recipe_path: str | Path | None) -> str | None:
