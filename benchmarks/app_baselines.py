@@ -1,7 +1,7 @@
 """The applications against a plain baseline at equal budget: HF ``Trainer`` for the encoder heads, TRL's
 ``SFTTrainer`` for generation, in one run.
 
-    python benchmarks/app_baselines.py [--apps classification ner summarization]
+    python benchmarks/app_baselines.py [--apps classification ner summarization] [--reuse-runs runs]
 
 For each application, instructkit runs its recipe (``recipes/apps/<app>-minilm.yaml`` for the heads,
 ``recipes/apps/<app>.yaml`` for generation) into a temporary folder, and the baseline trains the same
@@ -65,7 +65,7 @@ def train_args(out: Path, train_cfg: dict):
         per_device_train_batch_size=int(o["batch_size"]),
         num_train_epochs=float(o["epochs"]),
         weight_decay=float(o.get("weight_decay", 0.0)),
-        warmup_ratio=float(o.get("warmup_ratio", 0.0)),
+        warmup_steps=float(o.get("warmup_ratio", 0.0)),  # a float below 1 is a ratio of the steps
         lr_scheduler_type=o.get("schedule", "linear"),
         seed=int(train_cfg.get("seed", 0)),
         save_strategy="no",
@@ -205,7 +205,7 @@ def baseline_summarization(run: Path, cfg: dict, out: Path) -> dict:
         num_train_epochs=float(o["epochs"]),
         learning_rate=float(o["lr"]),
         lr_scheduler_type=o.get("schedule", "linear"),
-        warmup_ratio=float(o.get("warmup_ratio", 0.0)),
+        warmup_steps=float(o.get("warmup_ratio", 0.0)),  # a float below 1 is a ratio of the steps
         max_length=int(cfg["data"]["max_length"]),
         save_strategy="no",
         report_to="none",
@@ -238,9 +238,28 @@ def baseline_summarization(run: Path, cfg: dict, out: Path) -> dict:
     return json.loads((out / "trl-eval" / "eval" / "results.json").read_text())["metrics"]
 
 
+def reused_run(recipe: Path, runs: Path) -> tuple[dict, float, Path] | None:
+    """instructkit's side from a finished run of the same recipe under ``runs`` (``benchmarks/apps.py``'s
+    staleness check: its recipe.yaml must equal the recipe file): (after-metrics, seconds, run folder)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from apps import finished
+
+    folder = runs / yaml.safe_load(recipe.read_text())["name"]
+    got = finished(recipe, folder)
+    return (got["after"], got["minutes"] * 60, folder) if got else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--apps", nargs="+", choices=APPS, default=list(APPS))
+    ap.add_argument(
+        "--reuse-runs",
+        type=Path,
+        default=None,
+        help="Take instructkit's side from finished runs of the same recipes in this folder (e.g. runs/, "
+        "as `instructkit run` or benchmarks/apps.py left them) instead of running them again; a run whose "
+        "recipe changed since is run again.",
+    )
     args = ap.parse_args()
     line = ""
     with tempfile.TemporaryDirectory(prefix="ik-apps-") as tmp:
@@ -253,7 +272,10 @@ def main() -> None:
                 / (f"{app}-minilm.yaml" if app != "summarization" else f"{app}.yaml")
             )
             cfg = resolved_train_config(recipe)
-            ours, ours_s, run = run_instructkit(recipe, out)
+            got = reused_run(recipe, args.reuse_runs) if args.reuse_runs else None
+            if got:
+                print(f"{app}: instructkit's side from {got[2]} (finished, same recipe)", flush=True)
+            ours, ours_s, run = got or run_instructkit(recipe, out)
             t0 = time.perf_counter()
             if app == "classification":
                 peer, key, peer_key = (
