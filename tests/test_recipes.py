@@ -63,7 +63,7 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             assert (ROOT / p).exists(), p
         check_recipe(recipe, path)  # every file the template stage reads, the held-out split, the metrics
         steps = _load_curate(recipe, path.parent).build_steps()
-        assert steps and all(s.params() is not None for s in steps)
+        assert steps and all(type(s).build(s.params()).params() == s.params() for s in steps)  # round trip
         cfg = _train_config(recipe, path.parent, Path("data"), ".jsonl")
         assert cfg.data.train == "data/train.jsonl" and cfg.name == "train"
         if recipe.generate is not None:
