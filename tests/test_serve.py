@@ -16,7 +16,9 @@ import openai
 import pytest
 import torch
 
-from instructkit.serve.engine import Engine, Request, Sampling, wait_until
+from instructkit.serve.engine.requests import Request
+from instructkit.serve.engine.sampling import Sampling
+from instructkit.serve.engine.scheduler import Engine, wait_until
 from instructkit.serve.loading import Served, load_served
 from instructkit.serve.server import ServerConfig, ServerThread
 
@@ -241,9 +243,9 @@ def test_rows_joining_and_leaving_mid_decode_keep_greedy_replies(
     reply still equals its one-request ``generate`` -- with prompts prefilled inside decoding steps and
     draft tokens checked there (the default), without drafts, and with each prompt prefilled in a pass of
     its own (what a model whose attention is not ``sdpa`` gets)."""
-    import instructkit.serve.engine as engine_module
+    import instructkit.serve.engine.kv_buffers as kv_buffers
 
-    monkeypatch.setattr(engine_module, "_HEADROOM", 2)
+    monkeypatch.setattr(kv_buffers, "_HEADROOM", 2)
     served = load_served(model_dir, served_name="tiny")
     if mode == "separate-prefill":
         served.model.set_attn_implementation("eager")
@@ -295,10 +297,10 @@ def test_packed_path_that_disagrees_with_the_plain_forward_is_not_used(
     """The start-up probe compares the packed pass's logits with the model's own forward; a packed pass
     that is wrong (here: attention output scaled) is refused, the model gets its attention back, and
     replies are still right."""
-    import instructkit.serve.engine as engine_module
+    from instructkit.serve.engine.attention import Plan
 
-    real = engine_module._Plan.attend
-    monkeypatch.setattr(engine_module._Plan, "attend", lambda self, *a: real(self, *a) * 1.5)
+    real = Plan.attend
+    monkeypatch.setattr(Plan, "attend", lambda self, *a: real(self, *a) * 1.5)
     served = load_served(model_dir)
     engine = Engine(served.model, served.tokenizer)
     with caplog.at_level("WARNING", logger="instructkit.serve"):
@@ -320,7 +322,7 @@ def test_packed_path_that_disagrees_with_the_plain_forward_is_not_used(
 
 
 def test_lookup_draft_takes_what_followed_the_latest_earlier_ngram() -> None:
-    from instructkit.serve.engine import lookup_draft
+    from instructkit.serve.engine.drafts import lookup_draft
 
     #          0  1  2  3  4  5  6  7  8  9
     context = [5, 6, 7, 8, 1, 5, 6, 9, 2, 5, 6]
@@ -332,7 +334,7 @@ def test_lookup_draft_takes_what_followed_the_latest_earlier_ngram() -> None:
 
 
 def test_suffix_drafts_follow_the_longest_earlier_match_within_lane_and_bound() -> None:
-    from instructkit.serve.engine import SuffixDrafts
+    from instructkit.serve.engine.drafts import SuffixDrafts
 
     store = SuffixDrafts(max_tokens=60)
     a = list(range(100, 120))  # 20 tokens
@@ -390,7 +392,7 @@ def test_repeated_prompts_decode_from_earlier_replies_with_the_same_tokens(model
 
 
 def test_prefix_cache_reuses_the_longest_prefix_within_its_lane_and_bound() -> None:
-    from instructkit.serve.engine import PrefixCache
+    from instructkit.serve.engine.prefix_cache import PrefixCache
 
     def kv(n: int, fill: float) -> list[list[torch.Tensor]]:  # 2 layers, [1, heads, n, dim]
         return [[torch.full((1, 2, n, 4), fill), torch.full((1, 2, n, 4), -fill)] for _ in range(2)]

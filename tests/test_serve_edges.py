@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from instructkit.serve.engine import Engine, Sampling, wait_until
+from instructkit.serve.engine.sampling import Sampling
+from instructkit.serve.engine.scheduler import Engine, wait_until
 from instructkit.serve.loading import load_served
 from instructkit.serve.server import ServerConfig, ServerThread, http_url, is_loopback
 from tests.test_serve import USER, _error_shape, post

@@ -29,7 +29,8 @@ def chat(
 ) -> None:
     """Chat with a model in the terminal (streamed replies; /reset, /system TEXT, /exit)."""
     from instructkit.serve.chat import ChatSession
-    from instructkit.serve.engine import Engine, Sampling
+    from instructkit.serve.engine.sampling import Sampling
+    from instructkit.serve.engine.scheduler import Engine
     from instructkit.serve.loading import AdapterError, load_served
     from instructkit.templates import TemplateError
 

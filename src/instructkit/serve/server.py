@@ -37,7 +37,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from instructkit.serve.engine import Engine, QueueFull, Request, Result, Sampling
+from instructkit.serve.engine.requests import QueueFull, Request, Result
+from instructkit.serve.engine.sampling import Sampling
+from instructkit.serve.engine.scheduler import Engine
 from instructkit.serve.loading import Served
 
 log = logging.getLogger("instructkit.serve")

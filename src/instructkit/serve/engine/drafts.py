@@ -1,0 +1,152 @@
+"""Draft proposers: tokens a greedy row is likely to produce next, checked inside the next step.
+
+A step computes the logits after each draft token too and keeps the drafts greedy decoding picks, so a
+reply is the same with or without them, in fewer steps. Only greedy rows draft: a sampled row's tokens
+cannot be checked by ``argmax``. Two proposers, tried in this order for each row (:func:`propose_drafts`):
+
+* :class:`SuffixDrafts` (suffix speculation, vLLM's ``suffix`` method): the prompts and replies of
+  requests that finished earlier. A question asked again gets its earlier greedy reply as drafts, up to 16
+  tokens a step. On the load benchmark (128 requests over 40 questions, 8 clients, one thread) that cut the
+  steps from 610 to 339 and took requests/s from 1.47 to 2.13 in-process, replies identical.
+* :func:`lookup_draft` (prompt lookup, vLLM's ``ngram`` method): the tokens that followed the last few
+  tokens' earlier occurrence in the row's own prompt or reply; 2 draft tokens from 2-3-grams give 1.28
+  tokens per row per step on the load benchmark's replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from instructkit.serve.engine.requests import Request
+
+
+def draft_order(drafts: dict[int, list[int]]) -> list[int]:
+    """The order of drafting rows in a step's flat sequence: by draft length, then row (one group per
+    length, each group one attention call)."""
+    return sorted(drafts, key=lambda row: (len(drafts[row]), row))
+
+
+def lookup_draft(context: Sequence[int], k: int, longest: int = 3, shortest: int = 2) -> list[int]:
+    """Up to ``k`` draft tokens by prompt lookup: what followed the most recent earlier occurrence of the
+    context's last n tokens (n from ``longest`` down to ``shortest``), in the prompt or the reply so far.
+
+    The standard n-gram speculation of servers (vLLM's ``ngram`` method, transformers' ``prompt_lookup``):
+    replies restate their question and repeat their own phrases. Measured on the load benchmark's replies
+    (bundled model, greedy): 2 draft tokens from 2-3-grams give 1.28 tokens per row per step for 0.43 draft
+    tokens computed; 1-grams draft three times as much for little more (1.37), so they are not used."""
+    ctx = list(context)
+    for n in range(longest, shortest - 1, -1):
+        if len(ctx) <= n:
+            continue
+        tail = ctx[-n:]
+        for start in range(len(ctx) - n - 1, -1, -1):
+            if ctx[start : start + n] == tail:
+                return ctx[start + n : start + n + k]
+    return []
+
+
+class SuffixDrafts:
+    """Draft tokens from the token sequences (prompt + reply) of requests that finished earlier, per adapter
+    lane: where a running row's last ``key`` tokens occurred in a stored sequence, the tokens that followed
+    them there. This is suffix speculation (SuffixDecoding; vLLM's ``suffix`` method): served traffic
+    repeats itself (the same question from several clients, evaluation sets run again, retries, agents
+    re-asking with the same context), and a greedy reply to a prompt seen before follows the earlier reply.
+    Like any draft, the tokens are checked in the step and kept only where greedy decoding picks them, so
+    replies do not change.
+
+    A match must span ``key`` tokens (8): the chat template's assistant header alone is about 5, so a
+    shorter match would draft one question's answer for another. Among the stored places of those 8
+    tokens the one whose match reaches furthest back (up to 64 tokens) wins, the most recent on a tie.
+    Bounded by ``max_tokens`` stored tokens (oldest sequences go first); an 8-token tuple key per stored
+    token, about 200 bytes each, so the default 100,000 tokens hold a few thousand replies in ~20 MB.
+    Written by hand: speculative decoding libraries draft inside their own generate loops, not for a
+    batch assembled by this engine."""
+
+    key = 8
+    reach = 64  # how far back a match is compared, to rank the candidates
+    candidates = 16  # the most recent places of a key that are compared
+
+    def __init__(self, max_tokens: int = 100_000):
+        self.max_tokens = max_tokens
+        self.tokens = 0
+        self._seqs: dict[int, tuple[str | None, list[int]]] = {}
+        self._index: dict[tuple[str | None, tuple[int, ...]], list[tuple[int, int]]] = {}
+        self._next = 0
+
+    def add(self, lane: str | None, tokens: Sequence[int]) -> None:
+        tokens = list(tokens)
+        if len(tokens) <= self.key or self.max_tokens <= 0 or len(tokens) > self.max_tokens:
+            return
+        sid, self._next = self._next, self._next + 1
+        self._seqs[sid] = (lane, tokens)
+        self.tokens += len(tokens)
+        for end in range(self.key, len(tokens)):
+            self._index.setdefault((lane, tuple(tokens[end - self.key : end])), []).append((sid, end))
+        while self.tokens > self.max_tokens:
+            self._drop(next(iter(self._seqs)))
+
+    def _drop(self, sid: int) -> None:
+        lane, tokens = self._seqs.pop(sid)
+        self.tokens -= len(tokens)
+        for end in range(self.key, len(tokens)):
+            k = (lane, tuple(tokens[end - self.key : end]))
+            kept = [e for e in self._index.get(k, ()) if e[0] != sid]
+            if kept:
+                self._index[k] = kept
+            else:
+                self._index.pop(k, None)
+
+    def lookup(self, lane: str | None, context: Sequence[int], k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the longest stored match of the context's tail, or ``[]``."""
+        if k <= 0 or len(context) < self.key:
+            return []
+        places = self._index.get((lane, tuple(context[-self.key :])))
+        if not places:
+            return []
+        best, best_len = None, -1
+        for sid, end in reversed(places[-self.candidates :]):
+            tokens = self._seqs[sid][1]
+            if end >= len(tokens):
+                continue
+            n = self.key
+            while n < self.reach and n < end and n < len(context) and tokens[end - n - 1] == context[-n - 1]:
+                n += 1
+            if n > best_len:
+                best, best_len = (tokens, end), n
+        if best is None:
+            return []
+        tokens, end = best
+        return tokens[end : end + min(k, best_len)]
+
+
+def propose_drafts(
+    rows: list[Request],
+    *,
+    draft_tokens: int,
+    suffix_drafts: SuffixDrafts | None,
+    suffix_draft_tokens: int,
+    context_length: int | None,
+) -> dict[int, list[int]]:
+    """Drafts for the greedy rows (a sampled row's tokens cannot be checked by argmax), by row index: from
+    earlier requests' sequences when the row's tail matches one (longer, and mostly kept), else prompt
+    lookup. No row drafts past its token limit (those tokens would be wasted)."""
+    if draft_tokens <= 0 and suffix_drafts is None:
+        return {}
+    out = {}
+    for i, req in enumerate(rows):
+        if req.sampling.temperature > 0 or req.cancelled:
+            continue
+        room = req.token_limit(context_length) - len(req.generated) - 1  # tokens past the limit are wasted
+        if room <= 0:
+            continue
+        context = req.prompt_ids + req.generated
+        draft = []
+        if suffix_drafts is not None:
+            draft = suffix_drafts.lookup(req.lane, context, min(suffix_draft_tokens, room))
+        if not draft and draft_tokens:
+            draft = lookup_draft(context, min(draft_tokens, room))
+        if draft:
+            out[i] = draft
+    return out
