@@ -14,7 +14,7 @@ i, 0-100) and prints the metrics table in Markdown:
 
 The peer is ``naive`` (sequential fine-tuning, what a user does today with ``instructkit train`` round after
 round); the last line is ``ratio: X.XXx retained score on earlier tasks, replay vs naive``. The numbers are
-computed here from R with the library's metric functions (``train/continual/metrics.py``), so the table
+computed here from R with the library's metric functions (``continual/metrics.py``), so the table
 does not depend on how a report formats them; a runner summary that disagrees is named on stderr.
 
 Each strategy takes about as long as three short LoRA rounds plus four scorings of the three test sets
@@ -65,9 +65,9 @@ def read_matrix(run_dir: Path) -> dict:
 
 
 def metrics(m: dict) -> dict[str, float]:
-    """ACC, BWT, FWT from the library's definitions (``train/continual/metrics.py``, the ones the runner
+    """ACC, BWT, FWT from the library's definitions (``continual/metrics.py``, the ones the runner
     reports) and retained, the mean final score on the earlier tasks, which the ratio line compares."""
-    from instructkit.train.continual.metrics import (
+    from instructkit.continual.metrics import (
         ScoreMatrix,
         average_accuracy,
         backward_transfer,

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from instructkit.continual.strategies import STRATEGIES, ContinualError, build_strategy
+from instructkit.continual import metrics as M
+from instructkit.continual.strategies.ewc import EwcPenalty, EwcState, consolidate, fisher_diagonal
+from instructkit.continual.strategies.lwf import distillation_loss, frozen_teacher, lwf_loss, trained_mask
+from instructkit.continual.strategies.replay import ReplayBuffer, reservoir_sample
 from instructkit.records import Record
-from instructkit.train.continual import STRATEGIES, ContinualError, build_strategy
-from instructkit.train.continual import metrics as M
-from instructkit.train.continual.ewc import EwcPenalty, EwcState, consolidate, fisher_diagonal
-from instructkit.train.continual.lwf import distillation_loss, frozen_teacher, lwf_loss, trained_mask
-from instructkit.train.continual.replay import ReplayBuffer, reservoir_sample
 from tests.conftest import tiny_llama_config
 
 ROOT = Path(__file__).parent.parent
@@ -476,7 +476,7 @@ def test_lwf_mixes_task_and_distillation_and_only_the_student_learns():
             p.add_(0.05 * torch.randn_like(p))
     out = model(**batch)
     scalar = lambda x: x.detach().item()  # noqa: E731
-    from instructkit.train.continual.lwf import teacher_logits
+    from instructkit.continual.strategies.lwf import teacher_logits
 
     z_t = teacher_logits(teacher, inputs)
     mask = trained_mask(batch["labels"])
@@ -533,7 +533,7 @@ def test_train_applies_the_loss_penalty_every_step(tmp_path, tiny_llama):
     assert len(calls) == 4 * 2 and all(calls)  # 4 steps of 2 micro-batches, none in evaluation
 
     # the token loss reaches the trainer the same way (LwF with the starting model as teacher)
-    from instructkit.train.continual.lwf import LwfTokenLoss
+    from instructkit.continual.strategies.lwf import LwfTokenLoss
 
     lwf = LwfTokenLoss(frozen_teacher(start), alpha=0.5, temperature=2.0)
     seen: list[int] = []
@@ -561,7 +561,7 @@ def test_lwf_token_loss_through_the_trainer(tmp_path):
     α·T²·KL over the trained positions, as computed from full forwards of student and teacher."""
     from transformers import TrainingArguments
 
-    from instructkit.train.continual.lwf import LwfTokenLoss
+    from instructkit.continual.strategies.lwf import LwfTokenLoss
     from instructkit.train.trainer import InstructTrainer
 
     model = tiny_lm()

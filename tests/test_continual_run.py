@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from instructkit.continual_run.recipe import ContinualRecipeError, load_recipe, read_recipe
-from instructkit.continual_run.runner import run_continual
+from instructkit.continual.recipe import ContinualRecipeError, load_recipe, read_recipe
+from instructkit.continual.runner import run_continual
 from instructkit.formats import write_records
 from instructkit.records import Record
 
@@ -125,7 +125,7 @@ def _hashes(folder: Path) -> dict[str, str]:
     ("patch", "key"),
     [
         (
-            {"tasks": [{"name": "a", "train": "x.jsonl", "test": "y.jsonl", "metric": "bleu"}]},
+            {"tasks": [{"name": "a", "train": "x.jsonl", "test": "y.jsonl", "metric": "perplexity"}]},
             "'tasks[0].metric'",
         ),
         ({"tasks": [{"name": "a", "train": "x.jsonl", "metric": "rouge"}]}, "'tasks[0].test'"),
@@ -223,17 +223,24 @@ def test_naive_run_fills_r_writes_lineage_and_report_and_reruns_skip(tmp_path, t
     assert json.loads((run / "round-1" / "scores.json").read_text())["general"]["n"] == 6  # was 4
 
 
+STRATEGY_ROWS = {
+    "naive": {"name": "naive"},
+    "replay": {"name": "replay", "ratio": 0.25, "per_task": 8},
+    "ewc": {"name": "ewc", "lam": 100.0, "n_samples": 8, "estimator": "sampled"},
+    "lwf": {"name": "lwf", "alpha": 0.5, "temperature": 2.0},
+    "adapters": {"name": "adapters", "route": "classifier"},
+}
+"""The strategy matrix: one row (its parameters for a three-task run) per registered strategy."""
+
+
+def test_every_registered_strategy_has_a_row_in_the_matrix():
+    from instructkit.continual.strategies import STRATEGIES
+
+    assert sorted(STRATEGY_ROWS) == sorted(STRATEGIES), "give the new strategy a row in STRATEGY_ROWS"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "strategy",
-    [
-        {"name": "replay", "ratio": 0.25, "per_task": 8},
-        {"name": "ewc", "lam": 100.0, "n_samples": 8, "estimator": "sampled"},
-        {"name": "lwf", "alpha": 0.5, "temperature": 2.0},
-        {"name": "adapters", "route": "classifier"},
-    ],
-    ids=lambda s: s["name"],
-)
+@pytest.mark.parametrize("strategy", list(STRATEGY_ROWS.values()), ids=list(STRATEGY_ROWS))
 def test_each_strategy_runs_three_tasks_end_to_end(tmp_path, task_files, tiny_llama, strategy):
     res = _run(task_files, tiny_llama, tmp_path, strategy, n_tasks=3)
     run, m = res.run_dir, res.matrix
@@ -263,7 +270,7 @@ def test_each_strategy_runs_three_tasks_end_to_end(tmp_path, task_files, tiny_ll
             == hashlib.sha256((run / "round-2/buffer.jsonl").read_bytes()).hexdigest()
         )
     if name == "ewc":
-        from instructkit.train.continual.ewc import EwcState
+        from instructkit.continual.strategies.ewc import EwcState
 
         states = [EwcState.load(run / f"round-{k}" / "ewc.safetensors") for k in range(3)]
         assert [s.tasks for s in states] == [1, 2, 3]
@@ -344,7 +351,7 @@ def test_a_round_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_pa
 
 # ----------------------------------------------------------------------------------------- adapters (unit)
 def test_router_sends_clearly_different_prompts_to_their_task():
-    from instructkit.train.continual.adapters import PromptRouter
+    from instructkit.continual.strategies.adapters import PromptRouter
 
     rng = random.Random(3)
     train = {
@@ -366,8 +373,8 @@ def test_router_sends_clearly_different_prompts_to_their_task():
 
 
 def test_route_by_name_and_carried_adapters_are_byte_identical(tmp_path):
-    from instructkit.train.continual.adapters import adapter_dir, carry_adapters, route_by_name
-    from instructkit.train.continual.base import ContinualError
+    from instructkit.continual.strategies.adapters import adapter_dir, carry_adapters, route_by_name
+    from instructkit.continual.strategies.base import ContinualError
 
     r0, r1 = tmp_path / "round-0", tmp_path / "round-1"
     for task, payload in (("a", b"A" * 100), ("b", b"B" * 50)):
@@ -383,8 +390,8 @@ def test_route_by_name_and_carried_adapters_are_byte_identical(tmp_path):
 
 # ------------------------------------------------------------------------------------------- metric, CLI
 def _fake_run(folder: Path, strategy: str, rows: list[list[float]]) -> Path:
-    from instructkit.continual_run.report import summarize, write_report
-    from instructkit.continual_run.runner import collect_matrix
+    from instructkit.continual.report import summarize, write_report
+    from instructkit.continual.runner import collect_matrix
 
     tasks = ["a", "b"]
     for label, row in [("round-base", rows[0]), ("round-0", rows[1]), ("round-1", rows[2])]:
@@ -400,6 +407,20 @@ def _fake_run(folder: Path, strategy: str, rows: list[list[float]]) -> Path:
     (folder / "matrix.json").write_text(json.dumps(doc))
     write_report(folder)
     return folder
+
+
+def test_report_flags_a_task_its_own_round_did_not_improve(tmp_path):
+    # task a: 0 before and after its round (nothing learned); BWT is positive and nothing is forgotten,
+    # which read like success before the report named the task
+    flat = _fake_run(tmp_path / "flat", "naive", [[0, 20], [0, 30], [0.2, 70]])
+    summary = json.loads((flat / "matrix.json").read_text())["summary"]
+    assert summary["BWT"] > 0 and summary["not_learned"] == {"a": {"before": 0.0, "after": 0.0}}
+    md = (flat / "report.md").read_text()
+    assert "Warning: a did not improve in its own round (0.0 before, 0.0 after)" in md
+    assert "b did not improve" not in md  # 30 -> 70 in its round
+    assert "did not improve in its own round" in (flat / "report.html").read_text()
+    learned = _fake_run(tmp_path / "learned", "naive", [[10, 20], [80, 30], [40, 70]])
+    assert "did not improve" not in (learned / "report.md").read_text()
 
 
 def test_compare_puts_runs_side_by_side_through_the_cli(tmp_path):

@@ -24,6 +24,7 @@ import yaml
 from typer.testing import CliRunner
 
 from instructkit.cli import app
+from instructkit.continual.strategies import STRATEGIES, Strategy
 from instructkit.data.base import STEPS, Step
 from instructkit.evaluate.metrics import METRICS
 from instructkit.formats import FORMATS, detect_format, format_names, read_records
@@ -37,12 +38,18 @@ ROOT = Path(__file__).parent.parent
 DEMO = ROOT / "examples" / "data" / "demo.jsonl"
 
 TOYS = '''
-"""Toys: a method, a format, a filter and a metric, each registered as the package's own are."""
+"""Toys: a method, a format, a filter, a metric and a continual strategy, each registered as the package's
+own are."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from instructkit.continual.strategies import RoundRecords, Strategy
+from instructkit.continual.strategies import register as register_strategy
 
 from instructkit.data.base import Filter
 from instructkit.data.base import register as register_step
@@ -114,6 +121,27 @@ class ToyMaxQuestionMarks(Filter):
         return record.messages is None or record.messages[-1].content.count("?") <= self.max
 
 
+@register_strategy
+@dataclass
+class ToyRepeat(Strategy):
+    """Train on every new record ``times`` times; leave the count for the next round in toy.json."""
+
+    name = "toy-repeat"
+    times: int = 2
+    """How often each new record is repeated in its round."""
+
+    def round_records(self, rnd: Any, new: list[Record]) -> RoundRecords:
+        (rnd.folder / "toy.json").parent.mkdir(parents=True, exist_ok=True)
+        (rnd.folder / "toy.json").write_text(json.dumps({"task": rnd.task.spec.name, "records": len(new)}))
+        return RoundRecords(list(new) * self.times)
+
+    def outputs(self, folder: Path, task: str) -> list[Path]:
+        return [folder / "toy.json"]
+
+    def lineage(self, rnd: Any) -> dict[str, Any]:
+        return {"toy": json.loads((rnd.folder / "toy.json").read_text())}
+
+
 @register_metric("toy-length-ratio", "generation")
 def length_ratio(predictions: list[str], references: list[str], **_: Any) -> dict[str, float]:
     """Characters predicted per reference character."""
@@ -132,7 +160,7 @@ def toys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     spec.loader.exec_module(module)
     yield module
     for registry, key in [(METHODS, "toy-embeddings"), (FORMATS, "toy-qa"), (STEPS, "toy_max_question_marks"),
-                          (METRICS, "toy-length-ratio")]:  # fmt: skip
+                          (METRICS, "toy-length-ratio"), (STRATEGIES, "toy-repeat")]:  # fmt: skip
         registry.pop(key, None)
     sys.modules.pop(spec.name, None)
 
@@ -213,13 +241,82 @@ def test_toy_method_from_a_train_config_and_in_the_method_matrix(
         test_methods.test_method_trains_only_what_it_means_to_and_reloads(method_name, key, tmp_path / key)
 
 
+def _qa(n: int, offset: int) -> list[dict]:
+    people, cities = ["Ada", "Alan", "Grace", "Linus"], ["Paris", "Lagos", "Osaka", "Lima"]
+    out = []
+    for i in range(offset, offset + n):
+        who, where = people[i % 4], cities[(i // 4) % 4]
+        question = f"Context: {who} flew to {where} on day {i}.\nQuestion: Where did {who} fly on day {i}?"
+        out.append(
+            {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": where}]}
+        )
+    return out
+
+
+@pytest.mark.slow
+def test_toy_strategy_from_a_continual_recipe_with_a_squad_scored_qa_task(
+    toys: ModuleType, tmp_path: Path, tiny_llama: str
+) -> None:
+    from instructkit.continual.strategies import strategy_class
+
+    assert strategy_class("toy-repeat") is toys.ToyRepeat
+    for name, rows in [("qa", _qa(12, 0)), ("qa_test", _qa(4, 40)), ("demo", _demo_rows())]:
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "continual.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "toy", "output_dir": str(tmp_path / "runs"), "model": tiny_llama, "task": "causal-lm",
+        "method": {"name": "lora", "r": 4, "alpha": 8}, "strategy": {"name": "toy-repeat", "times": 3},
+        "train": {"optim": {"lr": 5e-3, "batch_size": 4, "max_steps": 2}, "bf16": "false",
+                  "data": {"val_share": 0, "max_length": 64}},
+        "tasks": [
+            {"name": "qa", "train": "qa.jsonl", "test": "qa_test.jsonl", "metric": "squad", "max_new_tokens": 4},
+            {"name": "chat", "train": "demo.jsonl", "test_share": 0.25, "metric": "rouge", "max_new_tokens": 4},
+        ],
+    }))  # fmt: skip
+    out = CliRunner().invoke(app, ["continual", str(recipe)])
+    assert out.exit_code == 0, out.output
+    run = tmp_path / "runs" / "toy"
+    card = json.loads((run / "round-0" / "data" / "card.json").read_text())
+    assert card["kept"] == 12 and card["train_records"] == 36  # every QA record three times
+    lineage = json.loads((run / "round-1" / "lineage.json").read_text())
+    assert lineage["toy"] == {
+        "task": "chat",
+        "records": json.loads((run / "round-1/data/card.json").read_text())["kept"],
+    }
+    assert lineage["strategy"] == {"name": "toy-repeat", "params": {"times": 3}}
+    scores = json.loads((run / "round-0" / "scores.json").read_text())["scores"]["qa"]
+    preds = [json.loads(x) for x in (run / "round-0" / "predictions" / "qa.jsonl").read_text().splitlines()]
+    from instructkit.evaluate.metrics import get_metric
+
+    want = get_metric("squad").compute([p["prediction"] for p in preds], [p["reference"] for p in preds])
+    assert scores["metric"] == "squad" and scores["n"] == 4
+    assert (
+        scores["score"] == pytest.approx(want["f1"])
+        and scores["details"]["exact_match"] == want["exact_match"]
+    )
+    # a rerun finds every round fresh: the toy's output is one of the round's outputs
+    again = CliRunner().invoke(app, ["continual", str(recipe)])
+    assert again.exit_code == 0 and again.output.count("up to date, skipped") == 3, again.output
+    (run / "round-1" / "toy.json").unlink()
+    third = CliRunner().invoke(app, ["continual", str(recipe)])
+    assert (
+        third.exit_code == 0
+        and "[round-1] running" in third.output
+        and (run / "round-1" / "toy.json").is_file()
+    )
+
+
+def _demo_rows() -> list[dict]:
+    return [json.loads(line) for line in DEMO.read_text().splitlines()[:16]]
+
+
 # ------------------------------------------------------------------------------------- every module registers
 REGISTRIES = [
     ("instructkit.formats", Format, FORMATS),
     ("instructkit.data", Step, STEPS),
-    ("instructkit.generate", Step, STEPS),  # the generators' instruction filters (generate/filters.py)
     ("instructkit.train.tasks", Task, TASKS),
     ("instructkit.train.methods", Method, METHODS),
+    ("instructkit.continual.strategies", Strategy, STRATEGIES),
 ]
 
 
@@ -241,9 +338,8 @@ def test_every_module_registers_what_it_defines(package: str, base: type, regist
     assert defined, f"{package}: found no {base.__name__} classes; the check is vacuous"
     missing = [f"{c.__module__}.{c.__qualname__}" for c in defined if registry.get(c.name) is not c]
     assert not missing, f"defined but not registered: {missing}"
-    # Data steps live in data/, and the filters of generated instructions in generate/.
-    homes = ("instructkit.data", "instructkit.generate") if registry is STEPS else (package,)
-    assert all(cls.__module__.startswith(homes) for cls in registry.values())
+    # Data steps live in data/, the filters of generated instructions among them.
+    assert all(cls.__module__.startswith(package) for cls in registry.values())
 
 
 def test_every_metric_module_registers_a_metric() -> None:

@@ -298,7 +298,7 @@ def test_curate_interrupted_at_each_file_boundary_leaves_the_old_or_the_new_fold
             with pytest.raises(KeyboardInterrupt):
                 curate([new_in], out, cfg)
         if how == "killed":
-            from instructkit.formats.atomic import recover_folder
+            from instructkit.files import recover_folder
 
             recover_folder(out)  # what the next curate (or run) does first
         got = snapshot(out)
@@ -343,7 +343,7 @@ def test_convert_interrupted_at_each_file_boundary_leaves_the_old_or_the_new_pai
             result = convert("new.jsonl", *args)
         assert result.exit_code != 0  # interrupted: "Aborted"
         if how == "killed":
-            from instructkit.formats.atomic import commit_journal, recover_commit
+            from instructkit.files import commit_journal, recover_commit
 
             recover_commit(commit_journal(Path("out.jsonl")))  # what the next convert to out.jsonl does first
         got = snapshot(here, names)

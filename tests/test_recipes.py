@@ -80,8 +80,8 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert all(getattr(cfg, k) is not None or v is None for k, v in raw.items())
         return
     if kind == "continual":  # `instructkit continual`: every round's config, task data and strategy
-        from instructkit.continual_run.recipe import read_recipe
-        from instructkit.continual_run.runner import check_continual, round_train_config
+        from instructkit.continual.recipe import read_recipe
+        from instructkit.continual.plan import check_continual, round_train_config
 
         recipe = read_recipe(path)
         assert recipe.name == path.stem, "a recipe's run name is its file name"

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -55,7 +54,8 @@ from typing import Any
 import yaml
 
 from instructkit.config import ConfigError, checked, load, read_yaml, set_dotted
-from instructkit.formats.io import sha256_file, write_text
+from instructkit.files import write_text
+from instructkit.ledger import Stages, digest, file_digest, tree_digest
 
 STAGES = ("generate", "template", "data", "before", "train", "after", "report")
 
@@ -166,61 +166,6 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _file_digest(path: Path) -> str:
-    return sha256_file(path) if path.is_file() else "missing"
-
-
-def _tree_digest(folder: Path) -> str:
-    """Content hash of a folder's files (names + bytes), for a trained model's weights."""
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(folder)).encode())
-            h.update(_file_digest(p).encode())
-    return h.hexdigest()
-
-
-class Stages:
-    """``stages.json``: the input hash each finished stage was run with."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "stages.json"
-        self.done: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            try:
-                done = json.loads(self.path.read_text())
-            except (ValueError, UnicodeDecodeError) as e:
-                raise RecipeError(f"{self.path} is damaged ({e}); delete it to rerun every stage") from None
-            if not isinstance(done, dict) or not all(
-                isinstance(v, dict) and isinstance(v.get("inputs"), str) for v in done.values()
-            ):
-                raise RecipeError(
-                    f"{self.path} is damaged (not a mapping of stage -> {{inputs: hash}}); "
-                    "delete it to rerun every stage"
-                )
-            self.done = done
-
-    def fresh(self, stage: str, digest: str, outputs: list[Path]) -> bool:
-        entry = self.done.get(stage)
-        return bool(entry and entry["inputs"] == digest and all(p.exists() for p in outputs))
-
-    def finish(self, stage: str, digest: str, seconds: float) -> None:
-        self.done[stage] = {"inputs": digest, "seconds": round(seconds, 2), "finished": time.time()}
-        write_text(json.dumps(self.done, indent=2) + "\n", self.path)
-
-    def forget_from(self, stage: str) -> None:
-        for s in STAGES[STAGES.index(stage) :]:
-            self.done.pop(s, None)
 
 
 @dataclass
@@ -476,15 +421,15 @@ def _open_recipe_run(
         raise RecipeError(f"output_dir/name: {problem}")
     curate_cfg, cfg, inputs = check_recipe(recipe, recipe_path)  # all of it, before anything is written
     if (run_dir / "stages.json").exists():
-        Stages(run_dir)  # a damaged stages.json stops the run before anything is written
+        Stages(run_dir, RecipeError)  # a damaged stages.json stops the run before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     saved = run_dir / "recipe.yaml"
     if not _same_recipe(saved, recipe):  # rewritten only when it changed: its time says when
         write_text(text, saved)
-    stages = Stages(run_dir)
+    stages = Stages(run_dir, RecipeError)
     for s in force:
-        stages.forget_from(s)
+        stages.forget(STAGES[STAGES.index(s) :])
     base = Path(recipe_path).parent if recipe_path else Path.cwd()
     return _RecipeRun(recipe, curate_cfg, cfg, inputs, stages, force, progress, log, base)
 
@@ -511,7 +456,7 @@ def _generate_stage(run: _RecipeRun, recipe_path: str | Path | None) -> str | No
         return None
     name, gcfg = got
     files = [getattr(gcfg, f) for f in generator_class(name).files if getattr(gcfg, f, None)]
-    d_gen = _digest("generate", name, dataclasses.asdict(gcfg), [_file_digest(Path(f)) for f in files])
+    d_gen = digest("generate", name, dataclasses.asdict(gcfg), [file_digest(Path(f)) for f in files])
     out = run.run_dir / "generate"
     run.inputs = [*run.inputs, out / RECORDS_FILE]
 
@@ -531,9 +476,9 @@ def _template_stage(run: _RecipeRun, recipe_path: str | Path | None) -> str | No
     """Render the template stage's mixture into ``template/train.jsonl`` (joins the data stage's inputs)
     and its held-out sources into ``template/test.jsonl``, with the card and the rejects; its digest: the
     mixture config and the bytes of every file it reads. None when the recipe has no template stage."""
+    from instructkit.files import commit_files, encode_text
     from instructkit.formats import dump_records
-    from instructkit.formats.atomic import commit_files
-    from instructkit.formats.io import encode_rows, encode_text
+    from instructkit.formats.io import encode_rows
     from instructkit.tasks.mixture import build_held_out, build_mixture, mixture_inputs
 
     base = Path(recipe_path).parent if recipe_path else Path.cwd()
@@ -542,7 +487,7 @@ def _template_stage(run: _RecipeRun, recipe_path: str | Path | None) -> str | No
         return None
     cfg, folder = got
     files = [p for p in mixture_inputs(cfg, folder) if not p.startswith("pkg:")]
-    d_tpl = _digest("template", dataclasses.asdict(cfg), [_file_digest(Path(f)) for f in files])
+    d_tpl = digest("template", dataclasses.asdict(cfg), [file_digest(Path(f)) for f in files])
     out = run.run_dir / "template"
     run.inputs = [*run.inputs, out / "train.jsonl"]
     has_test = any(src.test is not None for src in cfg.sources)
@@ -587,8 +532,8 @@ def _data_stage(run: _RecipeRun, *upstream: str) -> str:
     # switching engine or cluster reruns nothing
     for key in ("engine", "address"):
         curate_cfg.pop(key, None)
-    parts: list[Any] = [curate_cfg, [(str(p), _file_digest(p)) for p in run.inputs]]
-    d_data = _digest("data", *parts, *upstream)
+    parts: list[Any] = [curate_cfg, [(str(p), file_digest(p)) for p in run.inputs]]
+    d_data = digest("data", *parts, *upstream)
     data_dir, suffix = run.data_dir, run.suffix
     run.stage(
         "data",
@@ -678,7 +623,7 @@ def _before_stage(run: _RecipeRun, d_data: str) -> str:
         return task.labels(read_records(run.data_dir / f"train{run.suffix}")) if task.has_labels else None
 
     eval_settings = run.recipe.eval.digest_view()
-    d_before = _digest("before", d_data, cfg.model, cfg.task, eval_settings, _file_digest(run.split_file))
+    d_before = digest("before", d_data, cfg.model, cfg.task, eval_settings, file_digest(run.split_file))
     run.stage(
         "before",
         d_before,
@@ -695,7 +640,7 @@ def _train_stage(run: _RecipeRun, d_data: str) -> str:
     from instructkit.train.training import train
 
     cfg, log = run.cfg, run.log
-    d_train = _digest("train", d_data, cfg.to_dict())
+    d_train = digest("train", d_data, cfg.to_dict())
     forced = [s for s in run.force if STAGES.index(s) <= STAGES.index("train")]
 
     def run_train() -> None:
@@ -713,8 +658,8 @@ def _after_stage(run: _RecipeRun, d_train: str) -> str:
     """The tuned model on the same split; its digest adds the trained weights' bytes."""
     train_dir = run.cfg.run_dir
     eval_settings = run.recipe.eval.digest_view()
-    d_after = _digest(
-        "after", d_train, _tree_digest(train_dir / "model"), eval_settings, _file_digest(run.split_file)
+    d_after = digest(
+        "after", d_train, tree_digest(train_dir / "model"), eval_settings, file_digest(run.split_file)
     )
     run.stage(
         "after",
@@ -730,7 +675,7 @@ def _report_stage(run: _RecipeRun, d_before: str, d_after: str) -> tuple[Path, P
     from instructkit.evaluate.report import build_report
 
     run_dir = run.run_dir
-    d_report = _digest("report", d_before, d_after, _file_digest(run_dir / "eval" / "after.json"))
+    d_report = digest("report", d_before, d_after, file_digest(run_dir / "eval" / "after.json"))
     html, md = run_dir / "report.html", run_dir / "report.md"
     run.stage(
         "report", d_report, [html, md], lambda: build_report(run_dir, examples=run.recipe.eval.examples)

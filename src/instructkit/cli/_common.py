@@ -112,7 +112,7 @@ def report_unexpected(e: BaseException, command: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = folder / f"{stamp}-{os.getpid()}.txt"
-        from instructkit.formats.io import write_text
+        from instructkit.files import write_text
 
         write_text(f"instructkit {command}\n{text}", path)
         where = f"traceback saved to {path}; `instructkit --debug ...` prints it"

@@ -36,8 +36,8 @@ def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[st
 
         return [("run recipe (instructkit run RECIPE.yaml)", Recipe, "", ())]
     if kind == "continual":
-        from instructkit.continual_run.recipe import ContinualRecipe, TaskSpec
-        from instructkit.train.continual import STRATEGIES
+        from instructkit.continual.recipe import ContinualRecipe, TaskSpec
+        from instructkit.continual.strategies import STRATEGIES
 
         return [
             ("continual recipe (instructkit continual RECIPE.yaml)", ContinualRecipe, "", ("tasks",)),

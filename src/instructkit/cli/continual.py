@@ -37,7 +37,7 @@ def continual(
 
     errors = (ConfigError, CheckpointError, RecordError, ModelNotFoundError, FileNotFoundError, ValueError)
     if args[0] == "compare":
-        from instructkit.continual_run.report import compare_runs
+        from instructkit.continual.report import compare_runs
 
         if len(args) < 2:
             raise typer.BadParameter("compare needs at least one run folder", param_hint="RUN")
@@ -50,8 +50,8 @@ def continual(
     recipe_path = Path(args[0])
     if not recipe_path.is_file():
         raise typer.BadParameter(f"{recipe_path} is not a file", param_hint="RECIPE")
-    from instructkit.continual_run.recipe import ContinualRecipeError, read_recipe
-    from instructkit.continual_run.runner import run_continual
+    from instructkit.continual.recipe import ContinualRecipeError, read_recipe
+    from instructkit.continual.runner import run_continual
 
     with user_errors(*errors):
         overrides = parse_overrides(set_, ContinualRecipeError)
@@ -76,4 +76,10 @@ def continual(
         ),
         highlight=False,
     )
+    for task, moved in (s.get("not_learned") or {}).items():
+        console.print(
+            f"[yellow]warning[/yellow]: {escape(task)} did not improve in its own round "
+            f"({moved['before']:.1f} before, {moved['after']:.1f} after); check the train settings",
+            highlight=False,
+        )
     console.print(f"report: {escape(str(result.report_html))}", highlight=False)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from instructkit.cli._common import console, err_console, user_errors
-from instructkit.formats.atomic import WriteError
+from instructkit.files import WriteError
 from instructkit.models import ModelNotFoundError
 
 

@@ -162,7 +162,7 @@ def run_generator(
     merged by :func:`merge_backend`, never replaced), run the generator, print the summary table. Every
     library error is one red line."""
     from instructkit.config import ConfigError, parse_overrides, read_yaml, set_dotted
-    from instructkit.formats.atomic import OutputError
+    from instructkit.files import OutputError
     from instructkit.generate import runner
     from instructkit.generate.cache import CacheError
     from instructkit.models import ModelNotFoundError

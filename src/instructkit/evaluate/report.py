@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from instructkit import __version__
-from instructkit.formats.io import write_text
+from instructkit.files import write_text
 
 
 @dataclass

@@ -42,7 +42,7 @@ import torch
 
 from instructkit import __version__
 from instructkit.evaluate.generate import Decoding, generate, render_prompts
-from instructkit.formats.io import sha256_file, write_text
+from instructkit.files import sha256_file, write_text
 from instructkit.records import Record
 
 MASKED_LM_SEED = 0

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from instructkit.formats.atomic import check_suffix
+from instructkit.files import check_suffix, write_text
 from instructkit.formats.base import FORMATS, Format
 from instructkit.formats.io import (
     Row,
@@ -26,7 +26,6 @@ from instructkit.formats.io import (
     iter_text_blocks,
     read_bytes,
     write_rows,
-    write_text,
 )
 from instructkit.records import Record, RecordError
 

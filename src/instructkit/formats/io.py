@@ -9,14 +9,13 @@ cannot round-trip (NaN, integers over Python's digit limit, a key given twice), 
 the record's source text.
 
 Writing: rows and text to bytes for a file's suffix (NaN refused), put on disk by
-``formats.atomic`` (temp then rename; several files or a folder as one unit).
+``instructkit.files`` (temp then rename; several files or a folder as one unit).
 """
 
 from __future__ import annotations
 
 import bisect
 import gzip
-import hashlib
 import io
 import json
 import math
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from instructkit.formats.atomic import TEXT_SUFFIXES, atomic_write_bytes
+from instructkit.files import TEXT_SUFFIXES, atomic_write_bytes
 from instructkit.records import RecordError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -524,11 +523,6 @@ def is_rejects_file(path: str | Path) -> bool:
     return True
 
 
-def encode_text(text: str, path: str | Path) -> bytes:
-    payload = text.encode("utf-8")
-    return gzip.compress(payload, mtime=0) if str(path).lower().endswith(".gz") else payload
-
-
 def _refuse_non_finite(rows: list[Any]) -> None:
     for i, row in enumerate(rows):
         bad = _first_non_finite(row)
@@ -589,16 +583,3 @@ def encode_rows(rows: Iterable[dict[str, Any]], path: Path) -> bytes:
 def write_rows(rows: Iterable[dict[str, Any]], path: Path) -> None:
     atomic_write_bytes(Path(path), encode_rows(rows, path))
 
-
-def write_text(text: str, path: Path) -> None:
-    atomic_write_bytes(Path(path), encode_text(text, path))
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (data cards, checkpoint manifests, eval results
-    and the run recipe's stage hashes all use this one, so their hashes compare)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

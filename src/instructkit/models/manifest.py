@@ -15,20 +15,19 @@ same damaged folder verifies perfectly. Cost: one read of the folder, about 1 s 
 kept per process for files whose size and modification time have not changed, so a folder resolved
 several times in one load (model, tokenizer, config) is hashed once.
 
-This module sits in ``models/`` (which imports nothing of ours) so that ``resolve`` can use it.
+This module sits in ``models/`` (which imports only the bottom module ``files``) so that ``resolve`` can
+use it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from instructkit.files import atomic_write_bytes, sha256_file
 from instructkit.models.registry import ModelNotFoundError
 
 MANIFEST = "instructkit-manifest.json"
@@ -41,35 +40,8 @@ class ModelFolderError(ModelNotFoundError):
     changed after it was written. The message names the folder and the first file that differs."""
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (the same digest as ``formats.io.sha256_file``,
-    which models/ cannot import)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _atomic_write(path: Path, text: str) -> None:
-    """Temp file beside ``path``, fsync, rename. Written by hand: ``formats.atomic`` sits above models/."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_manifest(folder: str | Path, extra: dict[str, Any] | None = None) -> Path:

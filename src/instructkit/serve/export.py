@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from instructkit import __version__
-from instructkit.formats.atomic import plain_file_mode, recover_folder, replaced_folder, same_file
+from instructkit.files import plain_file_mode, recover_folder, replaced_folder, same_file
 from instructkit.models.manifest import (
     MANIFEST,
     gguf_sidecar,

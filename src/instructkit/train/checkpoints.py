@@ -25,7 +25,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from instructkit.formats.io import sha256_file
+from instructkit.files import sha256_file
 from instructkit.models import manifest
 
 MANIFEST = manifest.MANIFEST

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instructkit import __version__
-from instructkit.formats.io import write_text
+from instructkit.files import write_text
 from instructkit.models import ModelFolderError, pad_id, verify_folder, write_manifest
 from instructkit.train.tasks import TASKS, LabelInfo, Task
 

@@ -18,11 +18,11 @@
   batches (the random sampler is exact because accelerate swaps it for a sampler seeded with
   ``seed + epoch``). ``EpochSeededLengthGroupedSampler`` does the same for length grouping.
 * **A loss penalty.** ``loss_penalty(model)`` (a tensor) is added to each training step's loss: the seam
-  continual strategies regularize through (EWC's (λ/2)·Σ F(θ−θ*)², ``train/continual/ewc.py``). It is
+  continual strategies regularize through (EWC's (λ/2)·Σ F(θ−θ*)², ``continual/strategies/ewc.py``). It is
   scaled so that gradient accumulation counts it once per optimizer step, and left out of evaluation.
 * **A token loss.** ``token_loss(logits, targets, inputs, keep)`` replaces the cross-entropy *sum* over the
   trained positions in training steps (on the trained-positions head only), and is normalised exactly as
-  that sum is: the seam for losses that read the logits, LwF's distillation (``train/continual/lwf.py``).
+  that sum is: the seam for losses that read the logits, LwF's distillation (``continual/strategies/lwf.py``).
 * **Weights-only resume.** ``weights_only_resume`` skips loading the optimizer, scheduler, scaler and RNG
   state (see ``train/checkpoints.py``: a checkpoint missing them is refused unless asked for this).
 """

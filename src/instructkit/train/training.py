@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import yaml
 
+from instructkit.files import write_text
 from instructkit.formats import RecordReader
-from instructkit.formats.io import write_text
 from instructkit.records import Record
 from instructkit.train.config import ConfigError, TrainConfig
 from instructkit.train.saved_model import load_base, save_trained
@@ -209,8 +209,8 @@ def train(
     Without ``resume`` existing checkpoints are moved aside too: two runs never share a checkpoints
     folder. ``weights_only`` (default ``cfg.resume_weights_only``): resume from the weights and step
     alone, with a fresh optimizer, schedule and RNG. ``loss_penalty(model)`` is added to each training
-    step's loss (``InstructTrainer``; EWC's penalty, ``train/continual/ewc.py``); ``token_loss`` replaces the
-    per-token cross-entropy sum in training steps (LwF, ``train/continual/lwf.py``). ``init_from``: a
+    step's loss (``InstructTrainer``; EWC's penalty, ``continual/strategies/ewc.py``); ``token_loss`` replaces the
+    per-token cross-entropy sum in training steps (LwF, ``continual/strategies/lwf.py``). ``init_from``: a
     trained model folder of the same method and base (an earlier run's ``model/``) whose trained weights
     are loaded after the method is applied, so this run continues that one's weights on new data (a
     continual round; not a resume: the optimizer and schedule start fresh)."""

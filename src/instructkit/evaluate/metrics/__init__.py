@@ -39,6 +39,19 @@ class Metric:
     function: str = "compute"
     options: dict[str, Any] = field(default_factory=dict)
     """Options the name fixes (``entity-f1-strict`` is ``entity-f1`` with ``strict=True``)."""
+    headline: str | None = None
+    """The key of the result that is the one score a table shows (``rougeL`` of ``rouge``); None when the
+    metric has no single score."""
+    percent: bool = False
+    """The headline is on a 0-100 scale already (SQuAD, BLEU, SemEval); otherwise it is 0-1."""
+    reply_tokens: int | None = None
+    """For a metric that scores generated replies: the longest reply worth generating to score it (a label
+    is a word or two, an answer span a sentence, an entity list a few lines, a summary a paragraph).
+    None: the metric does not score a reply text (tags, programs run in the sandbox, losses)."""
+    labelled: bool = False
+    """It reads a reply as one of a label set: it takes ``labels`` and ``parse=True`` (``parse_label``)."""
+    definition: str = ""
+    """One line for reports: what the headline measures."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -51,6 +64,12 @@ class Metric:
                 f"metric {self.name!r} fixes {', '.join(clash)}; use another metric name instead"
             )
         return self.function_object()(predictions, references, **{**self.options, **options})
+
+    def headline_percent(self, result: dict[str, Any]) -> float:
+        """The headline of ``result`` on a 0-100 scale."""
+        if self.headline is None:
+            raise ValueError(f"metric {self.name!r} has no headline score")
+        return float(result[self.headline]) * (1.0 if self.percent else 100.0)
 
     def function_object(self) -> Callable[..., dict]:
         try:
@@ -67,15 +86,24 @@ METRICS: dict[str, Metric] = {}
 
 
 def register(
-    name: str, kind: str, *, higher_is_better: bool = True, options: dict[str, Any] | None = None
+    name: str,
+    kind: str,
+    *,
+    higher_is_better: bool = True,
+    options: dict[str, Any] | None = None,
+    **vocabulary: Any,
 ) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
     """Register the decorated function as metric ``name`` (stack it to give one function several names
-    with different fixed ``options``, as ``entity-f1-strict``)."""
+    with different fixed ``options``, as ``entity-f1-strict``). ``vocabulary``: the :class:`Metric` fields
+    that let a report or a continual task use it by name alone (``headline``, ``percent``,
+    ``reply_tokens``, ``labelled``, ``definition``)."""
 
     def add(fn: Callable[..., dict]) -> Callable[..., dict]:
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice ({METRICS[name].module}, {fn.__module__})")
-        METRICS[name] = Metric(name, kind, higher_is_better, fn.__module__, fn.__name__, dict(options or {}))
+        METRICS[name] = Metric(
+            name, kind, higher_is_better, fn.__module__, fn.__name__, dict(options or {}), **vocabulary
+        )
         return fn
 
     return add

@@ -35,7 +35,14 @@ def _corpus_score(metric: Any, key: str, predictions: Sequence[str], references:
     return {key: float(score.score), "signature": str(metric.get_signature())}
 
 
-@register("bleu", "generation")
+@register(
+    "bleu",
+    "generation",
+    headline="bleu",
+    percent=True,
+    reply_tokens=128,
+    definition="corpus BLEU (sacrebleu, its default 13a tokenizer)",
+)
 def compute_bleu(predictions: Sequence[str], references: Sequence[Any], **options: Any) -> dict[str, Any]:
     """Corpus BLEU (not a mean of sentence BLEUs); ``options`` are ``sacrebleu.BLEU`` arguments."""
     from sacrebleu.metrics import BLEU
@@ -43,7 +50,14 @@ def compute_bleu(predictions: Sequence[str], references: Sequence[Any], **option
     return _corpus_score(BLEU(**options), "bleu", predictions, references)
 
 
-@register("chrf", "generation")
+@register(
+    "chrf",
+    "generation",
+    headline="chrf",
+    percent=True,
+    reply_tokens=128,
+    definition="corpus chrF (sacrebleu)",
+)
 def compute_chrf(predictions: Sequence[str], references: Sequence[Any], **options: Any) -> dict[str, Any]:
     """Corpus chrF; ``options`` are ``sacrebleu.CHRF`` arguments."""
     from sacrebleu.metrics import CHRF

@@ -95,7 +95,14 @@ def _known_labels(
         raise ValueError(f"labels mix types that do not sort together: {sorted(map(repr, pool))}") from None
 
 
-@register("accuracy", "classification")
+@register(
+    "accuracy",
+    "classification",
+    headline="accuracy",
+    reply_tokens=8,
+    labelled=True,
+    definition="share of replies that name the reference label (parse_label over the task's labels), x100",
+)
 def compute(
     predictions: Sequence[Any],
     references: Sequence[Any],

@@ -43,7 +43,13 @@ def parse_entities(text: str) -> tuple[set[tuple[str, str]], int]:
     return pairs, malformed
 
 
-@register("entity-f1-text", "generation")
+@register(
+    "entity-f1-text",
+    "generation",
+    headline="f1",
+    reply_tokens=64,
+    definition="micro F1 over (type, span) pairs read from 'type: span' lines ('none': no entity), x100",
+)
 def compute(predictions: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
     """Micro entity ``precision``/``recall``/``f1`` over (type, span) pairs, ``per_type`` scores, and the
     count of reply lines that could not be read as ``type: span`` (``malformed``)."""

@@ -30,8 +30,8 @@ def _seqeval_options(strict: bool, scheme: str) -> dict[str, Any]:
     return {"mode": "strict", "scheme": getattr(schemes, scheme)}
 
 
-@register("entity-f1-strict", "token-classification", options={"strict": True})
-@register("entity-f1", "token-classification")
+@register("entity-f1-strict", "token-classification", options={"strict": True}, headline="f1")
+@register("entity-f1", "token-classification", headline="f1")
 def compute(
     predictions: Sequence[Sequence[str]],
     references: Sequence[Sequence[str]],

@@ -52,7 +52,15 @@ def _prf(correct: int, proposed: int, actual: int) -> tuple[float, float, float]
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-@register("semeval-f1", "classification")
+@register(
+    "semeval-f1",
+    "classification",
+    headline="semeval_macro_f1",
+    percent=True,
+    reply_tokens=8,
+    labelled=True,
+    definition="SemEval-2010 Task 8 macro F1 over the relation types (direction-aware, Other excluded)",
+)
 def compute(
     predictions: Sequence[Any],
     references: Sequence[Any],

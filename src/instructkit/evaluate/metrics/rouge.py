@@ -48,7 +48,13 @@ def resolve_tokenizer(tokenizer: str, texts: Sequence[str]) -> str:
     return tokenizer
 
 
-@register("rouge", "generation")
+@register(
+    "rouge",
+    "generation",
+    headline="rougeL",
+    reply_tokens=128,
+    definition="ROUGE-L F-measure (rouge_score, Porter-stemmed), mean over test samples, x100",
+)
 def compute(
     predictions: Sequence[str],
     references: Sequence[str | Sequence[str]],

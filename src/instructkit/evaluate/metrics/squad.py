@@ -40,8 +40,22 @@ def exact_match(prediction: str, ground_truth: str) -> bool:
     return normalize_answer(prediction) == normalize_answer(ground_truth)
 
 
-@register("squad", "generation")
-@register("exact-match", "generation")
+@register(
+    "squad",
+    "generation",
+    headline="f1",
+    percent=True,
+    reply_tokens=32,
+    definition="SQuAD v1.1 token F1 (the official script's normalisation), best over gold answers",
+)
+@register(
+    "exact-match",
+    "generation",
+    headline="exact_match",
+    percent=True,
+    reply_tokens=32,
+    definition="SQuAD v1.1 exact match (the official script's normalisation), best over gold answers",
+)
 def compute(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
     """``exact_match`` and ``f1`` (0-100); each reference is one gold answer or a list of them."""
     check_pairs(predictions, references, "squad")

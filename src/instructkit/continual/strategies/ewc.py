@@ -25,16 +25,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from instructkit.config import checked
-from instructkit.train.continual.base import ContinualError, Strategy, register
+from instructkit.continual.strategies.base import ContinualError, Strategy, register
+from instructkit.files import sha256_file
 from instructkit.train.trainer import causal_lm_targets
 
+if TYPE_CHECKING:
+    from instructkit.continual.plan import Round
+
 ESTIMATORS = ("sampled", "empirical")
+STATE_FILE = "ewc.safetensors"
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
@@ -53,6 +58,40 @@ class Ewc(Strategy):
     """Online EWC decay: F ← γ·F_old + F_new after each task."""
     seed: int = 0
     """Seeds the sampled estimator's draws."""
+
+    def loss_penalty(self, rnd: Round) -> EwcPenalty | None:
+        """The anchor to the earlier tasks' weights (none in round 0: nothing learned yet)."""
+        if rnd.prev is None:
+            return None
+        return EwcPenalty(EwcState.load(rnd.prev / STATE_FILE), self.lam)
+
+    def after_training(self, rnd: Round, result: Any) -> None:
+        """The Fisher of the task just learned, at the trained weights, merged into the earlier tasks'."""
+        from instructkit.train.tasks import TASKS, LabelInfo
+
+        cfg = rnd.train_config()
+        spec = TASKS[cfg.task]()
+        feats, _ = spec.features(rnd.task.kept, result.tokenizer, LabelInfo(), cfg.data.max_length)
+        collate = spec.collator(result.tokenizer)
+        model = result.model
+        device = next(model.parameters()).device
+
+        def batches() -> Iterable[dict[str, torch.Tensor]]:
+            for i in range(0, len(feats), 8):
+                batch = collate(feats[i : i + 8])
+                yield {k: v.to(device) for k, v in batch.items() if hasattr(v, "to")}
+
+        fisher = fisher_diagonal(
+            model, batches(), estimator=self.estimator, n_samples=self.n_samples, seed=self.seed
+        )
+        state = EwcState.load(rnd.prev / STATE_FILE) if rnd.prev is not None else None
+        consolidate(state, fisher, model, self.gamma).save(rnd.folder / STATE_FILE)
+
+    def outputs(self, folder: Path, task: str) -> list[Path]:
+        return [folder / STATE_FILE]
+
+    def lineage(self, rnd: Round) -> dict[str, Any]:
+        return {"ewc_state_sha256": sha256_file(rnd.folder / STATE_FILE)}
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -135,7 +174,7 @@ class EwcState:
         """One safetensors file (``fisher.NAME`` and ``anchor.NAME``), written atomically."""
         from safetensors.torch import save
 
-        from instructkit.formats.atomic import atomic_write_bytes
+        from instructkit.files import atomic_write_bytes
 
         tensors = {f"fisher.{n}": t.contiguous().cpu() for n, t in self.fisher.items()}
         tensors |= {f"anchor.{n}": t.contiguous().cpu() for n, t in self.anchor.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from instructkit.train.continual.base import Strategy, register
+from instructkit.continual.strategies.base import Strategy, register
 
 
 @register

@@ -1,4 +1,6 @@
-"""Files onto disk so that neither an interrupt nor a bad path can destroy anything.
+"""Files onto disk so that neither an interrupt nor a bad path can destroy anything — the one module every
+layer writes and hashes files through (data cards, checkpoints, run ledgers, model manifests, exports).
+It sits at the bottom: it imports nothing of instructkit, so models/ and formats/ alike can use it.
 
 One file: a synced temp beside it, renamed into place (:func:`atomic_write_bytes`), with the mode the
 umask gives. Several files as one unit: :func:`commit_files` (journal, renames with Ctrl-C held back,
@@ -10,6 +12,8 @@ container is refused (:class:`OutputError`); the operating system's refusals bec
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -329,3 +333,25 @@ def check_outputs(inputs: Sequence[str | Path], outputs: Sequence[tuple[str, str
         for what_b, b in named[i + 1 :]:
             if same_file(a, b):
                 raise OutputError(f"{what_a} {a} and {what_b} {b} are the same file; choose two paths")
+
+
+def encode_text(text: str, path: str | Path) -> bytes:
+    """UTF-8 bytes of ``text``, gzipped (with a fixed mtime, so equal text gives equal bytes) when ``path``
+    ends in ``.gz``."""
+    payload = text.encode("utf-8")
+    return gzip.compress(payload, mtime=0) if str(path).lower().endswith(".gz") else payload
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """``text`` written atomically (:func:`atomic_write_bytes`), gzipped for a ``.gz`` path."""
+    atomic_write_bytes(Path(path), encode_text(text, path))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (data cards, checkpoint manifests, model
+    manifests, eval results and the run ledgers' stage hashes all use this one, so their hashes compare)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

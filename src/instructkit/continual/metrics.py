@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from instructkit.train.continual.base import ContinualError
+from instructkit.continual.strategies.base import ContinualError
 
 Cell = float | None
 
@@ -164,6 +164,20 @@ def average_forgetting(r: ScoreMatrix) -> float | None:
     """Mean of :func:`forgetting` over the earlier tasks (Chaudhry et al. 2018, eq. 6); None when T = 1."""
     per_task = forgetting(r)
     return sum(per_task.values()) / len(per_task) if per_task else None
+
+
+def not_learned(r: ScoreMatrix) -> dict[str, dict[str, float]]:
+    """The tasks whose own round did not raise their score: R[j][j] ≤ R[j-1][j] (the untouched model's
+    score for j = 0), each with its score before and after that round. A run where a task learned
+    nothing can still show no forgetting and a positive BWT (nothing learned, nothing to lose), so the
+    report names these tasks above its other numbers. Cells not scored are left out."""
+    out = {}
+    for j in range(r.n_rounds):
+        before = r.untouched[j] if j == 0 else r.rounds[j - 1][j]
+        after = r.rounds[j][j]
+        if before is not None and after is not None and after <= before:
+            out[r.tasks[j]] = {"before": float(before), "after": float(after)}
+    return out
 
 
 def general_delta(r: ScoreMatrix) -> float:

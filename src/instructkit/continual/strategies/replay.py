@@ -25,13 +25,19 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from instructkit.config import checked
+from instructkit.continual.strategies.base import ContinualError, RoundRecords, Strategy, register
+from instructkit.files import sha256_file
 from instructkit.formats import read_records, write_records
 from instructkit.records import Record
-from instructkit.train.continual.base import ContinualError, Strategy, register
+
+if TYPE_CHECKING:
+    from instructkit.continual.plan import Round
 
 META_KEY = "replay"
+BUFFER_FILE = "buffer.jsonl"
 
 
 @register
@@ -62,6 +68,31 @@ class Replay(Strategy):
             return self.size
         assert self.ratio is not None
         return math.ceil(self.ratio * new_size)
+
+    def round_records(self, rnd: Round, new: list[Record]) -> RoundRecords:
+        """The new records mixed with a draw from the previous round's buffer; this task then joins the
+        buffer, saved as ``buffer.jsonl`` for the next round."""
+        out = RoundRecords(list(new))
+        if rnd.prev is not None:
+            buffer = ReplayBuffer.load(rnd.prev / BUFFER_FILE, per_task=self.per_task, seed=self.seed)
+            out.asked = self.replay_count(len(new))
+            out.replayed = min(out.asked, len(buffer))
+            if out.replayed < out.asked:
+                rnd.log(f"[{rnd.name}] replay: {out.asked} records asked for, the buffer holds {len(buffer)}")
+            out.per_task = buffer.shares(out.replayed)
+            out.records = buffer.mix(list(new), out.replayed, rnd.k)
+        else:
+            buffer = self.buffer()
+        buffer.add_task(rnd.task.spec.name, new)
+        buffer.save(rnd.folder / BUFFER_FILE)
+        return out
+
+    def outputs(self, folder: Path, task: str) -> list[Path]:
+        return [folder / BUFFER_FILE]
+
+    def lineage(self, rnd: Round) -> dict[str, Any]:
+        path = rnd.folder / BUFFER_FILE
+        return {"buffer": str(path), "buffer_sha256": sha256_file(path)}
 
 
 def reservoir_sample(items: Iterable[Record], k: int, rng: random.Random) -> tuple[list[Record], int]:

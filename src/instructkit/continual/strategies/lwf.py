@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from instructkit.config import checked
-from instructkit.train.continual.base import ContinualError, Strategy, register
+from instructkit.continual.strategies.base import ContinualError, Strategy, register
 from instructkit.train.trainer import causal_lm_targets, trained_positions_only
+
+if TYPE_CHECKING:
+    from instructkit.continual.plan import Round
 
 
 @register
@@ -35,6 +39,27 @@ class Lwf(Strategy):
     """T: both models' logits are divided by T before the softmax (Li & Hoiem use 2)."""
     alpha: float = checked(0.5, ge=0, le=1)
     """α: the distillation term's share of the loss; 0 is plain fine-tuning, 1 distillation alone."""
+
+    def check(self, cfg: Any) -> None:
+        from instructkit.continual.recipe import ContinualRecipeError
+
+        if not cfg.trained_positions_head:
+            raise ContinualRecipeError(
+                "{key}: lwf distils at the trained positions only; leave it true",
+                key="train.trained_positions_head",
+            )
+
+    def token_loss(self, rnd: Round) -> LwfTokenLoss:
+        """Distillation from the previous round's model (round 0: the untouched model) as the teacher."""
+        from instructkit.train.saved_model import load_base, load_trained
+        from instructkit.train.tasks import TASKS, LabelInfo
+
+        if rnd.prev is not None:
+            teacher = load_trained(rnd.prev / "train" / "model")[0]
+        else:
+            recipe = rnd.plan.recipe
+            teacher = load_base(recipe.model, TASKS[recipe.task](), LabelInfo(), recipe.seed)
+        return LwfTokenLoss(frozen_teacher(teacher), alpha=self.alpha, temperature=self.temperature)
 
 
 def frozen_teacher(model: nn.Module) -> nn.Module:

@@ -27,10 +27,14 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from instructkit.config import checked
-from instructkit.train.continual.base import ContinualError, Strategy, register
+from instructkit.continual.strategies.base import ContinualError, Strategy, register
+
+if TYPE_CHECKING:
+    from instructkit.continual.plan import Round
+    from instructkit.records import Record
 
 ROUTES = ("name", "classifier")
 ADAPTERS_DIR = "adapters"
@@ -45,6 +49,116 @@ class Adapters(Strategy):
     trained on the tasks' training prompts (its routing accuracy is reported)."""
     n_features: int = checked(2**16, ge=16)
     """Hashed n-gram features of the routing classifier (route: classifier)."""
+
+    continues_weights = False  # every task's adapter trains from the untouched base model
+
+    def check(self, cfg: Any) -> None:
+        from instructkit.continual.recipe import ContinualRecipeError
+
+        if cfg.method["name"] != "lora":
+            raise ContinualRecipeError(
+                "{key}: the adapters strategy trains a LoRA adapter per task; use method lora",
+                key="method.name",
+            )
+
+    def after_training(self, rnd: Round, result: Any) -> None:
+        """The earlier tasks' adapters copied from the previous round, and this task's saved beside them."""
+        carry_adapters(rnd.prev, rnd.folder, [t.spec.name for t in rnd.plan.tasks[: rnd.k]])
+        dest = adapter_dir(rnd.folder, rnd.task.spec.name)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(result.model_dir, dest, copy_function=shutil.copy2)
+
+    def outputs(self, folder: Path, task: str) -> list[Path]:
+        return [adapter_dir(folder, task)]
+
+    def score_round(self, rnd: Round) -> dict[str, Any]:
+        """Each test prompt answered by the adapter its route picks: the task's own by name (the base model
+        for a task with no adapter yet), or the classifier's choice among the trained tasks."""
+        from instructkit.continual import scoring
+
+        trained = [t.spec.name for t in rnd.plan.tasks[: rnd.k + 1]]
+        adapters = {name: adapter_dir(rnd.folder, name) for name in trained}
+        sets: dict[str, tuple[Any, list[Record]]] = {t.spec.name: (t, t.test) for t in rnd.scored}
+        if rnd.plan.general is not None:
+            sets[GENERAL] = (None, rnd.plan.general)
+        routing, chosen = self._route(rnd, adapters, sets)
+        replies = _answer(rnd, adapters, sets, chosen)
+        out: dict[str, Any] = {"scores": {}, "general": None, "routing": routing}
+        for key, (t, records) in sets.items():
+            convs, refs = scoring.prompts_and_refs(records)
+            preds = [replies[key][i] for i in range(len(records))]
+            if t is None:
+                scoring.write_predictions(
+                    rnd.folder / "predictions" / "general.jsonl", records, convs, refs, preds
+                )
+                out["general"] = scoring.score(scoring.GENERAL_METRIC, preds, refs, None)
+            else:
+                scoring.write_predictions(
+                    rnd.folder / "predictions" / f"{key}.jsonl", records, convs, refs, preds
+                )
+                out["scores"][key] = scoring.score(t.spec.metric, preds, refs, t.spec.labels)
+        return out
+
+    def _route(
+        self, rnd: Round, adapters: dict[str, Path], sets: dict[str, tuple[Any, list[Record]]]
+    ) -> tuple[dict[str, Any], dict[str, list[str]]]:
+        """The routing summary, and per scored set the adapter (or ``BASE_MODEL``) for each record."""
+        routing: dict[str, Any] = {"route": self.route}
+        router = None
+        if self.route == "classifier":
+            router = PromptRouter(self.n_features).fit(
+                {t.spec.name: [r.prompt_text() for r in t.kept] for t in rnd.plan.tasks[: rnd.k + 1]}
+            )
+            tests = {t.spec.name: [r.prompt_text() for r in t.test] for t in rnd.scored}
+            routing["accuracy"] = router.accuracy(tests)
+            routing["tasks"] = router.tasks
+        chosen = {}
+        for key, (t, records) in sets.items():
+            if router is not None:
+                chosen[key] = router.route([r.prompt_text() for r in records])
+            else:
+                own = route_by_name(adapters, key) if t is not None else None
+                chosen[key] = [own.name if own else BASE_MODEL] * len(records)
+        return routing, chosen
+
+
+GENERAL = "__general__"
+BASE_MODEL = "__base__"
+
+
+def _answer(
+    rnd: Round,
+    adapters: dict[str, Path],
+    sets: dict[str, tuple[Any, list[Record]]],
+    chosen: dict[str, list[str]],
+) -> dict[str, dict[int, str]]:
+    """Every record's reply, each model (adapter or base) loaded once for all the records routed to it."""
+    from instructkit.continual import scoring
+    from instructkit.evaluate.scoring import load_for_eval
+
+    jobs: dict[str, list[tuple[str, int]]] = {}  # model key -> [(set key, index)]
+    for key, picks in chosen.items():
+        for i, c in enumerate(picks):
+            jobs.setdefault(c, []).append((key, i))
+    replies: dict[str, dict[int, str]] = {key: {} for key in sets}
+    recipe = rnd.plan.recipe
+    for model_key, items in sorted(jobs.items()):
+        model = str(adapters[model_key]) if model_key in adapters else recipe.model
+        lm = load_for_eval(model, task=recipe.task)
+        for key, (t, records) in sets.items():
+            idx = [i for kk, i in items if kk == key]
+            if not idx:
+                continue
+            convs, _ = scoring.prompts_and_refs([records[i] for i in idx])
+            tokens = (
+                t.spec.new_tokens
+                if t is not None
+                else scoring.text_metric(scoring.GENERAL_METRIC).reply_tokens
+            )
+            for i, reply in zip(idx, scoring.replies(lm, convs, tokens, rnd.progress), strict=True):
+                replies[key][i] = reply
+    return replies
 
 
 def adapter_dir(round_dir: str | Path, task: str) -> Path:

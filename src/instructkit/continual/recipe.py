@@ -27,9 +27,6 @@ from typing import Any
 from instructkit.config import ConfigError, checked, load, read_yaml, set_dotted
 from instructkit.train.tasks import DEFAULT_TASK, TASKS
 
-TASK_METRICS = ("accuracy", "entity-f1", "rouge")
-DEFAULT_NEW_TOKENS = {"accuracy": 8, "entity-f1": 64, "rouge": 128}
-"""Longest reply generated when scoring, per metric: a label is a word or two, an entity list a few lines."""
 FIXED_TRAIN_KEYS = ("model", "task", "method", "name", "output_dir", "seed")
 """Training-config keys the recipe sets itself (top level, or per round), refused inside ``train``."""
 
@@ -48,15 +45,18 @@ class TaskSpec:
     """Test records scored after every round from the one before this task's on. Set this or test_share."""
     test_share: float | None = checked(None, gt=0, lt=1)
     """Instead of ``test``: this share of ``train`` held out (seeded by ``seed``) as the test split."""
-    metric: str = checked("rouge", choices=TASK_METRICS)
-    """How replies are scored, 0-100: accuracy (the label a reply names, among ``labels``), entity-f1
-    (NER as ``type: span`` lines, ``none`` for no entity), rouge (ROUGE-L F-measure)."""
+    metric: str = "rouge"
+    """How replies are scored, 0-100: any registered evaluation metric that scores a reply: accuracy (the label a reply names, among ``labels``), semeval-f1,
+    squad (SQuAD F1), exact-match, entity-f1 (NER as ``type: span`` lines, ``none`` for no entity), rouge
+    (ROUGE-L F-measure), bleu, chrf."""
     labels: list[str] | None = None
-    """accuracy only: the label set replies are parsed onto (default: the test references' labels)."""
+    """Labelled metrics (accuracy, semeval-f1) only: the label set replies are parsed onto (default: the
+    test references' labels)."""
     format: str | None = None
     """Input format of train/test; detected from the content when null."""
     max_new_tokens: int | None = checked(None, ge=1)
-    """Longest generated reply when scoring (default by metric: accuracy 8, entity-f1 64, rouge 128)."""
+    """Longest generated reply when scoring (default: the metric's own budget, e.g. accuracy 8, squad 32,
+    entity-f1 64, rouge 128)."""
 
     def validate(self) -> None:
         from instructkit.train.rundir import run_name_problem
@@ -68,16 +68,25 @@ class TaskSpec:
             raise ContinualRecipeError("{key} is required (the task's training file)", key="train")
         if (self.test is None) == (self.test_share is None):
             raise ContinualRecipeError("{key}: set exactly one of test and test_share", key="test")
-        if self.labels is not None and self.metric != "accuracy":
+        from instructkit.continual.scoring import text_metric
+
+        try:
+            metric = text_metric(self.metric)
+        except ValueError as e:
+            raise ContinualRecipeError(f"{{key}}: {e}", key="metric") from None
+        if self.labels is not None and not metric.labelled:
             raise ContinualRecipeError(
-                f"{{key}} applies to metric accuracy only, not {self.metric}", key="labels"
+                f"{{key}} applies to labelled metrics (accuracy, semeval-f1) only, not {self.metric}",
+                key="labels",
             )
         if self.labels is not None and len(self.labels) < 2:
             raise ContinualRecipeError("{key} needs at least two labels", key="labels")
 
     @property
     def new_tokens(self) -> int:
-        return self.max_new_tokens or DEFAULT_NEW_TOKENS[self.metric]
+        from instructkit.continual.scoring import text_metric
+
+        return self.max_new_tokens or text_metric(self.metric).reply_tokens
 
 
 @dataclass
@@ -96,7 +105,7 @@ class ContinualRecipe:
     strategy: dict[str, Any] = field(default_factory=lambda: {"name": "naive"})
     """Continual strategy and its parameters: naive, replay {ratio | size}, ewc {lam}, lwf {alpha,
     temperature}, adapters {route: name | classifier} (``instructkit config show`` style docs in
-    train/continual/)."""
+    continual/strategies/)."""
     train: dict[str, Any] = field(default_factory=dict)
     """Training settings for every round, as in a train config (optim, eval, data.max_length, ...);
     model, task, method, name, output_dir, seed and data.train are set by the recipe."""
@@ -112,7 +121,7 @@ class ContinualRecipe:
         return Path(self.output_dir) / self.name
 
     def validate(self) -> None:
-        from instructkit.train.continual import build_strategy
+        from instructkit.continual.strategies import build_strategy
         from instructkit.train.rundir import run_name_problem
 
         problem = run_name_problem(self.name)
@@ -149,7 +158,7 @@ class ContinualRecipe:
             )
 
     def strategy_obj(self) -> Any:
-        from instructkit.train.continual import build_strategy
+        from instructkit.continual.strategies import build_strategy
 
         return build_strategy(self.strategy["name"], self.strategy, prefix="strategy")
 

@@ -5,7 +5,7 @@ The score matrix R is drawn as an inline SVG heatmap and the per-round curves as
 written by hand (about 60 lines) rather than as matplotlib PNGs: the HTML stays one self-contained file
 that a comparison page can place several of side by side, and the cells carry their numbers as text.
 Every metric is printed with its definition beside it, since papers define BWT, FWT and forgetting
-differently (the definitions are those of ``train/continual/metrics.py``).
+differently (the definitions are those of ``continual/metrics.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from instructkit.formats.io import write_text
+from instructkit.files import write_text
 
 DEFINITIONS = {
     "ACC": "mean over tasks j of R[T-1][j] after the last round (Lopez-Paz & Ranzato 2017, eq. 2)",
@@ -30,13 +30,14 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
 
 def summarize(matrix: Any) -> dict[str, Any]:
     """ACC, BWT, FWT, average forgetting (and per task), general delta, over the rounds finished."""
-    from instructkit.train.continual.metrics import (
+    from instructkit.continual.metrics import (
         average_accuracy,
         average_forgetting,
         backward_transfer,
         forgetting,
         forward_transfer,
         general_delta,
+        not_learned,
     )
 
     out: dict[str, Any] = {
@@ -45,6 +46,7 @@ def summarize(matrix: Any) -> dict[str, Any]:
         "FWT": forward_transfer(matrix),
         "forgetting": average_forgetting(matrix),
         "forgetting_per_task": forgetting(matrix),
+        "not_learned": not_learned(matrix),
     }
     has_general = matrix.general_untouched is not None and matrix.general and matrix.general[-1] is not None
     out["general delta"] = general_delta(matrix) if has_general else None
@@ -153,12 +155,25 @@ def _metric_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(k, _fmt(s.get(k)), DEFINITIONS[k]) for k in DEFINITIONS]
 
 
+def _warnings(doc: dict[str, Any]) -> list[str]:
+    """One line per task its own round did not improve (``metrics.not_learned``): the run's other numbers
+    read as success when nothing was learned, so this comes first."""
+    bad = doc["summary"].get("not_learned") or {}
+    return [
+        f"Warning: {task} did not improve in its own round ({_fmt(s['before'])} before, {_fmt(s['after'])} "
+        "after): the round learned nothing measurable, so BWT and forgetting say nothing about it; check "
+        "the train settings (steps, learning rate) and the metric"
+        for task, s in bad.items()
+    ]
+
+
 def _md(doc: dict[str, Any]) -> str:
     tasks = doc["matrix"]["tasks"]
     strat = doc["strategy"]
     lines = [
         f"## {doc['name']}: strategy {strat['name']} {json.dumps(strat['params'])}",
         "",
+        *[f"> **{w}**\n" for w in _warnings(doc)],
         "Score matrix R (rows: after each round; columns: tasks; 0-100; — not scored):",
         "",
         "| | " + " | ".join(f"{t} ({doc['metrics'].get(t, '')})" for t in tasks) + " |",
@@ -187,14 +202,15 @@ def _html_section(doc: dict[str, Any]) -> str:
     return (
         f"<section><h2>{html.escape(doc['name'])}: {html.escape(strat['name'])}</h2>"
         f"<p><code>{html.escape(json.dumps(strat['params']))}</code></p>"
-        f"<h3>R (0-100)</h3>{heatmap_svg(doc)}<h3>Per-round scores</h3>{curves_svg(doc)}"
+        + "".join(f"<p class='warn'><b>{html.escape(w)}</b></p>" for w in _warnings(doc))
+        + f"<h3>R (0-100)</h3>{heatmap_svg(doc)}<h3>Per-round scores</h3>{curves_svg(doc)}"
         f"<h3>Metrics</h3><table><tr><th>metric</th><th>value</th><th>definition</th></tr>{rows}</table></section>"
     )
 
 
 _STYLE = (
     "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-    "padding:4px 8px;text-align:left}.side{display:flex;gap:2em;flex-wrap:wrap}section{max-width:640px}"
+    "padding:4px 8px;text-align:left}.warn{background:#fff3cd;padding:6px}.side{display:flex;gap:2em;flex-wrap:wrap}section{max-width:640px}"
 )
 
 
