@@ -1,14 +1,31 @@
 """``instructkit serve MODEL``: an OpenAI-compatible server that batches concurrent clients, with a chat page.
 
 instructkit serve smollm2-135m-instruct --adapter tuned=runs/quickstart/train --port 8000
+
+The server's options are :class:`~instructkit.serve.config.ServerConfig`'s fields: each option's default
+is the field's default and its help the field's docstring (:func:`_config_option`), so neither is written
+twice; this module adds only what is the command line's own (bounds, the environment variable).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import typer
 
 from instructkit.cli._common import console, user_errors
 from instructkit.models import ModelNotFoundError
+from instructkit.serve.config import ServerConfig, field_docs
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
+_DOCS = field_docs(ServerConfig)
+
+
+def _config_option(field: str, *, extra_help: str = "", **kwargs: Any) -> Any:
+    """The option ``--FIELD`` (underscores as dashes) of ServerConfig's ``field``: its default and its doc."""
+    help_text = " ".join(p for p in (_DOCS.get(field, "").replace("``", ""), extra_help) if p)
+    return typer.Option(_DEFAULTS[field], "--" + field.replace("_", "-"), help=help_text, **kwargs)
 
 
 def serve(
@@ -22,54 +39,28 @@ def serve(
     name: str | None = typer.Option(
         None, "--name", help="The base model's id in the API (default: MODEL as given)."
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only by default)."),
-    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
-    api_key: str | None = typer.Option(
-        None,
-        "--api-key",
+    host: str = _config_option("host"),
+    port: int = _config_option("port", min=0, max=65535),
+    api_key: str | None = _config_option(
+        "api_key",
         envvar="INSTRUCTKIT_API_KEY",
-        help="Require Authorization: Bearer KEY on every API request. An empty or blank KEY is refused at "
-        "start (leave the option out to serve without a key; an empty INSTRUCTKIT_API_KEY counts as unset).",
+        extra_help="An empty INSTRUCTKIT_API_KEY counts as unset.",
     ),
-    max_batch: int = typer.Option(
-        8, "--max-batch", min=1, help="Requests decoded together (1: one at a time)."
-    ),
-    max_queue: int = typer.Option(64, "--max-queue", min=0, help="Requests that may wait; more get 429."),
-    prefix_cache_mb: float = typer.Option(
-        256,
-        "--prefix-cache-mb",
-        min=0,
-        help="Memory for recent prompts' key/value states, reused by prompts that start the same (0: off).",
-    ),
-    draft_tokens: int = typer.Option(
-        2,
-        "--draft-tokens",
-        min=0,
-        help="Prompt-lookup draft tokens per greedy request and step, checked in the same pass (0: off).",
-    ),
-    suffix_draft_tokens: int = typer.Option(
-        16,
-        "--suffix-draft-tokens",
-        min=0,
-        help="Most draft tokens per greedy request and step from earlier requests' prompts and replies "
-        "(repeated traffic decodes several tokens a step; replies do not change; 0: off).",
-    ),
-    max_body_bytes: int = typer.Option(
-        1_000_000, "--max-body-bytes", min=1, help="Largest request body (413)."
-    ),
-    max_messages: int = typer.Option(128, "--max-messages", min=1, help="Most messages in one chat request."),
-    max_prompt_tokens: int | None = typer.Option(
-        None, "--max-prompt-tokens", min=1, help="Longest prompt in tokens (default: the context length)."
-    ),
-    max_tokens: int = typer.Option(
-        2048, "--max-tokens", min=1, help="Largest max_tokens a request may ask for."
-    ),
-    default_max_tokens: int = typer.Option(512, "--default-max-tokens", min=1, help="max_tokens when unset."),
-    log_prompts: bool = typer.Option(False, "--log-prompts", help="Put prompt text in the request log."),
+    max_batch: int = _config_option("max_batch", min=1),
+    max_queue: int = _config_option("max_queue", min=0),
+    prefix_cache_mb: float = _config_option("prefix_cache_mb", min=0),
+    draft_tokens: int = _config_option("draft_tokens", min=0),
+    suffix_draft_tokens: int = _config_option("suffix_draft_tokens", min=0),
+    max_body_bytes: int = _config_option("max_body_bytes", min=1),
+    max_messages: int = _config_option("max_messages", min=1),
+    max_prompt_tokens: int | None = _config_option("max_prompt_tokens", min=1),
+    max_tokens: int = _config_option("max_tokens", min=1),
+    default_max_tokens: int = _config_option("default_max_tokens", min=1),
+    log_prompts: bool = _config_option("log_prompts"),
 ) -> None:
     """Serve MODEL (and its adapters) over an OpenAI-compatible API; open http://HOST:PORT/ to chat."""
     from instructkit.serve.loading import AdapterError, load_served, parse_adapters
-    from instructkit.serve.server import ServerConfig, http_url, run_server
+    from instructkit.serve.server import http_url, run_server
     from instructkit.templates import TemplateError
 
     with user_errors(ValueError):  # a bad setting (an empty --api-key) is refused before the model loads
