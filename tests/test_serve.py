@@ -16,11 +16,13 @@ import openai
 import pytest
 import torch
 
+from instructkit.serve.config import ServerConfig
 from instructkit.serve.engine.requests import Request
 from instructkit.serve.engine.sampling import Sampling
 from instructkit.serve.engine.scheduler import Engine, wait_until
 from instructkit.serve.loading import Served, load_served
-from instructkit.serve.server import ServerConfig, ServerThread
+from instructkit.serve.server import ServerThread
+from tests.serve_reference import greedy_ids, greedy_text
 
 USER = [{"role": "user", "content": "Tell me a story about a lighthouse."}]
 KEY = "sekret-key-123"
@@ -58,13 +60,8 @@ class Live:
 
     def reference(self, ids: list[int], max_tokens: int, lane: str | None = None) -> str:
         """One-request ``generate`` (greedy) with the same model and adapter, the engine held meanwhile."""
-        with self.engine.paused(), self.served.activate(lane), torch.inference_mode():
-            t = torch.tensor([ids])
-            out = self.served.model.generate(
-                input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=max_tokens, do_sample=False,
-                temperature=None, top_p=None, top_k=None, pad_token_id=self.served.tokenizer.eos_token_id,
-            )  # fmt: skip
-        return self.served.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+        with self.engine.paused(), self.served.activate(lane):
+            return greedy_text(self.served.model, self.served.tokenizer, ids, max_tokens)
 
 
 def _live(model: str, adapters: dict[str, str] | None, cfg: ServerConfig) -> Iterator[Live]:
@@ -282,13 +279,7 @@ def test_rows_joining_and_leaving_mid_decode_keep_greedy_replies(
     # the model gets its own attention back (the packed one only differs when a step passes its plan)
     assert served.model.config._attn_implementation == ("eager" if mode == "separate-prefill" else "sdpa")
     for (_, n), prompt, result in zip(jobs, ids, results, strict=True):
-        with torch.inference_mode():
-            t = torch.tensor([prompt])
-            out = served.model.generate(
-                input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False,
-                temperature=None, top_p=None, top_k=None, pad_token_id=served.tokenizer.eos_token_id,
-            )  # fmt: skip
-        assert result.token_ids == out[0, len(prompt) :].tolist()
+        assert result.token_ids == greedy_ids(served.model, served.tokenizer, prompt, n)
 
 
 def test_packed_path_that_disagrees_with_the_plain_forward_is_not_used(
@@ -312,13 +303,7 @@ def test_packed_path_that_disagrees_with_the_plain_forward_is_not_used(
         result = engine.generate(prompt, Sampling(max_tokens=6))
     finally:
         engine.stop()
-    with torch.inference_mode():
-        t = torch.tensor([prompt])
-        out = served.model.generate(
-            input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=6, do_sample=False,
-            temperature=None, top_p=None, top_k=None, pad_token_id=served.tokenizer.eos_token_id,
-        )  # fmt: skip
-    assert result.token_ids == out[0, len(prompt) :].tolist()
+    assert result.token_ids == greedy_ids(served.model, served.tokenizer, prompt, 6)
 
 
 def test_lookup_draft_takes_what_followed_the_latest_earlier_ngram() -> None:
@@ -382,13 +367,7 @@ def test_repeated_prompts_decode_from_earlier_replies_with_the_same_tokens(model
     finally:
         engine.stop()
     for (q, n), result in zip(again, results, strict=True):
-        with torch.inference_mode():
-            t = torch.tensor([ids[q]])
-            out = served.model.generate(
-                input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False,
-                temperature=None, top_p=None, top_k=None, pad_token_id=served.tokenizer.eos_token_id,
-            )  # fmt: skip
-        assert result.token_ids == out[0, len(ids[q]) :].tolist(), q
+        assert result.token_ids == greedy_ids(served.model, served.tokenizer, ids[q], n), q
 
 
 def test_prefix_cache_reuses_the_longest_prefix_within_its_lane_and_bound() -> None:
@@ -643,10 +622,10 @@ def test_terminal_chat_commands_and_history(model_dir: str, adapter_dir: str) ->
     assert "unknown command /bogus" in out and "bye" in out
     # the adapter's greedy reply to the first line, streamed to the terminal
     served = load_served(model_dir, {"adapter": adapter_dir})
-    with served.activate("adapter"), torch.inference_mode():
+    with served.activate("adapter"):
         ids = served.prompt_ids([{"role": "user", "content": "Hi there"}])
-        gen = served.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=8, do_sample=False)
-    assert served.tokenizer.decode(gen[0, len(ids) :], skip_special_tokens=True).strip() in out
+        reply = greedy_text(served.model, served.tokenizer, ids, 8)
+    assert reply.strip() in out
 
 
 def test_chat_one_shot_prompt(model_dir: str) -> None:
@@ -705,9 +684,7 @@ def test_trained_lora_run_is_served_as_trained(tmp_path: Path, model_dir: str, a
     run = train(cfg, progress=False).run_dir
     trained, tok, _ = load_trained(run)
     ids = load_served(model_dir).prompt_ids(USER)
-    with torch.inference_mode():
-        want = tok.decode(trained.generate(input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids) :],
-                          skip_special_tokens=True)  # fmt: skip
+    want = greedy_text(trained, tok, ids, 12)
     for live in _live(str(run), {"other": adapter_dir}, ServerConfig(port=0)):
         client = live.client()
         assert [m.id for m in client.models.list().data] == ["tiny", "other"]
