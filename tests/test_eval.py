@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from instructkit.evaluate.generate import Decoding, generate, generate_one_by_one, render_prompts
+from instructkit.decoding import Decoding, generate, generate_one_by_one, render_prompts
 from instructkit.evaluate.scoring import evaluate, load_for_eval, split_chat
 from instructkit.formats import read_records
 

@@ -352,7 +352,7 @@ def test_each_task_is_generated_with_its_own_reply_budget(monkeypatch: pytest.Mo
         return [[next(v for k, v in answer.items() if k in c[-1]["content"])] for c in convs]
 
     monkeypatch.setattr(scoring, "generate_replies", fake)
-    from instructkit.evaluate.generate import Decoding
+    from instructkit.decoding import Decoding
 
     result = evaluate(
         FAKE_LM,

@@ -253,7 +253,7 @@ def varied_llama(make_tiny_llama: Callable[..., str]) -> str:
 
 
 def test_local_greedy_equals_eval_greedy_and_respects_max_tokens(varied_llama: str) -> None:
-    from instructkit.evaluate.generate import Decoding, generate, render_prompts
+    from instructkit.decoding import Decoding, generate, render_prompts
 
     b = build_backend("local", model=varied_llama, batch_size=3)
     requests = [user(f"question {i}: " + "word " * i, Sampling(max_tokens=8)) for i in range(7)]

@@ -30,6 +30,11 @@ LAYERS: dict[str, set[str]] = {
     "records": set(),
     "benchmark_sets": set(),
     "models": set(),
+    # batched decoding (``generate`` over sorted, left-padded batches): eval, the local generation
+    # backend, continual scoring and HumanEval sampling decode through it
+    "decoding": {"models"},
+    # the code sandbox: stdlib only (its worker runs as a script in isolated mode)
+    "sandbox": set(),
     "formats": {"records"},
     "templates": {"records", "models"},
     "token_loss": {"templates"},
@@ -50,10 +55,12 @@ LAYERS: dict[str, set[str]] = {
         "benchmark_sets",
         "train.tasks",
         "train.saved_model",
+        "decoding",
+        "sandbox",
     },
     "serve": {"models", "templates", "train.tasks", "train.saved_model"},
-    # generation: the local backend runs eval's batched generation engine; generated records go through
-    # the curation steps (the similarity and blacklist filters among them); code tasks run in the sandbox.
+    # generation: the local backend decodes in batches (decoding); generated records go through the
+    # curation steps (the similarity and blacklist filters among them); code tasks run in the sandbox.
     "generate": {
         "records",
         "config",
@@ -61,9 +68,8 @@ LAYERS: dict[str, set[str]] = {
         "models",
         "templates",
         "data",
-        "evaluate.generate",
-        "evaluate.sandbox",
-        "evaluate.metrics",
+        "decoding",
+        "sandbox",
     },
     "recipe": {
         "config",
@@ -76,10 +82,11 @@ LAYERS: dict[str, set[str]] = {
         "generate",
         "tasks",
         "ledger",
+        "decoding",
     },
     # continual runs: a round trains (train) and scores what it trained (evaluate); its ledger is the
     # bottom one the recipe runner keeps too
-    "continual": {"config", "records", "formats", "models", "train", "evaluate", "ledger"},
+    "continual": {"config", "records", "formats", "models", "train", "evaluate", "ledger", "decoding"},
     "cli": {"*"},
 }
 
@@ -130,8 +137,19 @@ def _private(part: str) -> bool:
     return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
 
 
+def _package_of(module: str) -> str:
+    """The package a module belongs to: itself when it is a package (a folder), else its parent. A private
+    name may be imported only within one package (``data.filters`` from ``data.base``), not from a
+    subpackage or a parent package (``data.engines.ray`` from ``data.split``).
+    A top-level module (``recipe``, ``config``) is a layer of its own, so it counts as its own package."""
+    if (SRC / module.replace(".", "/")).is_dir():
+        return module
+    return module.rpartition(".")[0] or module
+
+
 def violations(modules: dict[str, tuple[bool, str]]) -> list[str]:
-    """Every import that breaks the table or takes another package's private name, as readable lines.
+    """Every import that breaks the table or takes a private name from another package (subpackages and
+    parent packages included), as readable lines.
     ``modules``: dotted name (without ``instructkit.``) → (is a package, source)."""
     problems = []
     for name, (is_package, source) in sorted(modules.items()):
@@ -148,8 +166,8 @@ def violations(modules: dict[str, tuple[bool, str]]) -> list[str]:
                 problems.append(
                     f"{name}:{line} imports {target} ({theirs}); {mine} may import {sorted(allowed)}"
                 )
-            package, their_package = name.split(".")[0], target.split(".")[0]
-            if package != their_package:
+            package = name if is_package else (name.rpartition(".")[0] or name)
+            if package != _package_of(target):
                 hidden = [p for p in target.split(".") if _private(p)] + [n for n in names if _private(n)]
                 if hidden:
                     problems.append(f"{name}:{line} imports private {', '.join(hidden)} from {target}")
@@ -193,6 +211,8 @@ def test_library_never_imports_cli() -> None:
         ("evaluate.scoring", "from instructkit.train.tasks.seq_cls import _label", "private _label"),
         ("recipe", "from instructkit.config import _parse", "private _parse"),
         ("data.base", "from instructkit.formats._hidden import x", "private _hidden"),
+        ("data.engines.ray", "from instructkit.data.split import _hash", "private _hash"),
+        ("continual.runner", "from instructkit.continual.strategies.base import _x", "private _x"),
         ("newlayer", "x = 1", "newlayer: no row"),
     ],
 )

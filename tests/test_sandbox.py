@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from instructkit.evaluate.metrics.pass_at_k import pass_at_k, summarize_pass_at_k
-from instructkit.evaluate.sandbox import (
+from instructkit.sandbox import (
     ExecResult,
     RunOptions,
     Sandbox,
@@ -279,15 +279,16 @@ def test_without_root_the_seccomp_filter_still_holds():
     if python is None:
         pytest.skip("no Python interpreter that an unprivileged user can run")
     # A copy the unprivileged user can read: the checkout may sit in a folder only root may enter
-    # (mktemp -d makes 0700 folders), and the worker interpreters run this same file.
+    # (mktemp -d makes 0700 folders), and the worker interpreters run the worker.py beside pool.py.
     import shutil
     import tempfile
 
-    source = os.path.join(os.path.dirname(__file__), "..", "src", "instructkit", "evaluate", "sandbox.py")
+    package = os.path.join(os.path.dirname(__file__), "..", "src", "instructkit", "sandbox")
     copy_dir = tempfile.mkdtemp(prefix="sandbox-nobody-")
     os.chmod(copy_dir, 0o755)
-    module = shutil.copy(source, os.path.join(copy_dir, "sandbox.py"))
-    os.chmod(module, 0o644)
+    for side in ("pool.py", "worker.py"):
+        os.chmod(shutil.copy(os.path.join(package, side), os.path.join(copy_dir, side)), 0o644)
+    module = os.path.join(copy_dir, "pool.py")
     script = textwrap.dedent(f"""
         import importlib.util, json, sys
         spec = importlib.util.spec_from_file_location("sandbox", {os.path.abspath(module)!r})
@@ -617,7 +618,7 @@ def test_isolation_says_what_each_sandbox_got(sandbox, caplog):
     assert isolation["ipc_namespace"] and isolation["private_tmp"] and isolation["seccomp"]
     assert isolation["private_proc"] == isolation["pid_namespace"]
     assert (isolation["missing"] == []) == isolation["pid_namespace"]
-    logger = "instructkit.evaluate.sandbox"
+    logger = "instructkit.sandbox"
     with (
         caplog.at_level("WARNING", logger),
         Sandbox(workers=1, pid_namespace=False, network="guard") as weaker,

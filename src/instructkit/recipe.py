@@ -587,7 +587,7 @@ def _check_splits(run: _RecipeRun) -> None:
 
 def _evaluate(run: _RecipeRun, model_name: str, out_name: str, labels: Any = None) -> None:
     """Score ``model_name`` on the eval split as the recipe says; write ``eval/<out_name>.*``."""
-    from instructkit.evaluate.generate import Decoding
+    from instructkit.decoding import Decoding
     from instructkit.evaluate.scoring import evaluate, load_for_eval
     from instructkit.formats import read_records
 

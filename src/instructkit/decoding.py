@@ -1,4 +1,6 @@
-"""Batched greedy generation for evaluation: many prompts per ``generate`` call, same replies as one by one.
+"""Batched generation: many prompts per ``generate`` call, same replies as one by one. A module of its own
+beside ``models/`` because eval, the ``local`` generation backend, continual scoring and HumanEval
+sampling all decode through it (the server has its own continuous-batching engine in ``serve/engine``).
 
 Prompts are rendered with the model's own chat template (``add_generation_prompt=True``: exactly what the
 model saw after the prompt in training), sorted by length so a batch holds prompts of similar length (less
