@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from instructkit.cli import app
-from instructkit.cli.generate_common import backend_flags, merge_backend
+from instructkit.cli.generate.common import backend_flags, merge_backend
 from instructkit.generate.backends import build_backend
 from instructkit.generate.backends.base import Request
 from instructkit.generate.backends.openai_api import ServerUnreachable
@@ -211,3 +211,26 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path, capsys: py
         "self-instruct", cfg, tmp_path / "quiet", backend=ScriptedBackend(answer=answer), show_progress=False
     )
     assert capsys.readouterr().err == ""
+
+
+def test_every_generator_has_a_subcommand_with_the_shared_options_declared_once() -> None:
+    """Each registered generator is an ``instructkit generate`` subcommand, and every subcommand carries the
+    shared options from ``cli/generate/common.py`` (declared there only)."""
+    import typer.main
+
+    from instructkit.cli.generate import app as generate_app
+    from instructkit.cli.generate.common import SHARED
+    from instructkit.generate.runner import GENERATORS
+
+    group = typer.main.get_group(generate_app)
+    assert sorted(group.commands) == sorted(GENERATORS)
+    shared = {n for n, _, _ in SHARED}
+    for name, cmd in group.commands.items():
+        params = {p.name for p in cmd.params}
+        assert shared <= params, (name, sorted(shared - params))
+        flags = [opt for p in cmd.params for opt in p.opts]
+        assert len(flags) == len(set(flags)), f"{name}: an option name is used twice: {sorted(flags)}"
+    src = Path(__file__).parent.parent / "src" / "instructkit" / "cli" / "generate"
+    for module in src.glob("*.py"):
+        if module.name != "common.py":
+            assert '"--budget-tokens"' not in module.read_text(), f"{module.name} redeclares a shared option"

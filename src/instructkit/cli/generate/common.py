@@ -1,5 +1,6 @@
-"""What the ``instructkit generate`` subcommands share: the backend and run flags (one definition each), the
-config they build (a YAML file, then ``--set``, then the flags given), and the summary table.
+"""What the ``instructkit generate`` subcommands share: the backend and run flags (declared once, added to
+every generator's command by :func:`generator_command`), the config they build (a YAML file, then
+``--set``, then the flags given), and the summary table.
 
 How the ``backend`` mapping is built — no key is ever dropped:
 
@@ -20,6 +21,9 @@ The card records the settings the backend ran with (``backend.settings`` in card
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +76,53 @@ BUDGET = typer.Option(
 )
 SEED = typer.Option(None, "--seed", help="Seed of every random choice (same seed + cache = same requests).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+SHARED: tuple[tuple[str, Any, Any], ...] = (
+    ("out_dir", Path, OUT),
+    ("config_file", Path | None, CONFIG),
+    ("overrides", list[str], SET),
+    ("backend", str | None, BACKEND),
+    ("model", str | None, MODEL),
+    ("base_url", str | None, BASE_URL),
+    ("api_key", str | None, API_KEY),
+    ("concurrency", int | None, CONCURRENCY),
+    ("budget_tokens", int | None, BUDGET),
+    ("seed", int | None, SEED),
+    ("quiet", bool, QUIET),
+)
+"""The options of every generator: (parameter name, type, the Typer option)."""
+
+
+def generator_command(name: str, options: Callable[..., dict[str, Any]]) -> Callable[..., None]:
+    """The Typer command of generator ``name``: ``options`` takes the generator's own options (Typer
+    parameters, as any command declares them) and returns the config keys they give (None for one not
+    given, so the ``--config`` file's value or the default applies); the command adds the :data:`SHARED`
+    options to its signature, then runs :func:`run_generator`. Its help is ``options``'s docstring."""
+    hints = typing.get_type_hints(options)
+    own = [p.replace(annotation=hints[p.name]) for p in inspect.signature(options).parameters.values()]
+    clash = sorted({p.name for p in own} & {n for n, _, _ in SHARED})
+    if clash:
+        raise TypeError(
+            f"generate {name}: {', '.join(clash)} is a shared option; give the parameter another name"
+        )
+    shared = [
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
+        for n, kind, option in SHARED
+    ]
+
+    def command(**given: Any) -> None:
+        s = {n: given.pop(n) for n, _, _ in SHARED}
+        data = options(**given)
+        data["backend"] = backend_flags(
+            s["backend"], s["model"], s["base_url"], s["api_key"], s["concurrency"]
+        )
+        data["budget_tokens"], data["seed"] = s["budget_tokens"], s["seed"]
+        run_generator(name, data, s["out_dir"], s["config_file"], list(s["overrides"] or []), s["quiet"])
+
+    command.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    command.__doc__ = options.__doc__
+    command.__name__ = options.__name__
+    return command
 
 
 def backend_flags(

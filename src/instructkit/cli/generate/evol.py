@@ -2,7 +2,7 @@
 
     instructkit generate evol --in prompts.jsonl --rounds 3 -o out/evol [--backend openai --model M ...]
 
-Its own options plus the backend flags every generator shares (``generate_common``); the work is
+Its own options; the shared ones (backend flags, ``--config``, ``--set``, ...) come from ``common``; the work is
 :mod:`instructkit.generate.evol`.
 """
 
@@ -14,19 +14,20 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from instructkit.cli import generate_common as g
 from instructkit.cli._common import err_console, printable
+from instructkit.cli.generate.common import generator_command
+
+NAME = "evol"
 
 
-def command(
+def evol(
     in_file: Path = typer.Option(
         ...,
         "--in",
         "-i",
         help="Prompts to evolve: any format instructkit reads (the first user turn of each).",
     ),
-    out_dir: Path = g.OUT,
-    rounds: int | None = typer.Option(None, "--rounds", "-m", min=1, help="Evolution rounds M (default 4)."),
+    rounds: int | None = typer.Option(None, "--rounds", min=1, help="Evolution rounds M (default 4)."),
     operations: str | None = typer.Option(
         None,
         "--operations",
@@ -46,17 +47,7 @@ def command(
     input_format: str | None = typer.Option(
         None, "--format", help="Format of --in; detected when not given."
     ),
-    config_file: Path | None = g.CONFIG,
-    overrides: list[str] = g.SET,
-    backend: str | None = g.BACKEND,
-    model: str | None = g.MODEL,
-    base_url: str | None = g.BASE_URL,
-    api_key: str | None = g.API_KEY,
-    concurrency: int | None = g.CONCURRENCY,
-    budget_tokens: int | None = g.BUDGET,
-    seed: int | None = g.SEED,
-    quiet: bool = g.QUIET,
-) -> None:
+) -> dict[str, Any]:
     """Evolve prompts round after round (Evol-Instruct), answer them, and eliminate failed evolutions."""
     if not in_file.is_file():  # before the backend starts: one line naming the path
         why = "is a folder, not a file" if in_file.is_dir() else "no such file"
@@ -75,6 +66,7 @@ def command(
         data["max_prompts"] = max_prompts
     if input_format is not None:
         data["input_format"] = input_format
-    data["backend"] = g.backend_flags(backend, model, base_url, api_key, concurrency)
-    data["budget_tokens"], data["seed"] = budget_tokens, seed
-    g.run_generator("evol", data, out_dir, config_file, overrides, quiet)
+    return data
+
+
+command = generator_command(NAME, evol)

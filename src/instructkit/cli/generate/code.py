@@ -2,19 +2,23 @@
 the sandbox shows that the solution passes its tests and the tests fail on a stub.
 
 Only options given on the command line go into the config, so a ``--config`` file's values and the config's
-defaults apply to the rest; the backend flags are the ones every generator shares (``generate_common``).
+defaults apply to the rest; the shared options (backend flags, ``--config``, ``--set``, ...) come from
+``common``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from instructkit.cli import generate_common as g
+from instructkit.cli.generate.common import generator_command
+
+NAME = "code"
 
 
-def command(
+def code(
     seeds: Path | None = typer.Option(
         None,
         "--seeds",
@@ -54,20 +58,9 @@ def command(
         dir_okay=False,
         help="Another benchmark file to decontaminate against (repeatable).",
     ),
-    out_dir: Path = g.OUT,
-    config_file: Path | None = g.CONFIG,
-    overrides: list[str] = g.SET,
-    backend: str | None = g.BACKEND,
-    model: str | None = g.MODEL,
-    base_url: str | None = g.BASE_URL,
-    api_key: str | None = g.API_KEY,
-    concurrency: int | None = g.CONCURRENCY,
-    budget_tokens: int | None = g.BUDGET,
-    seed: int | None = g.SEED,
-    quiet: bool = g.QUIET,
-) -> None:
+) -> dict[str, Any]:
     """Generate Python exercises (task, solution, assert tests) checked by execution in the sandbox."""
-    given = {
+    return {
         "seeds": str(seeds) if seeds is not None else None,
         "n": n,
         "seeds_format": seeds_format,
@@ -81,8 +74,7 @@ def command(
         "stubs": list(stub) if stub else None,
         "decontaminate": [] if no_decontaminate else None,
         "decontaminate_files": [str(p) for p in decontaminate_file] if decontaminate_file else None,
-        "backend": g.backend_flags(backend, model, base_url, api_key, concurrency),
-        "budget_tokens": budget_tokens,
-        "seed": seed,
     }
-    g.run_generator("code", given, out_dir, config_file, list(overrides or []), quiet)
+
+
+command = generator_command(NAME, code)
