@@ -121,11 +121,15 @@ class ServeState:
             )  # fmt: skip
 
 
-def serve_state(request: HTTPRequest) -> ServeState:
+# Both dependencies are coroutines: FastAPI runs a plain function dependency on its thread pool, a hop per
+# request for a dictionary lookup.
+
+
+async def serve_state(request: HTTPRequest) -> ServeState:
     """The app's shared state (a FastAPI dependency)."""
     return request.app.state.serve
 
 
 async def authorize(request: HTTPRequest) -> None:
     """The API key check, as a FastAPI dependency of every API route (not of the static page)."""
-    serve_state(request).check_key(request)
+    request.app.state.serve.check_key(request)
