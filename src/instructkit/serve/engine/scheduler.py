@@ -1,9 +1,9 @@
 """The engine: a bounded waiting queue, admission into the lanes, and the loop that steps them on one thread.
 
 One background thread owns the model. Callers :meth:`Engine.submit` from any thread (or coroutine): a
-request waits in a bounded queue (one more than ``max_queue`` waiting is refused with :class:`~instructkit.
-serve.engine.requests.QueueFull`, which the server answers 429) until a slot of ``max_batch`` is free, then
-joins the running batch of its adapter's lane. Each turn of the loop admits what fits and makes one step
+request waits in a bounded queue (``max_queue`` places besides the free slots; one more is refused with
+:class:`~instructkit.serve.engine.requests.QueueFull`, which the server answers 429) until one of the
+``max_batch`` slots is free, then joins the running batch of its adapter's lane. Each turn of the loop admits what fits and makes one step
 of one lane, the lanes in turn (the active adapter is a property of the model, not of a row, so lanes
 cannot share a pass). A step that fails fails only the requests it held; the server goes on.
 
