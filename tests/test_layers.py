@@ -232,7 +232,7 @@ def test_the_check_passes_allowed_imports() -> None:
             False,
             "from instructkit.train.methods import build_method\nfrom . import packing",
         ),
-        "cli.eval": (False, "from instructkit.cli._common import console\nfrom instructkit.recipe import x"),
+        "cli.eval": (False, "from instructkit.cli.common import console\nfrom instructkit.recipe import x"),
         "data.filters": (False, "from instructkit.data.base import _private_but_same_package"),
     }
     assert violations(fine) == []

@@ -55,21 +55,22 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kind = kind_of(path)
     assert kind in KINDS, f"{path}: recipes/ holds only the folders {', '.join(KINDS)}"
     if kind in ("run", "apps"):  # `instructkit run`: data -> eval -> train -> eval -> report
-        from instructkit.recipe import Recipe, _load_curate, _train_config, check_recipe
+        from instructkit.recipe import Recipe, check_recipe
+        from instructkit.recipe.plan import load_curate, train_config
 
         recipe = Recipe.from_yaml(path)
         assert recipe.name == path.stem, "a recipe's run name is its file name"
         for p in recipe.inputs:
             assert (ROOT / p).exists(), p
         check_recipe(recipe, path)  # every file the template stage reads, the held-out split, the metrics
-        steps = _load_curate(recipe, path.parent).build_steps()
+        steps = load_curate(recipe, path.parent).build_steps()
         assert steps and all(type(s).build(s.params()).params() == s.params() for s in steps)  # round trip
-        cfg = _train_config(recipe, path.parent, Path("data"), ".jsonl")
+        cfg = train_config(recipe, path.parent, Path("data"), ".jsonl")
         assert cfg.data.train == "data/train.jsonl" and cfg.name == "train"
         if recipe.generate is not None:
-            from instructkit.recipe import _generate_config
+            from instructkit.recipe.plan import generate_config
 
-            name, gcfg = _generate_config(recipe, path.parent)
+            name, gcfg = generate_config(recipe, path.parent)
             assert name == recipe.generate["generator"] and gcfg.backend["name"] == "local"
         return
     if kind == "generate":  # `instructkit generate NAME --config FILE`: the file is named after its generator
@@ -80,8 +81,8 @@ def test_recipe_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert all(getattr(cfg, k) is not None or v is None for k, v in raw.items())
         return
     if kind == "continual":  # `instructkit continual`: every round's config, task data and strategy
-        from instructkit.continual.recipe import read_recipe
         from instructkit.continual.plan import check_continual, round_train_config
+        from instructkit.continual.recipe import read_recipe
 
         recipe = read_recipe(path)
         assert recipe.name == path.stem, "a recipe's run name is its file name"

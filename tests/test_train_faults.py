@@ -209,11 +209,15 @@ def test_missing_optimizer_state_needs_weights_only(tmp_path: Path, tiny_llama: 
 
 
 def test_corrupt_stages_json_is_a_named_error(tmp_path: Path) -> None:
-    from instructkit.recipe import RecipeError, Stages
+    from instructkit.ledger import Stages
+    from instructkit.recipe import RecipeError
 
     (tmp_path / "stages.json").write_text('{"data": {"inputs": "ab')
     with pytest.raises(RecipeError, match="stages.json"):
-        Stages(tmp_path)
+        Stages(tmp_path, RecipeError)  # the runner's own error class, so its CLI shows one line
+    (tmp_path / "stages.json").write_text('{"data": "not a mapping of inputs"}')
+    with pytest.raises(RecipeError, match="damaged"):
+        Stages(tmp_path, RecipeError)
 
 
 # -------------------------------------------------------------------- item 1: resume only same inputs

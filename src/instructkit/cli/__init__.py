@@ -27,18 +27,13 @@ from instructkit.cli import (
     train,
 )
 
-# The generators' instruction filters (blacklist, instruction_words, rouge_novelty, ...) are curate steps
-# that live beside the generators; data/ may not import generate/, so the command registers them here and
-# a curate config or recipe can name them.
-from instructkit.generate import filters as _instruction_filters  # noqa: E402, F401
-
 
 class _OneLineErrors(TyperGroup):
     """The root command group: any exception a command did not turn into its own one-line error becomes
-    one line too, with the saved traceback's path (cli/_common.py says how errors are shown)."""
+    one line too, with the saved traceback's path (cli/common.py says how errors are shown)."""
 
     def invoke(self, ctx: Any) -> Any:
-        from instructkit.cli._common import report_unexpected
+        from instructkit.cli.common import report_unexpected
 
         try:
             return super().invoke(ctx)
@@ -92,7 +87,7 @@ def root(
     ),
 ) -> None:
     """instructkit: open instruction data to better language models, end to end."""
-    from instructkit.cli._common import set_debug, show_library_warnings
+    from instructkit.cli.common import set_debug, show_library_warnings
 
     set_debug(debug)
     show_library_warnings()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from instructkit.cli._common import console, err_console, printable, user_errors
+from instructkit.cli.common import console, err_console, printable, user_errors
 from instructkit.models import ModelNotFoundError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from instructkit.cli._common import console, user_errors
+from instructkit.cli.common import console, user_errors
 
 app = typer.Typer(help="Show the schema of each YAML instructkit reads.", no_args_is_help=True)
 

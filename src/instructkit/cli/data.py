@@ -12,17 +12,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from instructkit.cli._common import console, err_console, printable, user_errors
-from instructkit.formats import RecordReader, dump_records, format_names, get_format
-from instructkit.formats.atomic import (
+from instructkit.cli.common import console, err_console, printable, user_errors
+from instructkit.files import (
     OutputError,
     WriteError,
     check_outputs,
     check_suffix,
     commit_files,
     container_suffix,
+    encode_text,
 )
-from instructkit.formats.io import encode_rows, encode_text, is_rejects_file
+from instructkit.formats import RecordReader, dump_records, format_names, get_format
+from instructkit.formats.io import encode_rows, is_rejects_file
 from instructkit.records import Record, RecordError
 
 app = typer.Typer(help="Read, convert, summarize and inspect instruction data.", no_args_is_help=True)
@@ -324,8 +325,10 @@ def curate(
     every record rejected): the card, the rejects and the empty splits are written, and one line says so.
     """
     from instructkit.config import ConfigError
-    from instructkit.data.pipeline import CurateConfig, StepFailed, nothing_kept
+    from instructkit.data.base import StepFailed
+    from instructkit.data.curate_config import CurateConfig
     from instructkit.data.pipeline import curate as run_curate
+    from instructkit.data.pipeline import nothing_kept
 
     _check_choice(fmt, format_names(), "--format")
     _check_choice(on_error, ["raise", "skip"], "--on-error")

@@ -6,7 +6,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from instructkit.cli._common import console, user_errors
+from instructkit.cli.common import console, user_errors
 from instructkit.models import BUNDLED, ModelNotFoundError, cache_root, describe, prepare
 
 app = typer.Typer(

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from instructkit.cli._common import console, user_errors
+from instructkit.cli.common import console, user_errors
 
 
 def report(

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from instructkit.cli._common import console, user_errors
+from instructkit.cli.common import console, user_errors
 
 
 def run(

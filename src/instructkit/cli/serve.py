@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from instructkit.cli._common import console, user_errors
+from instructkit.cli.common import console, user_errors
 from instructkit.models import ModelNotFoundError
 from instructkit.serve.config import ServerConfig, field_docs
 

@@ -57,6 +57,7 @@ Samples of one worker share a uid and the worker's network namespace, one after 
 per-sample namespaces and read-only mounts, no file, IPC object or process of one reaches the next.
 Linux only.
 """
+
 from instructkit.sandbox.pool import (
     HUMANEVAL_OPTIONS,
     ExecResult,

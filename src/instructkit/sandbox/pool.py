@@ -339,5 +339,3 @@ class _Worker:
             raise TimeoutError
         line = self.proc.stdout.readline()
         return json.loads(line) if line else None
-
-

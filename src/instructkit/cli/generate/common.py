@@ -31,7 +31,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from instructkit.cli._common import console, user_errors
+from instructkit.cli.common import console, user_errors
 
 OUT = typer.Option(
     ..., "-o", "--output", help="Output folder: records.jsonl, rejects.jsonl, card, cache.sqlite."

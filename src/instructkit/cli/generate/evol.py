@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from instructkit.cli._common import err_console, printable
+from instructkit.cli.common import err_console, printable
 from instructkit.cli.generate.common import generator_command
 
 NAME = "evol"
