@@ -1,6 +1,6 @@
 """Every command answers bad input with one line, never a traceback.
 
-Two layers (cli/_common.py): each command turns the library's expected errors into ``error: ...`` naming
+Two layers (cli/common.py): each command turns the library's expected errors into ``error: ...`` naming
 the file, line, field or key; the root command group turns anything else into one line plus the path of
 the saved traceback (``--debug`` prints it). The walk below feeds every command that reads a path each
 kind of damaged input a careless user hands over — an empty file, a binary file, a UTF-16 file, a file of

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from instructkit.continual.strategies import STRATEGIES, ContinualError, build_strategy
 from instructkit.continual import metrics as M
+from instructkit.continual.strategies import STRATEGIES, ContinualError, build_strategy
 from instructkit.continual.strategies.ewc import EwcPenalty, EwcState, consolidate, fisher_diagonal
 from instructkit.continual.strategies.lwf import distillation_loss, frozen_teacher, lwf_loss, trained_mask
 from instructkit.continual.strategies.replay import ReplayBuffer, reservoir_sample
