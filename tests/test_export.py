@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from instructkit.serve import export as export_mod
+from instructkit.serve import gguf as gguf_mod
 from instructkit.serve.export import CHATS, TOLERANCE, ExportError, export_run
 from instructkit.train.methods import build_method
 from instructkit.train.saved_model import (
@@ -249,7 +250,7 @@ def test_gguf_file_layout_matches_what_transformers_undoes(lora_run: Path, tmp_p
     plain = trained_method(info).merged(model)
     path = tmp_path / "w.gguf"
     provenance = {"export": {"from": str(lora_run / "model")}}
-    export_mod.write_gguf(plain, tok, lora_run / "model", info["chat_template"], path, "float32", provenance)
+    gguf_mod.write_gguf(plain, tok, lora_run / "model", info["chat_template"], path, "float32", provenance)
 
     reader = gguf.GGUFReader(path)
     tensors = {t.name: np.array(t.data) for t in reader.tensors}
@@ -282,7 +283,7 @@ def test_gguf_without_llama_cpp_qk_layout_is_caught(
     lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # transformers' loader undoes llama.cpp's rotary row order; skipping it must fail the check
-    monkeypatch.setattr(export_mod, "_permute_qk", lambda w, n_head: w)
+    monkeypatch.setattr(gguf_mod, "permute_qk", lambda w, n_head: w)
     out = tmp_path / "model.gguf"
     with pytest.raises(ExportError, match="logits differ"):
         export_run(lora_run, out, merge=True, fmt="gguf")
