@@ -18,8 +18,6 @@ import bisect
 import gzip
 import io
 import json
-import math
-import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from instructkit.files import TEXT_SUFFIXES, atomic_write_bytes
+from instructkit.formats.checked_json import CheckedJSON, first_non_finite
 from instructkit.records import RecordError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -80,132 +79,6 @@ def container_of(path: Path, data: bytes) -> str:
     if stripped[:1] == b"{" or last == ".json":
         return "jsonl"
     return "text"
-
-
-class _Refused:
-    """Stands in for a value the reader refuses (NaN, Infinity, an integer Python will not read), so
-    the parse runs on to the end of the record and the refusal can name its field."""
-
-    def __init__(self, reason: str, message: str):
-        self.reason = reason
-        self.message = message
-
-
-class _DupKeys(dict):
-    """A JSON object that held a key twice (the second value won, as in ``json.loads``)."""
-
-    duplicate: str = ""
-
-
-class CheckedJSON:
-    """``json.loads`` / ``raw_decode`` that also refuses what the stdlib accepts but cannot round-trip:
-    ``NaN``/``Infinity`` (not JSON; written back they make an invalid file), numbers that overflow to
-    infinity, integers over Python's digit limit (a ValueError from deep inside the parser), and an
-    object with a key twice (silently the last value wins; other readers keep the first).
-
-    The hooks never raise: they mark the value and the parse goes on, so a JSON array can still find
-    the element's end and read the elements after it.
-    """
-
-    def __init__(self) -> None:
-        self.flagged = False
-
-        def refuse(reason: str, message: str) -> _Refused:
-            self.flagged = True
-            return _Refused(reason, message)
-
-        def parse_int(s: str) -> Any:
-            try:
-                return int(s)
-            except ValueError:  # more digits than sys.get_int_max_str_digits() allows
-                return refuse(
-                    "number_too_large",
-                    f"an integer of {len(s.lstrip('-'))} digits (Python reads at most "
-                    f"{sys.get_int_max_str_digits()})",
-                )
-
-        def parse_float(s: str) -> Any:
-            value = float(s)
-            if math.isfinite(value):
-                return value
-            return refuse("non_finite_number", f"the number {s[:30]} overflows to infinity")
-
-        def parse_constant(name: str) -> Any:
-            return refuse("non_finite_number", f"{name} is not a JSON number")
-
-        def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-            obj = dict(items)
-            if len(obj) == len(items):
-                return obj
-            seen: set[str] = set()
-            marked = _DupKeys(obj)
-            for key, _ in items:
-                if key in seen:
-                    marked.duplicate = key
-                    break
-                seen.add(key)
-            self.flagged = True
-            return marked
-
-        self.decoder = json.JSONDecoder(
-            object_pairs_hook=pairs,
-            parse_int=parse_int,
-            parse_float=parse_float,
-            parse_constant=parse_constant,
-        )
-
-    def raw_decode(self, text: str, pos: int = 0) -> tuple[Any, int, RecordError | None]:
-        """Decode one value at ``pos``: (value, end, the first refused value as an error or None)."""
-        self.flagged = False
-        obj, end = self.decoder.raw_decode(text, pos)
-        return obj, end, (_first_refusal(obj) if self.flagged else None)
-
-    def loads(self, text: str) -> tuple[Any, RecordError | None]:
-        obj, end, problem = self.raw_decode(text, len(text) - len(text.lstrip(" \t\r\n")))
-        if text[end:].strip(" \t\r\n"):
-            raise json.JSONDecodeError("Extra data", text, end)
-        return obj, problem
-
-
-def _first_refusal(obj: Any, path: str = "") -> RecordError | None:
-    """The first refused value in document order, as an error naming its field."""
-    if isinstance(obj, _Refused):
-        return RecordError(obj.reason, obj.message, field=path or None)
-    if isinstance(obj, dict):
-        if isinstance(obj, _DupKeys):
-            key = obj.duplicate
-            return RecordError(
-                "duplicate_key",
-                f"the key '{key}' appears twice in one object (readers disagree on which value wins)",
-                field=f"{path}.{key}" if path else key,
-            )
-        for k, v in obj.items():
-            found = _first_refusal(v, f"{path}.{k}" if path else str(k))
-            if found:
-                return found
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found = _first_refusal(v, f"{path}[{i}]")
-            if found:
-                return found
-    return None
-
-
-def _first_non_finite(obj: Any, path: str = "") -> str | None:
-    """The field of the first NaN/Infinity float in a decoded row (Parquet holds them natively)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return path or "(row)"
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            found = _first_non_finite(v, f"{path}.{k}" if path else str(k))
-            if found:
-                return found
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found = _first_non_finite(v, f"{path}[{i}]")
-            if found:
-                return found
-    return None
 
 
 def _shown(raw: bytes) -> str:
@@ -453,7 +326,7 @@ def iter_parquet(path: Path, data: bytes) -> Iterator[Row | RecordError]:
             if problem is not None:
                 yield RecordError(problem.reason, problem.message, field=f"meta.{problem.field}", index=i)
                 continue
-        bad = _first_non_finite(row)
+        bad = first_non_finite(row)
         if bad is not None:  # Parquet holds NaN natively; JSON cannot, so no writer could take it
             yield RecordError("non_finite_number", "NaN or Infinity is not a JSON number", field=bad, index=i)
             continue
@@ -530,7 +403,7 @@ def is_rejects_file(path: str | Path) -> bool:
 
 def _refuse_non_finite(rows: list[Any]) -> None:
     for i, row in enumerate(rows):
-        bad = _first_non_finite(row)
+        bad = first_non_finite(row)
         if bad is not None:
             raise RecordError(
                 "non_finite_number", "NaN or Infinity is not a JSON number; refusing to write it",
