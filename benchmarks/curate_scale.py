@@ -186,7 +186,8 @@ class Sampler:
 
 
 def child(engine: str, inputs: list[str], out: str, cpus: int) -> None:
-    from instructkit.data.pipeline import CurateConfig, curate
+    from instructkit.data.curate_config import CurateConfig
+    from instructkit.data.pipeline import curate
 
     start = 0.0
     session = None

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from instructkit.cli import app
 from instructkit.data.base import STEPS, StepConfigError, build_step
+from instructkit.data.curate_config import DEFAULT_STEPS, CurateConfig
 from instructkit.data.normalize import normalize_text
 from instructkit.data.pii import find_pii, mask_pii
-from instructkit.data.pipeline import DEFAULT_STEPS, CurateConfig, curate
+from instructkit.data.pipeline import curate
 from instructkit.data.split import SplitConfig, split_records
 from instructkit.data.stats import verb_noun
 from instructkit.records import Record

@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 import ray  # in the dev extra: a missing Ray fails the suite instead of skipping it
 
-from instructkit.data.pipeline import DEFAULT_STEPS, CurateConfig, StepFailed, curate
-from instructkit.data.ray_engine import AUTH_ENV, run_token
+from instructkit.data.base import StepFailed
+from instructkit.data.curate_config import DEFAULT_STEPS, CurateConfig
+from instructkit.data.engines.ray.auth import AUTH_ENV, run_token
+from instructkit.data.pipeline import curate
 from instructkit.records import RecordError
 
 from . import curate_dirty
@@ -345,15 +347,15 @@ def test_a_run_recipe_with_engine_ray_curates_generated_and_given_data_on_ray(
     Ray engine, the generate stage's records among its inputs, and writes what the local engine writes."""
     import yaml
 
-    from instructkit.data import ray_engine
+    from instructkit.data.engines.ray import curate as ray_curate
     from instructkit.recipe import Recipe, run_recipe
     from tests.fake_openai_server import FakeServer
     from tests.test_run_faults import DEMO, write_recipe
     from tests.test_self_instruct_generator import answer_text
 
     calls = []
-    real = ray_engine._run
-    monkeypatch.setattr(ray_engine, "_run", lambda *a: calls.append(a[1]) or real(*a))
+    real = ray_curate.run
+    monkeypatch.setattr(ray_curate, "run", lambda *a: calls.append(a[1]) or real(*a))
     with FakeServer(answer=answer_text) as server:
         backend = {"name": "openai", "base_url": server.url, "api_key": "k", "model": "fake"}
         gen = {"generator": "self-instruct", "n": 4, "requests_per_round": 2, "backend": backend}
@@ -377,7 +379,7 @@ def test_a_run_recipe_with_engine_ray_curates_generated_and_given_data_on_ray(
 def test_stage_bar_counts_the_stage_tasks_and_records_per_second(cluster) -> None:
     """A hand-written stage's bar: tasks done out of those submitted (a task with several results counts
     once), and records/s estimated from the stage's input records."""
-    from instructkit.data.ray_engine import _StageBar
+    from instructkit.data.engines.ray.bar import StageBar
 
     @ray.remote
     def work(seconds: float) -> int:
@@ -396,7 +398,7 @@ def test_stage_bar_counts_the_stage_tasks_and_records_per_second(cluster) -> Non
             time.sleep(0.1)
         return False
 
-    bar = _StageBar(ray, "near_dedup", n_in=6000)
+    bar = StageBar(ray, "near_dedup", n_in=6000)
     try:
         slow = work.remote(30.0)
         bar.add([work.remote(0.0), work.remote(0.0), pair.remote(), slow])

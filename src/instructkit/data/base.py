@@ -7,6 +7,13 @@ Three shapes, after datatrove's:
 * :class:`Mapper` — ``apply(record) -> Record``; rewrites a record (or raises :class:`Drop`).
 * :class:`DatasetStep` — ``run(records) -> list[Verdict]``; needs the whole dataset at once (dedup).
 
+:func:`verdict_of` is what a per-record step says of one record, the same call in every engine.
+
+A step declares how the Ray engine (``data.engines.ray``) runs it, so the engine never asks which step
+class it holds: a per-record step names in ``ray_broadcast`` what it builds once and every worker needs
+(decontaminate's n-gram index: built on the driver, sent to each worker process once), and a dataset step
+gives its own distributed form in :meth:`DatasetStep.ray_stage` (exact and near dedup: ``data/dedup``).
+
 A step's parameters are its dataclass fields, each documented right under it, ranges declared beside it
 (``instructkit.config.checked``); the shared config loader builds a step from a YAML mapping, so a wrong
 type, a value out of range or an unknown parameter is an error naming the step and the parameter.
@@ -55,6 +62,9 @@ class Verdict:
 class Step:
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    ray_broadcast: ClassVar[tuple[str, ...]] = ()
+    """Attributes (cached properties) the Ray engine builds once on the driver and puts in each worker
+    process once, instead of each worker building them (the step must pickle without them)."""
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,6 +100,48 @@ class Mapper(Step):
 class DatasetStep(Step):
     def run(self, records: list[Record], progress: Any = None) -> list[Verdict]:
         raise NotImplementedError
+
+    def ray_stage(self, engine: Any, alive: list[Any], stepno: int) -> list[Any]:
+        """This step on the Ray engine: the blocks of ``alive`` (object refs of Arrow blocks, see
+        ``data.engines.ray.blocks``) in, the blocks of records still in out, each dropped record left
+        with the engine as a reject row of step number ``stepno`` (``engine.keep``)."""
+        raise StepConfigError(
+            f"step '{self.name}' sees the whole dataset and has no Ray form yet; run it with {{key}} local",
+            key="engine",
+        )
+
+
+class StepFailed(RuntimeError):
+    """A step raised on a record (a bug in the step, or input it cannot take): names the step and record."""
+
+
+def verdict_of(step: Step, rec: Record) -> tuple[str, str, Record]:
+    """What a per-record step says of one record: (reason, detail, record) — reason "" when kept; a Mapper
+    returns the record it made."""
+    if isinstance(step, Mapper):
+        try:
+            return "", "", step.apply(rec)
+        except Drop as d:
+            return d.reason, d.detail or "", rec
+    verdict = step.keep(rec)
+    if verdict is True:
+        return "", "", rec
+    if verdict is False:
+        return step.reason, "", rec
+    ok, reason, *rest = verdict
+    return ("", "", rec) if ok else (reason, rest[0] if rest else "", rec)
+
+
+def checked_verdict(step: Step, rec: Record) -> tuple[str, str, Record]:
+    """:func:`verdict_of`, with an exception from the step turned into :class:`StepFailed` naming the
+    step, the record's id and its source file (both engines raise the same message)."""
+    try:
+        return verdict_of(step, rec)
+    except Exception as e:
+        raise StepFailed(
+            f"step '{step.name}' failed on record {rec.id} (from {rec.meta.get('source') or '?'}): "
+            f"{type(e).__name__}: {e}"
+        ) from e
 
 
 def build_step(spec: Any, prefix: str = "") -> Step:

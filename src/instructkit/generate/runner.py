@@ -42,8 +42,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from instructkit import __version__
 from instructkit.config import ConfigError, checked, load
-from instructkit.data.base import Step, build_step
-from instructkit.data.pipeline import StepReport, run_steps, verdict_of
+from instructkit.data.base import Step, build_step, verdict_of
+from instructkit.data.engines.accounting import StepReport
+from instructkit.data.engines.local import run_steps
 from instructkit.formats import dump_records
 from instructkit.formats.atomic import OutputError, commit_files
 from instructkit.formats.io import encode_rows, encode_text

@@ -22,6 +22,7 @@ class Decontaminate(Filter):
 
     name = "decontaminate"
     reason = "contaminated"
+    ray_broadcast = ("index",)  # built once on the driver; the step pickles without it (__getstate__)
     benchmarks: list[str] = checked(default_factory=lambda: ["humaneval"], choices=BUILTIN)
     """Built-in benchmarks to check against (humaneval)."""
     files: list[str] = field(default_factory=list)

@@ -73,11 +73,17 @@ from hashlib import blake2b
 import numpy as np
 
 __all__ = [
+    "band_key",
+    "bucket_pairs",
+    "components",
+    "lsh_bands",
     "minhash_signatures",
     "near_duplicate_clusters",
     "normalize_for_dedup",
     "optimal_bands",
     "shingles",
+    "signatures",
+    "verify_pairs",
 ]
 
 _U64 = np.uint64
@@ -145,6 +151,12 @@ def _candidate_bands(threshold: float, num_perm: int) -> tuple[int, int]:
         if 1.0 - (1.0 - threshold**r) ** b >= _CANDIDATE_RECALL:
             return b, r
     return num_perm, 1
+
+
+def lsh_bands(threshold: float, num_perm: int, verify: bool = True) -> tuple[int, int]:
+    """The LSH ``(bands, rows)``: :func:`_candidate_bands` when candidates are verified, else
+    :func:`optimal_bands` (every candidate merged, as datasketch's ``MinHashLSH``)."""
+    return _candidate_bands(threshold, num_perm) if verify else optimal_bands(threshold, num_perm)
 
 
 def _check(ngram: int, unit: str, num_perm: int = 1, threshold: float = 0.5) -> None:
@@ -350,7 +362,7 @@ def _minhash_rows(hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.n
     return sig
 
 
-def _signatures(
+def signatures(
     norm: Sequence[str], num_perm: int, ngram: int, unit: str, seed: int, progress=None
 ) -> np.ndarray:
     """``(len(norm), num_perm)`` uint32 MinHash signatures of normalized texts (empty: all 0xFFFFFFFF).
@@ -395,14 +407,14 @@ def minhash_signatures(
     on the process, the other texts or the machine. A text with no shingles gets all ``0xFFFFFFFF``.
     """
     _check(ngram, unit, num_perm)
-    return _signatures([normalize_for_dedup(t) for t in texts], num_perm, ngram, unit, seed)
+    return signatures([normalize_for_dedup(t) for t in texts], num_perm, ngram, unit, seed)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # LSH and clusters
 
 
-def _band_key(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
+def band_key(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
     """One 64-bit LSH key per row of ``sig`` for ``band`` (signature columns ``band*rows`` up to the next
     band): rows with equal keys share the band's bucket."""
     key = np.full(
@@ -415,7 +427,7 @@ def _band_key(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
     return key
 
 
-def _bucket_pairs(key: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def bucket_pairs(key: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Candidate ``(ids[a], ids[b])`` pairs of one band: members of a bucket (equal ``key``) in increasing
     ``ids`` order, each paired with up to the next ``_BUCKET_WINDOW`` members. ``ids`` must be increasing
     (the Ray engine passes global record numbers of a hash partition, which holds whole buckets)."""
@@ -436,7 +448,7 @@ def _candidate_pairs(sig: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray
     ids = np.arange(n, dtype=np.int64)
     codes = []
     for band in range(bands):
-        codes += [i * n + j for i, j in _bucket_pairs(_band_key(sig, band, rows), ids)]
+        codes += [i * n + j for i, j in bucket_pairs(band_key(sig, band, rows), ids)]
     if not codes:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
@@ -460,7 +472,27 @@ def _agreement_ok(sig: np.ndarray, i: np.ndarray, j: np.ndarray, threshold: floa
     return ok
 
 
-def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def verify_pairs(
+    sig: np.ndarray,
+    norm: Sequence[str],
+    i: np.ndarray,
+    j: np.ndarray,
+    threshold: float,
+    ngram: int,
+    unit: str,
+) -> np.ndarray:
+    """Boolean mask of the candidate pairs ``(i, j)`` (rows of ``sig`` and ``norm``, the normalized texts)
+    that merge: the signature prefilter (:func:`_agreement_ok`), then the exact Jaccard of the survivors
+    (:func:`_exact_jaccard_ok`). :func:`near_duplicate_clusters` runs the two itself, freeing the
+    signatures in between; the Ray engine's verify tasks call this."""
+    ok = _agreement_ok(sig, i, j, threshold)
+    sel = np.flatnonzero(ok)
+    if len(sel):
+        ok[sel] = _exact_jaccard_ok(norm, i[sel], j[sel], threshold, ngram, unit)
+    return ok
+
+
+def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Label of each of ``n`` nodes = the smallest node of its connected component (edges ``i - j``)."""
     labels = np.arange(n, dtype=np.int64)
     while len(i):
@@ -594,8 +626,8 @@ def near_duplicate_clusters(
     if progress is not None and len(uniq) < n:
         progress(n - len(uniq))  # empty and exact duplicates need no signature
     uniq_norm = [norm[k] for k in uniq]
-    sig = _signatures(uniq_norm, num_perm, ngram, unit, seed, progress)
-    bands, rows = _candidate_bands(threshold, num_perm) if verify else optimal_bands(threshold, num_perm)
+    sig = signatures(uniq_norm, num_perm, ngram, unit, seed, progress)
+    bands, rows = lsh_bands(threshold, num_perm, verify)
     ci, cj = _candidate_pairs(sig, bands, rows)
     if verify and len(ci):
         ok = _agreement_ok(sig, ci, cj, threshold)
@@ -607,4 +639,4 @@ def near_duplicate_clusters(
     uniq_arr = np.asarray(uniq, dtype=np.int64)
     i = np.concatenate([np.asarray(dup_i, dtype=np.int64), uniq_arr[ci]])
     j = np.concatenate([np.asarray(dup_j, dtype=np.int64), uniq_arr[cj]])
-    return _components(n, i, j)
+    return components(n, i, j)

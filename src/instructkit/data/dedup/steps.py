@@ -1,36 +1,18 @@
-"""Exact and near-duplicate removal over the whole dataset."""
+"""Exact and near-duplicate removal over the whole dataset; each step's Ray form is beside it
+(``ray_exact.py``, ``ray_near.py``)."""
 
 from __future__ import annotations
 
-import hashlib
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from instructkit.config import checked
 from instructkit.data.base import DatasetStep, Verdict, register
+from instructkit.data.dedup.keys import KEYS, dedup_key, normalized_hash
+from instructkit.data.dedup.near_dup import near_duplicate_clusters
+from instructkit.data.dedup.ray_exact import exact_dedup_stage
+from instructkit.data.dedup.ray_near import near_dedup_stage
 from instructkit.records import Record
-
-KEYS = ("instruction", "prompt", "conversation")
-
-
-def dedup_key(record: Record, key: str) -> str:
-    """The text a duplicate is judged on.
-
-    ``instruction``: the first user turn up to its first blank line (the Alpaca/Dolly readers join
-    instruction and input with a blank line); ``prompt``: all user turns (instruction + input);
-    ``conversation``: every turn.
-    """
-    if key == "instruction":
-        return record.first_instruction().split("\n\n", 1)[0]
-    if key == "prompt":
-        return record.prompt_text()
-    return record.all_text()
-
-
-def normalized_hash(text: str) -> str:
-    text = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 @register
@@ -54,6 +36,9 @@ class ExactDedup(DatasetStep):
                 first[h] = rec.id
                 out.append(Verdict())
         return out
+
+    def ray_stage(self, engine: Any, alive: list[Any], stepno: int) -> list[Any]:
+        return exact_dedup_stage(engine, alive, self.name, self.key, stepno)
 
 
 @register
@@ -80,8 +65,6 @@ class NearDedup(DatasetStep):
     """drop: keep one record per cluster; mark: keep all (the split keeps each cluster together)."""
 
     def run(self, records: list[Record], progress: Any = None) -> list[Verdict]:
-        from instructkit.data.dedup.near_dup import near_duplicate_clusters
-
         texts = [dedup_key(r, self.key) for r in records]
         clusters = near_duplicate_clusters(
             texts,
@@ -99,3 +82,6 @@ class NearDedup(DatasetStep):
             else:
                 out.append(Verdict("near_duplicate", f"cluster of {rep}"))
         return out
+
+    def ray_stage(self, engine: Any, alive: list[Any], stepno: int) -> list[Any]:
+        return near_dedup_stage(engine, alive, self, stepno)
