@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from rouge_score import rouge_scorer  # noqa: E402
 
-from instructkit.generate.similarity import SimilarityIndex  # noqa: E402
+from instructkit.data.similarity import SimilarityIndex  # noqa: E402
 
 TEMPLATES = [
     "Write a {a} {n} about the {n2} of {n3}.",

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
+from instructkit.data import instruction_filters as gen_filters
 from instructkit.data.base import build_step
 from instructkit.formats import read_records
-from instructkit.generate import filters as gen_filters
 from instructkit.generate import self_instruct as si
 from instructkit.records import Record
 

@@ -265,7 +265,7 @@ def test_a_recipe_starts_with_a_generate_stage_skipped_when_unchanged(
 @pytest.mark.requires_models
 def test_the_bundled_model_makes_twenty_instructions_from_the_default_seeds(tmp_path: Path) -> None:
     """The real thing, end to end: SmolLM2 through the local backend, the default seeds, every filter."""
-    from instructkit.generate.filters import INSTRUCTION_FILTERS
+    from instructkit.data.instruction_filters import INSTRUCTION_FILTERS
 
     cfg = load_generate_config(
         "self-instruct",

@@ -7,7 +7,7 @@ import random
 import pytest
 from rouge_score import rouge_scorer
 
-from instructkit.generate.similarity import SimilarityIndex, rouge_l_f, rouge_tokens
+from instructkit.data.similarity import SimilarityIndex, rouge_l_f, rouge_tokens
 
 WORDS = (
     "write explain the a of summary story poem list give classify sentence review email translate "

@@ -28,7 +28,7 @@ A candidate sample goes through these stages, each refusal counted by reason and
 * ``exact_dedup``: ``duplicate_task`` — the same task description (case and spacing ignored) as a seed
   or a kept sample;
 * ``rouge_novelty``: ``too_similar`` — Self-Instruct's ROUGE-L filter on the task description, against
-  the seeds and the kept samples (:meth:`~instructkit.generate.filters.RougeNovelty.judge`).
+  the seeds and the kept samples (:meth:`~instructkit.data.instruction_filters.RougeNovelty.judge`).
 
 **The stubs** (:func:`stub_source`): every top-level function (and every method of a top-level class)
 keeps its signature, decorators and docstring, with a body of ``return None`` or of
@@ -70,9 +70,10 @@ from typing import Any
 from instructkit.config import checked
 from instructkit.data.base import build_step
 from instructkit.data.decontam.step import BUILTIN as DECONTAM_BENCHMARKS
+from instructkit.data.instruction_filters import RougeNovelty
+from instructkit.data.similarity import SimilarityIndex
 from instructkit.generate.backends.base import Reply, Request, Sampling
 from instructkit.generate.cache import BudgetExhausted
-from instructkit.generate.filters import RougeNovelty
 from instructkit.generate.runner import (
     GenerateConfig,
     GenerateConfigError,
@@ -82,7 +83,6 @@ from instructkit.generate.runner import (
     register_generator,
     stopped_by_budget,
 )
-from instructkit.generate.similarity import SimilarityIndex
 from instructkit.records import Record
 
 SEEDS_FILE = "code_seeds.jsonl"

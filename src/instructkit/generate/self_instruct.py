@@ -355,7 +355,7 @@ def task_records(
 
 
 def _default_filters() -> list[Any]:
-    from instructkit.generate.filters import INSTRUCTION_FILTERS
+    from instructkit.data.instruction_filters import INSTRUCTION_FILTERS
 
     return list(INSTRUCTION_FILTERS)
 
@@ -419,9 +419,9 @@ class SelfInstructGenerator(Generator):
 
     def run(self, cfg: SelfInstructConfig, run: GenerationRun) -> GenerationResult:
         from instructkit.data.base import DatasetStep, Filter, Mapper
-        from instructkit.generate.filters import RougeNovelty
+        from instructkit.data.instruction_filters import RougeNovelty
+        from instructkit.data.similarity import SimilarityIndex
         from instructkit.generate.runner import GenerateConfigError
-        from instructkit.generate.similarity import SimilarityIndex
 
         seeds = load_seed_tasks(cfg.seeds, cfg.seeds_format)
         seed_texts = [t.instruction for t in seeds]

@@ -18,7 +18,7 @@ from typing import Any
 from instructkit.config import checked
 from instructkit.data.base import DatasetStep, Filter, StepConfigError, Verdict, register
 from instructkit.data.filters import NeedsModality, instruction_part
-from instructkit.generate.similarity import SimilarityIndex
+from instructkit.data.similarity import SimilarityIndex
 from instructkit.records import Record
 
 # Self-Instruct's list, verbatim: words that ask for what a text model cannot see or produce.
@@ -111,7 +111,7 @@ class WriteAProgram(Filter):
 @dataclass
 class RougeNovelty(DatasetStep):
     """Drop instructions whose ROUGE-L F against any seed or earlier kept instruction is ≥ ``threshold``
-    (rouge-score's values, exact; pruned by :class:`~instructkit.generate.similarity.SimilarityIndex`).
+    (rouge-score's values, exact; pruned by :class:`~instructkit.data.similarity.SimilarityIndex`).
     Kept records get ``meta.most_similar``: their ``k`` nearest instructions with scores. Order matters
     (an instruction is compared with those kept before it), so this is a whole-dataset step."""
 
