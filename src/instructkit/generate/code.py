@@ -21,7 +21,7 @@ A candidate sample goes through these stages, each refusal counted by reason and
 * ``syntax``: ``syntax_error`` — the solution, the tests or the two together do not compile;
 * ``shape``: ``no_tests`` (the tests hold no ``assert``), ``no_function`` (the solution defines no
   top-level function, so there is nothing to stub);
-* ``execute``: solution + tests run in the evaluation sandbox (:mod:`instructkit.evaluate.sandbox`, one
+* ``execute``: solution + tests run in the evaluation sandbox (:mod:`instructkit.sandbox`, one
   batch per round): ``tests_fail``, ``timeout``, ``sandbox_error``;
 * ``stub``: ``tests_pass_on_stub`` — the same tests pass on a stub of the solution, so they check nothing;
 * ``decontaminate``: ``contaminated`` — the curate step ``decontaminate`` (HumanEval by default);
@@ -373,7 +373,7 @@ class CodeGenerator(Generator):
     files = ("seeds",)
 
     def run(self, cfg: CodeConfig, run: GenerationRun) -> GenerationResult:
-        from instructkit.evaluate.sandbox import Sandbox
+        from instructkit.sandbox import Sandbox
 
         seeds = load_code_seeds(cfg.seeds, cfg.seeds_format)
         showable = [s for s in seeds if s.tests and s.solution]

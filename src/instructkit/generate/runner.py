@@ -15,7 +15,7 @@ A generator's output folder ``DIR`` holds:
 
 Why the folder is not replaced as a unit, as curate's is: the cache inside it is what makes a rerun free,
 and it is written as answers arrive. The other four files are committed together at the end
-(``formats.atomic.commit_files``), so a reader finds the previous run's set or the new one. A generator
+(``files.commit_files``), so a reader finds the previous run's set or the new one. A generator
 makes its requests in an order fixed by its config and seed and by the replies before them, so a rerun of
 the same command asks the same requests, finds them in the cache, and goes on from where the kill
 stopped it.
@@ -45,9 +45,9 @@ from instructkit.config import ConfigError, checked, load
 from instructkit.data.base import Step, build_step, verdict_of
 from instructkit.data.engines.accounting import StepReport
 from instructkit.data.engines.local import run_steps
+from instructkit.files import OutputError, commit_files, encode_text
 from instructkit.formats import dump_records
-from instructkit.formats.atomic import OutputError, commit_files
-from instructkit.formats.io import encode_rows, encode_text
+from instructkit.formats.io import encode_rows
 from instructkit.generate.backends.base import Backend, Reply, Request, build_backend
 from instructkit.generate.cache import BudgetExhausted, CachedBackend
 from instructkit.records import Record
