@@ -54,6 +54,10 @@ per round (seed ``seed + round``), so the local backend batches a round in one e
 command asks exactly the same ones and answers them from the cache. Once ``n`` samples are kept, the rest
 of that round's replies are not candidates (they are counted in the card as ``unused_replies`` and stay in
 the cache, where a rerun with a larger ``n`` finds them).
+
+Why one file: a generator is one module registered by name (``@register_generator``), the seam a new
+generator is added at; its config, prompts, reply parsing and the execution checks are one algorithm read
+top to bottom (the sandbox itself lives in ``instructkit.sandbox``).
 """
 
 from __future__ import annotations

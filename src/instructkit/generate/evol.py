@@ -36,6 +36,10 @@ lineage in ``meta.evol_history``: [{round, operation, parent, parent_id}, ...] f
 The input prompts themselves are not repeated in the output (the paper's dataset mixes them in; they are in
 the input file). Requests are built in an order fixed by the config, the seed and the replies before them,
 so a rerun is answered from the cache.
+
+Why one file: a generator is one module registered by name (``@register_generator``), the seam a new
+generator is added at; its config, the evolution prompts and the elimination rules are one algorithm read
+top to bottom, as in the paper.
 """
 
 from __future__ import annotations

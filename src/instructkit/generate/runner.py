@@ -30,15 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, ClassVar
 
 from instructkit import __version__
 from instructkit.config import ConfigError, checked, load
@@ -50,83 +47,14 @@ from instructkit.formats import dump_records
 from instructkit.formats.io import encode_rows
 from instructkit.generate.backends.base import Backend, Reply, Request, build_backend
 from instructkit.generate.cache import BudgetExhausted, CachedBackend
+from instructkit.generate.card import backend_settings, redacted, render_generation_card
+from instructkit.generate.progress import PROGRESS_EVERY, Progress
 from instructkit.records import Record
 
 RECORDS_FILE = "records.jsonl"
 REJECTS_FILE = "rejects.jsonl"
 CACHE_FILE = "cache.sqlite"
 CARD_FILES = ("card.json", "card.md")
-PROGRESS_EVERY = 15.0
-"""Seconds between two plain progress lines when stderr is not a terminal (module docstring)."""
-REDACTED = "***"
-_SECRET_WORDS = {"key", "token", "secret", "password", "passwd", "auth", "authorization", "credential",
-                 "credentials", "cookie", "apikey"}  # fmt: skip
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a setting named ``name`` holds a secret: a word of it (split at ``_``, ``-``, ``.`` and
-    camel case) is key, token, secret, password, auth, ... — so ``api_key``, ``auth_token`` and ``apiKey``
-    are, and ``max_tokens_param`` (the word is "tokens") is not."""
-    words = (
-        re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().replace("-", "_").replace(".", "_").split("_")
-    )
-    return any(w in _SECRET_WORDS for w in words)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (``user:pw@host``) and any secret-named query value written as ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:{REDACTED}@{netloc.rsplit('@', 1)[1]}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(is_secret_name(k) for k, _ in pairs):
-            query = urlencode([(k, REDACTED if is_secret_name(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def redacted(settings: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a backend's settings fit for a card that is shared: a secret-named value (set) is
-    ``***``, a URL loses its password and secret query values; nested mappings are redacted too."""
-    out: dict[str, Any] = {}
-    for k, v in settings.items():
-        if is_secret_name(str(k)) and v is not None:
-            out[k] = REDACTED
-        elif isinstance(v, dict):
-            out[k] = redacted(v)
-        elif isinstance(v, str) and "://" in v:
-            out[k] = redact_url(v)
-        else:
-            out[k] = v
-    return out
-
-
-def backend_settings(backend: Backend) -> dict[str, Any]:
-    """Every parameter ``backend`` runs with (its name first, defaults included), redacted (:func:`redacted`);
-    a value that is not plain data (a test's answering function) is shown by its type."""
-    if isinstance(backend, CachedBackend):
-        backend = backend.backend
-    out: dict[str, Any] = {"name": getattr(backend, "name", type(backend).__name__)}
-    if dataclasses.is_dataclass(backend):
-        for f in dataclasses.fields(backend):
-            if f.init and not f.name.startswith("_"):
-                out[f.name] = _plain(getattr(backend, f.name))
-    return redacted(out)
-
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return f"<{type(value).__name__}>"
 
 
 @dataclass
@@ -193,7 +121,7 @@ class GenerationRun:
         self.kept = 0
         self.target = target
         self.started = time.monotonic()
-        self._progress = _Progress(self, show_progress, progress_every)
+        self._progress = Progress(self, show_progress, progress_every)
 
     # -- requests ---------------------------------------------------------------------------------------
 
@@ -351,145 +279,6 @@ def stopped_by_budget(e: BudgetExhausted, done: int, target: int, unit: str) -> 
         f"token budget spent: {e.spent:,} of {e.budget:,} tokens on {e.sent:,} requests, {done} of {target} "
         f"{unit}s made; rerun with a larger --budget-tokens to go on from the cache"
     )
-
-
-class _Progress:
-    """Progress on stderr (module docstring): a live rich line on a terminal — kept / target, rejected by
-    reason (top 3), requests, tokens, cache hits —, else a plain line every ``every`` seconds and one at the
-    end. Off when ``show`` is false (``--quiet``, tests and recipes that print their own)."""
-
-    def __init__(
-        self, run: GenerationRun, show: bool, every: float = PROGRESS_EVERY, stream: TextIO | None = None
-    ) -> None:
-        self.run = run
-        self.bar = None
-        self.task = None
-        self.last = 0.0
-        self.lines: TextIO | None = None  # the stream plain lines go to, when not a terminal
-        self.every = every
-        self.last_line = time.monotonic()
-        if not show:
-            return
-        from rich.console import Console
-
-        console = Console(stderr=True) if stream is None else Console(file=stream)
-        if not console.is_terminal:
-            self.lines = stream if stream is not None else sys.stderr
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self.bar.start()
-        self.task = self.bar.add_task(run.generator, total=run.target, info="")
-
-    def _rejected(self) -> str:
-        run = self.run
-        reasons = Counter(r["reason"] for r in run.rejects if r.get("counted", True)).most_common(3)
-        return f"rejected {sum(1 for r in run.rejects if r.get('counted', True))}" + (
-            f" ({', '.join(f'{k} {v}' for k, v in reasons)})" if reasons else ""
-        )
-
-    def update(self, force: bool = False) -> None:
-        if self.lines is not None:
-            now = time.monotonic()
-            if force or now - self.last_line >= self.every:
-                self.last_line = now
-                self.line()
-            return
-        if self.bar is None or self.task is None:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < 0.2:
-            return
-        self.last = now
-        run = self.run
-        stats = run.backend.stats
-        info = (
-            self._rejected()
-            + f" · requests {stats.misses} sent, {stats.hits} cached · tokens {stats.tokens:,}"
-        )
-        self.bar.update(self.task, completed=run.kept, info=info)
-
-    def line(self) -> None:
-        """One plain progress line: ``[self-instruct] 45 s: kept 12/20 instructions, rejected 30 (...),
-        requests 40 sent + 0 cached (2 errors), tokens 12,345 (274 tokens/s), 16 kept/min``."""
-        if self.lines is None:
-            return
-        run = self.run
-        stats = run.backend.stats
-        elapsed = max(time.monotonic() - run.started, 1e-9)
-        target = f"/{run.target}" if run.target else ""
-        text = (
-            f"[{run.generator}] {elapsed:.0f} s: kept {run.kept}{target} {run.unit}s, {self._rejected()}, "
-            f"requests {stats.misses} sent + {stats.hits} cached ({stats.errors} errors), "
-            f"tokens {stats.tokens:,} ({stats.tokens / elapsed:,.0f} tokens/s), "
-            f"{run.kept / elapsed * 60:.1f} kept/min"
-        )
-        try:
-            print(text, file=self.lines, flush=True)
-        except (OSError, ValueError):  # a closed pipe or file: progress is not worth failing the run
-            self.lines = None
-
-    def close(self) -> None:
-        if self.lines is not None:
-            self.line()
-            self.lines = None
-        if self.bar is not None:
-            self.update(force=True)
-            self.bar.stop()
-            self.bar = None
-
-
-def render_generation_card(card: dict[str, Any], rejects: Sequence[dict[str, Any]] = ()) -> str:
-    """The generation card as Markdown (the curate card's accounting and steps tables, plus what the
-    backend spent)."""
-    s, acc = card["summary"], card["accounting"]
-    cost = "-" if s["cost"] is None else f"{s['cost']:.4f}"
-    lines = [
-        f"# Generated data card: {card['generator']}",
-        "",
-        f"Made by instructkit {card['instructkit_version']} with backend `{card['backend'].get('backend')}`, "
-        f"model `{card['backend'].get('model')}`. Stopped: {card['stopped']}.",
-        "",
-        "## Accounting",
-        "",
-        f"**{acc['in']} candidate {s['unit']}s = {acc['kept']} kept + {acc['rejected']} rejected** "
-        f"({'balanced' if acc['balanced'] else 'NOT BALANCED'}). Every rejected candidate is in "
-        "`rejects.jsonl` with its step and reason"
-        + (
-            "; its rows with `counted: false` are parts of candidates (instances), counted in their own "
-            "steps, outside this sum."
-            if any(not r.get("counted", True) for r in rejects)
-            else "."
-        ),
-        "",
-        "## Requests",
-        "",
-        "| requests | sent | cache hits | errors | prompt tokens | completion tokens | cost | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {s['requests']} | {s['sent']} | {s['cache_hits']} | {s['errors']} | {s['prompt_tokens']:,} | "
-        f"{s['completion_tokens']:,} | {cost} | {s['seconds']} |",
-        "",
-        "## Steps",
-        "",
-        "| step | in | kept | dropped (by reason) |",
-        "| --- | --- | --- | --- |",
-    ]
-    for st in card["steps"]:
-        dropped = ", ".join(f"{k} {v}" for k, v in st["dropped"].items()) or "-"
-        lines.append(f"| {st['step']} | {st['in']} | {st['kept']} | {dropped} |")
-    if card["rejected_by_reason"]:
-        lines += ["", "## Rejected, by reason", "", "| reason | candidates |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in card["rejected_by_reason"].items()]
-    return "\n".join(lines) + "\n"
 
 
 # -- the generators' shared config and registry ------------------------------------------------------------

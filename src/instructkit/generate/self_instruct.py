@@ -16,6 +16,10 @@ Followed (yizhongw/self-instruct, the paper's code release):
   The few-shot examples here come from the seed tasks, not the original's hand-written templates.
 * ``prepare_for_finetuning.py``: instance cleaning (input equal to output, empty output, one input
   with conflicting outputs, duplicates).
+
+Why one file: a generator is one module registered by name (``@register_generator``), the seam a
+new generator is added at; its config, prompts, parsing and filtering are one algorithm read top to
+bottom, each step following the paper's scripts named above.
 """
 
 from __future__ import annotations
