@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from instructkit.cli import app
 from instructkit.config import ConfigError, describe, field_docs, load, parse_overrides
 from instructkit.data.base import STEPS, StepConfigError
-from instructkit.data.pipeline import CurateConfig
+from instructkit.data.curate_config import CurateConfig
 from instructkit.data.split import SplitConfig
 from instructkit.models import ModelNotFoundError
 from instructkit.recipe import EvalSettings, Recipe, RecipeError, check_recipe

@@ -60,7 +60,8 @@ LAYERS: dict[str, set[str]] = {
     },
     "serve": {"models", "templates", "train.tasks", "train.saved_model"},
     # generation: the local backend decodes in batches (decoding); generated records go through the
-    # curation steps (the similarity and blacklist filters among them); code tasks run in the sandbox.
+    # curation steps (data/instruction_filters.py: the similarity and blacklist filters among them); code
+    # tasks run in the sandbox.
     "generate": {
         "records",
         "config",
@@ -106,12 +107,29 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported(name: str, is_package: bool, source: str) -> list[tuple[int, str, list[str]]]:
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` but those under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    out, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def imported(
+    name: str, is_package: bool, source: str, *, runtime: bool = False
+) -> list[tuple[int, str, list[str]]]:
     """``(line, module, names)`` of each import of ours in ``source``; ``module`` without ``instructkit.``.
-    ``from instructkit.x import y`` where ``y`` is a module counts as importing ``x.y``."""
+    ``from instructkit.x import y`` where ``y`` is a module counts as importing ``x.y``. ``runtime``: leave
+    out the imports under ``if TYPE_CHECKING:``."""
     out = []
     here = name.split(".") if is_package else name.split(".")[:-1]
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    for node in _runtime_nodes(tree) if runtime else ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
                 if _under(a.name, "instructkit"):
@@ -180,6 +198,68 @@ def _package_modules() -> dict[str, tuple[bool, str]]:
         for p in SRC.rglob("*.py")
         if p.relative_to(SRC).parts != ("__init__.py",)
     }
+
+
+def cycles(modules: dict[str, tuple[bool, str]]) -> list[list[str]]:
+    """Groups of modules that import each other, directly or through others (strongly connected components
+    of more than one module), over the imports that run (lazy ones inside functions included; those under
+    ``if TYPE_CHECKING:`` left out). An import of a package's name counts as importing its ``__init__``."""
+    graph: dict[str, set[str]] = {}
+    for name, (is_package, source) in modules.items():
+        targets = set()
+        for _, target, _ in imported(name, is_package, source, runtime=True):
+            parts = target.split(".")
+            found = next(
+                (".".join(parts[:k]) for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in modules),
+                None,
+            )
+            if found and found != name:
+                targets.add(found)
+        graph[name] = targets
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def test_no_import_cycle() -> None:
+    assert cycles(_package_modules()) == []
+
+
+def test_the_cycle_check_finds_one() -> None:
+    fake = {
+        "data.pipeline": (False, "from instructkit.data.engines.local import run"),
+        "data.engines.local": (False, "def f():\n    from instructkit.data.pipeline import curate"),
+        "data.base": (
+            False,
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from instructkit.data.pipeline import x",
+        ),
+    }
+    assert cycles(fake) == [["data.engines.local", "data.pipeline"]]
 
 
 def test_every_import_follows_the_layer_table() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasketch.lsh import _optimal_param
 
-from instructkit.data.dedup import near_dup
+from instructkit.data.dedup import minhash, near_dup
 from instructkit.data.dedup.near_dup import (
     minhash_signatures,
     near_duplicate_clusters,
@@ -44,7 +44,7 @@ def test_normalize_for_dedup() -> None:
     # the ASCII fast path agrees with the general definition on every ASCII character
     for cp in range(128):
         text = f" Ab{chr(cp)}cD e{chr(cp)}"
-        general = unicodedata.normalize("NFKC", text).casefold().translate(near_dup._space_table())
+        general = unicodedata.normalize("NFKC", text).casefold().translate(minhash._space_table())
         assert normalize_for_dedup(text) == " ".join(general.split()), repr(text)
 
 
@@ -68,7 +68,7 @@ def test_shingle_hashes_match_shingle_sets(unit: str, ngram: int) -> None:
     """The engine's 64-bit shingle hashes are the shingle sets, one distinct hash per distinct shingle."""
     texts = [BASE, "Hi", "", "ab ab ab ab ab ab", "Ünïcödé ＦＵＬＬ text, 💡 ideas", "a b", "x" * 40]
     norm = [normalize_for_dedup(t) for t in texts]
-    hashes, counts = near_dup._shingle_hashes(norm, ngram, unit)
+    hashes, counts = minhash.shingle_hashes(norm, ngram, unit)
     start = 0
     for text, k in zip(texts, counts.tolist(), strict=True):
         assert len(set(hashes[start : start + k].tolist())) == len(shingles(text, ngram, unit)), text

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from instructkit.data.pipeline import CurateConfig
+from instructkit.data.curate_config import CurateConfig
 from instructkit.formats import resolve_path
 from instructkit.train.methods import build_method
 

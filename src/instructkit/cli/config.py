@@ -28,7 +28,7 @@ def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[st
 
         return [("train config (instructkit train CONFIG.yaml)", TrainConfig, "", ())]
     if kind == "curate":
-        from instructkit.data.pipeline import CurateConfig
+        from instructkit.data.curate_config import CurateConfig
 
         return [("curate config (instructkit data curate --config CONFIG.yaml)", CurateConfig, "", ())]
     if kind == "run":
@@ -83,7 +83,7 @@ def _schemas(kind: str, name: str | None) -> list[tuple[str, type, str, tuple[st
         key = name.strip().lower().replace("_", "-") if name else None
         label, where = "method", "method"
     else:
-        import instructkit.data.pipeline  # noqa: F401  (the pipeline registers every step)
+        import instructkit.data  # noqa: F401  (the package registers every step)
         from instructkit.data.base import STEPS
 
         registry, key, label, where = STEPS, name, "step", "steps[N]"

@@ -18,6 +18,7 @@ from typing import Any
 
 from instructkit.continual import scoring
 from instructkit.continual.recipe import ContinualRecipe, ContinualRecipeError, TaskSpec
+from instructkit.continual.strategies.base import ContinualError
 from instructkit.files import sha256_file
 from instructkit.formats import read_records
 from instructkit.ledger import digest
@@ -199,7 +200,10 @@ def check_continual(recipe: ContinualRecipe, recipe_path: str | Path | None = No
     where = str(recipe_path or "recipe")
     try:
         strategy = recipe.strategy_obj()
-        strategy.check(round_train_config(recipe, recipe.run_dir / round_name(0), Path("train.jsonl")))
+        try:
+            strategy.check(round_train_config(recipe, recipe.run_dir / round_name(0), Path("train.jsonl")))
+        except ContinualError as e:
+            raise ContinualRecipeError(e.template, key=e.key) from None
         tasks = [task_data(i, t, base, recipe.seed) for i, t in enumerate(recipe.tasks)]
         general = general_path = None
         if recipe.general:

@@ -53,7 +53,7 @@ def text_metric(name: str) -> Metric:
 
 
 def prompts_and_refs(records: Sequence[Record]) -> tuple[list[list[dict[str, str]]], list[str]]:
-    from instructkit.evaluate.scoring import split_chat
+    from instructkit.evaluate.replies import split_chat
 
     convs, refs = [], []
     for i, rec in enumerate(records):

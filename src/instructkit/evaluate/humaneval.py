@@ -9,34 +9,17 @@ estimator over ``num_return_sequences`` replies per problem (greedy gives one: p
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from instructkit import __version__
 from instructkit.benchmark_sets import humaneval_problems
 from instructkit.decoding import Decoding
+from instructkit.evaluate.replies import extract_completion
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in one Python code block."
 )
-
-_FENCE = re.compile(r"```(?:[Pp]ython3?|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
-
-
-def extract_completion(reply: str, problem: dict[str, Any]) -> str:
-    """The completion to append to the problem's prompt.
-
-    Rule: take the first fenced code block (or the whole reply when there is none). If it defines the
-    entry-point function, it is appended after the prompt as a new top-level definition (the prompt's own
-    docstring-only function is a valid body that the new one replaces); otherwise it is taken as the body
-    that continues the prompt.
-    """
-    m = _FENCE.search(reply)
-    code = m.group(1) if m else reply
-    if re.search(rf"^\s*def\s+{re.escape(problem['entry_point'])}\s*\(", code, re.M):
-        return "\n" + code
-    return code
 
 
 def evaluate_humaneval(

@@ -42,6 +42,7 @@ import torch
 
 from instructkit import __version__
 from instructkit.decoding import Decoding, generate, render_prompts
+from instructkit.evaluate.replies import split_chat
 from instructkit.files import sha256_file, write_text
 from instructkit.records import Record
 
@@ -223,19 +224,6 @@ def generate_replies(
         return generate(lm.model, lm.tokenizer, prompts, decoding, batch_size=batch_size, on_batch=advance)
     finally:
         stop()
-
-
-def split_chat(rec: Record, i: int) -> tuple[list[dict[str, str]], str | None]:
-    """(prompt conversation up to the last user turn, the assistant reply after it or None)."""
-    if rec.messages is None:
-        raise ValueError(f"record {i} ({rec.id}) is a {rec.kind} record; generation eval needs chat records")
-    msgs = [m.to_dict() for m in rec.messages]
-    users = [j for j, m in enumerate(msgs) if m["role"] == "user"]
-    if not users:
-        raise ValueError(f"record {i} ({rec.id}) has no user turn to answer")
-    last = users[-1]
-    ref = next((m["content"] for m in msgs[last + 1 :] if m["role"] == "assistant"), None)
-    return msgs[: last + 1], ref
 
 
 def _templated(records: list[Record]) -> bool:

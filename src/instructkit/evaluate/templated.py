@@ -154,7 +154,7 @@ def score_templated(records: Sequence[Record], replies: Sequence[str]) -> tuple[
     Returns the metrics — ``TASK.METRIC`` headline floats and ``tasks``: per task its metrics with the
     counts ``records``, ``scored``, ``unparsed`` and ``bad_references``, or ``not_scored`` with the reason —
     and one prediction per record (raw reply, parsed reply, parsed reference, ``unparsed``)."""
-    from instructkit.evaluate.scoring import split_chat
+    from instructkit.evaluate.replies import split_chat
     from instructkit.tasks.parsers import parse_reply
 
     check_templated(records)
@@ -245,7 +245,7 @@ def _problem(meta_problem: Any) -> dict[str, str] | None:
 
 def score_code(items: list[dict[str, Any]], count: dict[str, int]) -> dict[str, Any]:
     """pass@1 of the code replies whose record carries its problem (the module docstring)."""
-    from instructkit.evaluate.humaneval import extract_completion
+    from instructkit.evaluate.replies import extract_completion
 
     runnable = [(it, p) for it in items if (p := _problem(it["problem"])) is not None]
     out: dict[str, Any] = {**count, "scored": len(runnable), "no_tests": len(items) - len(runnable)}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from instructkit.files import atomic_write_bytes, sha256_file
-from instructkit.models.registry import ModelNotFoundError
+from instructkit.models.errors import ModelNotFoundError
 
 MANIFEST = "instructkit-manifest.json"
 GGUF_SIDECAR = ".sha256"

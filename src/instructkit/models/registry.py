@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from instructkit.models.errors import ModelNotFoundError
+
 CACHE_FORMAT = 1
 MARKER = "instructkit-cache.json"
-
-
-class ModelNotFoundError(LookupError):
-    """The name is no alias, no local folder and not something the hub could serve."""
 
 
 class ModelNotInstalledError(ModelNotFoundError):

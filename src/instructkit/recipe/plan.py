@@ -17,7 +17,7 @@ from instructkit.recipe.schema import Recipe, RecipeError
 
 
 def load_curate(recipe: Recipe, base: Path) -> Any:
-    from instructkit.data.pipeline import CurateConfig
+    from instructkit.data.curate_config import CurateConfig
 
     if recipe.curate is None:
         return CurateConfig()

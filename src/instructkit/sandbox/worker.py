@@ -1,7 +1,7 @@
 """The worker side of the sandbox: what runs in a worker interpreter (``python -I worker.py --worker
 CONFIG_JSON``) and in the sample processes it forks. The package docstring has the design.
 
-One file of about 750 lines, on purpose: it runs as a script in isolated mode, which puts no folder on
+Why one file: it runs as a script in isolated mode, which puts no folder on
 ``sys.path``, so it cannot import a sibling module (and must not import instructkit or anything outside the
 standard library, which would make every worker as large as the caller). Its parts, in order: the
 confinement a worker sets up once (namespaces, the probe, mounts, the seccomp filter), the per-sample

@@ -42,6 +42,7 @@ from instructkit.models.manifest import (
     write_gguf_sidecar,
     write_manifest,
 )
+from instructkit.serve.gguf import ExportError, write_gguf
 from instructkit.train.saved_model import (
     INFO_FILE,
     is_trained_run,
@@ -93,11 +94,6 @@ TEXTS = (
     "Café, naïve — ünïcode 123 and @user #tag http://example.com",
 )
 """Fixed plain texts for runs without a chat template (classifiers, models without one)."""
-
-
-class ExportError(ValueError):
-    """An export refused (bad input, a method that cannot be merged, a wrong format) or one that failed its
-    verification; nothing was written."""
 
 
 @dataclass
@@ -462,8 +458,6 @@ def _export_gguf(
 ) -> float:
     import torch
     import transformers
-
-    from instructkit.serve.gguf import write_gguf
 
     out = out.resolve()
     recover_folder(out)  # removes staging folders a killed export left beside it

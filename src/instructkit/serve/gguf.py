@@ -10,8 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from instructkit.serve.export import ExportError
 from instructkit.train.saved_model import INFO_FILE
+
+
+class ExportError(ValueError):
+    """An export refused (bad input, a method that cannot be merged, a wrong format) or one that failed its
+    verification; nothing was written. Defined here, beside the writer that raises it too, so that
+    ``export.py`` imports this module and not the other way round."""
+
 
 GGUF_FILE_TYPES = {"float32": "ALL_F32", "float16": "MOSTLY_F16", "bfloat16": "MOSTLY_BF16"}
 

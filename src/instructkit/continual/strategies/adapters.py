@@ -53,10 +53,8 @@ class Adapters(Strategy):
     continues_weights = False  # every task's adapter trains from the untouched base model
 
     def check(self, cfg: Any) -> None:
-        from instructkit.continual.recipe import ContinualRecipeError
-
         if cfg.method["name"] != "lora":
-            raise ContinualRecipeError(
+            raise ContinualError(
                 "{key}: the adapters strategy trains a LoRA adapter per task; use method lora",
                 key="method.name",
             )

@@ -99,7 +99,8 @@ class Strategy:
     # ------------------------------------------------------------------------------------------- hooks
     def check(self, cfg: Any) -> None:
         """Rules against a round's training config (``TrainConfig``), checked before any round starts;
-        raise ``ContinualRecipeError`` naming the recipe key."""
+        raise ``ContinualError`` naming the recipe key (the plan re-raises it as the recipe's error, with
+        the recipe file's name)."""
 
     def round_records(self, rnd: Round, new: list[Record]) -> RoundRecords:
         """The records round ``rnd`` trains on, given the new task's kept records; a strategy that keeps

@@ -41,10 +41,8 @@ class Lwf(Strategy):
     """α: the distillation term's share of the loss; 0 is plain fine-tuning, 1 distillation alone."""
 
     def check(self, cfg: Any) -> None:
-        from instructkit.continual.recipe import ContinualRecipeError
-
         if not cfg.trained_positions_head:
-            raise ContinualRecipeError(
+            raise ContinualError(
                 "{key}: lwf distils at the trained positions only; leave it true",
                 key="train.trained_positions_head",
             )
