@@ -24,9 +24,6 @@ _EMPTY = np.uint32(0xFFFFFFFF)  # signature value of a document without shingles
 
 _DOC_CHUNK = 2048  # documents hashed together (~100 shingles each: temporaries stay in cache)
 _BLOCK = 8192  # shingles per permutation block: the (num_perm, _BLOCK) uint64 array stays in cache
-_BUCKET_WINDOW = 32  # a document is paired with up to this many following members of its LSH bucket
-_CANDIDATE_RECALL = 0.95  # with verify: P(a pair at exactly the threshold becomes a candidate) at least this
-_PREFILTER_Z = 4.0  # with verify: drop candidates whose signature estimate is this many sd under threshold
 
 
 def check_params(ngram: int, unit: str, num_perm: int = 1, threshold: float = 0.5) -> None:

@@ -67,6 +67,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from instructkit.data.dedup.minhash import (
+    _DOC_CHUNK,
+    _MUL,
+    _U64,
     check_params,
     minhash_signatures,
     normalize_for_dedup,
@@ -89,14 +92,7 @@ __all__ = [
     "verify_pairs",
 ]
 
-_U64 = np.uint64
-_MUL = _U64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the shingle and band-key folds
-_FMIX1 = _U64(0xFF51AFD7ED558CCD)
-_FMIX2 = _U64(0xC4CEB9FE1A85EC53)
-_EMPTY = np.uint32(0xFFFFFFFF)  # signature value of a document without shingles
 
-_DOC_CHUNK = 2048  # documents hashed together (~100 shingles each: temporaries stay in cache)
-_BLOCK = 8192  # shingles per permutation block: the (num_perm, _BLOCK) uint64 array stays in cache
 _BUCKET_WINDOW = 32  # a document is paired with up to this many following members of its LSH bucket
 _CANDIDATE_RECALL = 0.95  # with verify: P(a pair at exactly the threshold becomes a candidate) at least this
 _PREFILTER_Z = 4.0  # with verify: drop candidates whose signature estimate is this many sd under threshold
