@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ class Stages:
     def __init__(self, run_dir: Path, error: type[ConfigError] = ConfigError):
         self.path = Path(run_dir) / LEDGER
         self.done: dict[str, dict[str, Any]] = {}
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
         if self.path.exists():
             try:
                 done = json.loads(self.path.read_text())
@@ -80,6 +82,26 @@ class Stages:
     def finish(self, stage: str, digest: str, seconds: float) -> None:
         self.done[stage] = {"inputs": digest, "seconds": round(seconds, 2), "finished": time.time()}
         write_text(json.dumps(self.done, indent=2) + "\n", self.path)
+
+    def run(
+        self,
+        name: str,
+        digest: str,
+        outputs: Sequence[Path],
+        work: Callable[[], None],
+        log: Callable[[str], None],
+    ) -> None:
+        """Run ``work`` unless stage ``name`` is fresh (same input digest, outputs present), then record
+        the digest; ``ran`` and ``skipped`` list the stages in order."""
+        if self.fresh(name, digest, outputs):
+            log(f"[{name}] up to date, skipped")
+            self.skipped.append(name)
+            return
+        log(f"[{name}] running")
+        t0 = time.perf_counter()
+        work()
+        self.finish(name, digest, time.perf_counter() - t0)
+        self.ran.append(name)
 
     def forget(self, stages: Sequence[str]) -> None:
         """Drop ``stages`` from the ledger (in memory; the next ``finish`` writes it)."""

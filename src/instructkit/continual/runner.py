@@ -36,10 +36,9 @@ moved aside rather than resumed.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +78,6 @@ class _Run:
     stages: Stages
     progress: bool
     log: Callable[[str], None]
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -128,7 +125,7 @@ def run_continual(
     doc = {"matrix": matrix.to_dict(), "summary": summary, "strategy": _strategy_info(plan)}
     write_text(json.dumps(doc, indent=2) + "\n", run_dir / "matrix.json")
     html, md = write_report(run_dir)
-    return ContinualResult(run_dir, run.ran, run.skipped, matrix, summary, html, md)
+    return ContinualResult(run_dir, run.stages.ran, run.stages.skipped, matrix, summary, html, md)
 
 
 def _strategy_info(plan: Plan) -> dict[str, Any]:
@@ -136,15 +133,7 @@ def _strategy_info(plan: Plan) -> dict[str, Any]:
 
 
 def _stage(run: _Run, name: str, d: str, outputs: list[Path], work: Callable[[], None]) -> None:
-    if run.stages.fresh(name, d, outputs):
-        run.log(f"[{name}] up to date, skipped")
-        run.skipped.append(name)
-        return
-    run.log(f"[{name}] running")
-    t0 = time.perf_counter()
-    work()
-    run.stages.finish(name, d, time.perf_counter() - t0)
-    run.ran.append(name)
+    run.stages.run(name, d, outputs, work, run.log)
 
 
 def _scoring_digest(run: _Run, upto: int) -> str:

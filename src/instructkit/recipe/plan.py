@@ -5,7 +5,6 @@ the training config, the generator and template configs, the inputs), and what i
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,8 +178,6 @@ class RecipeRun:
     log: Callable[[str], None]
     base: Path = field(default_factory=Path.cwd)
     """The folder relative paths in the recipe are resolved against (the recipe's)."""
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -204,14 +201,5 @@ class RecipeRun:
         return self.data_dir / f"{self.recipe.eval.split}{self.suffix}"
 
     def stage(self, name: str, digest: str, outputs: list[Path], work: Callable[[], None]) -> None:
-        """Run ``work`` unless the stage is fresh (same input digest, outputs present); record the digest
-        when it is done."""
-        if self.stages.fresh(name, digest, outputs):
-            self.log(f"[{name}] up to date, skipped")
-            self.skipped.append(name)
-            return
-        self.log(f"[{name}] running")
-        t0 = time.perf_counter()
-        work()
-        self.stages.finish(name, digest, time.perf_counter() - t0)
-        self.ran.append(name)
+        """Run ``work`` unless the stage is fresh (the ledger's rule); record its digest when done."""
+        self.stages.run(name, digest, outputs, work, self.log)

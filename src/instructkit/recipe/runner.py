@@ -60,7 +60,7 @@ def run_recipe(
     html, md = report_stage(run, d_before, d_after)
     before = json.loads((run.run_dir / "eval" / "before.json").read_text())["metrics"]
     after = json.loads((run.run_dir / "eval" / "after.json").read_text())["metrics"]
-    return RunResult(run.run_dir, run.ran, run.skipped, before, after, html, md)
+    return RunResult(run.run_dir, run.stages.ran, run.stages.skipped, before, after, html, md)
 
 
 def _open_recipe_run(
