@@ -252,17 +252,18 @@ def varied_llama(make_tiny_llama: Callable[..., str]) -> str:
     return make_tiny_llama("varied-llama-gen", initializer_range=0.3)
 
 
-def test_local_greedy_equals_eval_greedy_and_respects_max_tokens(varied_llama: str) -> None:
-    from instructkit.decoding import Decoding, generate, render_prompts
+def test_local_greedy_equals_one_request_generate_and_respects_max_tokens(varied_llama: str) -> None:
+    """The engine's replies (7 requests, 3 rows at a time) equal a plain ``generate`` per prompt."""
+    from instructkit.decoding import Decoding, generate_one_by_one, render_prompts
 
     b = build_backend("local", model=varied_llama, batch_size=3)
     requests = [user(f"question {i}: " + "word " * i, Sampling(max_tokens=8)) for i in range(7)]
     replies = b.complete(requests)
     model, tok = b.loaded()
-    expected = generate(
+    expected = generate_one_by_one(
         model, tok, render_prompts(tok, [r.messages for r in requests]), Decoding(max_new_tokens=8)
     )
-    assert [r.text for r in replies] == [e[0] for e in expected]
+    assert [r.text for r in replies] == expected
     assert len({r.text for r in replies}) > 3, (
         "replies do not depend on the prompt; the check would be vacuous"
     )
@@ -289,6 +290,36 @@ def test_local_stop_strings_and_seeded_sampling(varied_llama: str) -> None:
         [dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, seed=4)) for r in sampled]
     )
     assert [r.text for r in other] != [r.text for r in first]
+
+
+@pytest.mark.slow
+def test_local_backend_takes_a_trained_run_folder(tmp_path: Path, varied_llama: str) -> None:
+    """A LoRA run just trained is a teacher as it is: the backend loads the run folder (adapter and all) and
+    answers like a plain ``generate`` of the trained model, not like the base model."""
+    from instructkit.decoding import Decoding, generate_one_by_one, render_prompts
+    from instructkit.train.config import TrainConfig
+    from instructkit.train.saved_model import load_trained
+    from instructkit.train.training import train
+
+    demo = Path(__file__).parent.parent / "examples" / "data" / "demo.jsonl"
+    cfg = TrainConfig.from_dict({
+        "model": varied_llama, "task": "causal-lm", "method": {"name": "lora", "r": 4, "alpha": 16},
+        "name": "teacher", "output_dir": str(tmp_path), "bf16": "false",
+        "data": {"train": str(demo), "val_share": 0.2, "max_length": 96},
+        "optim": {"lr": 0.1, "batch_size": 4, "max_steps": 4},
+    })  # fmt: skip
+    run = train(cfg, progress=False).run_dir
+    requests = [user(f"question {i}: " + "word " * i, Sampling(max_tokens=8)) for i in range(4)]
+    b = build_backend("local", model=str(run))
+    replies = [r.text for r in b.complete(requests)]
+    trained, tok, _ = load_trained(run)
+    prompts = render_prompts(tok, [r.messages for r in requests])
+    assert replies == generate_one_by_one(trained, tok, prompts, Decoding(max_new_tokens=8))
+    base, base_tok = build_backend("local", model=varied_llama).loaded()
+    assert replies != generate_one_by_one(base, base_tok, prompts, Decoding(max_new_tokens=8)), (
+        "the trained run answers like the base model; the check would be vacuous"
+    )
+    assert b.key()["weights"], "a run folder's weights are fingerprinted (retrained in place: a new key)"
 
 
 def test_local_backend_behind_the_cache(tmp_path: Path, varied_llama: str) -> None:

@@ -30,8 +30,9 @@ LAYERS: dict[str, set[str]] = {
     "records": set(),
     "benchmark_sets": set(),
     "models": set(),
-    # batched decoding (``generate`` over sorted, left-padded batches): eval, the local generation
-    # backend, continual scoring and HumanEval sampling decode through it
+    # the one decoding engine (continuous batching, prefix cache, drafts, packed linears) and its batch
+    # front (``generate``): serve and chat, eval, the local generation backend, continual scoring and
+    # HumanEval sampling all decode through it
     "decoding": {"models"},
     # the code sandbox: stdlib only (its worker runs as a script in isolated mode)
     "sandbox": set(),
@@ -58,10 +59,11 @@ LAYERS: dict[str, set[str]] = {
         "decoding",
         "sandbox",
     },
-    "serve": {"models", "templates", "train.tasks", "train.saved_model"},
-    # generation: the local backend decodes in batches (decoding); generated records go through the
-    # curation steps (data/instruction_filters.py: the similarity and blacklist filters among them); code
-    # tasks run in the sandbox.
+    "serve": {"models", "templates", "train.tasks", "train.saved_model", "decoding"},
+    # generation: the local backend decodes through the one engine (decoding) and loads a trained run
+    # (train.saved_model, train's public face); generated records go through the curation steps
+    # (data/instruction_filters.py: the similarity and blacklist filters among them); code tasks run in the
+    # sandbox.
     "generate": {
         "records",
         "config",
@@ -71,6 +73,7 @@ LAYERS: dict[str, set[str]] = {
         "data",
         "decoding",
         "sandbox",
+        "train.saved_model",
     },
     "recipe": {
         "config",

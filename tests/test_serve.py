@@ -16,10 +16,10 @@ import openai
 import pytest
 import torch
 
+from instructkit.decoding.engine.requests import Request
+from instructkit.decoding.engine.sampling import Sampling
+from instructkit.decoding.engine.scheduler import Engine, wait_until
 from instructkit.serve.config import ServerConfig
-from instructkit.serve.engine.requests import Request
-from instructkit.serve.engine.sampling import Sampling
-from instructkit.serve.engine.scheduler import Engine, wait_until
 from instructkit.serve.loading import Served, load_served
 from instructkit.serve.server import ServerThread
 from tests.serve_reference import greedy_ids, greedy_text
@@ -240,7 +240,7 @@ def test_rows_joining_and_leaving_mid_decode_keep_greedy_replies(
     reply still equals its one-request ``generate`` -- with prompts prefilled inside decoding steps and
     draft tokens checked there (the default), without drafts, and with each prompt prefilled in a pass of
     its own (what a model whose attention is not ``sdpa`` gets)."""
-    import instructkit.serve.engine.kv_buffers as kv_buffers
+    import instructkit.decoding.engine.kv_buffers as kv_buffers
 
     monkeypatch.setattr(kv_buffers, "_HEADROOM", 2)
     served = load_served(model_dir, served_name="tiny")
@@ -288,7 +288,7 @@ def test_packed_path_that_disagrees_with_the_plain_forward_is_not_used(
     """The start-up probe compares the packed pass's logits with the model's own forward; a packed pass
     that is wrong (here: attention output scaled) is refused, the model gets its attention back, and
     replies are still right."""
-    from instructkit.serve.engine.attention import Plan
+    from instructkit.decoding.engine.attention import Plan
 
     real = Plan.attend
     monkeypatch.setattr(Plan, "attend", lambda self, *a: real(self, *a) * 1.5)
@@ -307,7 +307,7 @@ def test_packed_path_that_disagrees_with_the_plain_forward_is_not_used(
 
 
 def test_lookup_draft_takes_what_followed_the_latest_earlier_ngram() -> None:
-    from instructkit.serve.engine.drafts import lookup_draft
+    from instructkit.decoding.engine.drafts import lookup_draft
 
     #          0  1  2  3  4  5  6  7  8  9
     context = [5, 6, 7, 8, 1, 5, 6, 9, 2, 5, 6]
@@ -319,7 +319,7 @@ def test_lookup_draft_takes_what_followed_the_latest_earlier_ngram() -> None:
 
 
 def test_suffix_drafts_follow_the_longest_earlier_match_within_lane_and_bound() -> None:
-    from instructkit.serve.engine.drafts import SuffixDrafts
+    from instructkit.decoding.engine.drafts import SuffixDrafts
 
     store = SuffixDrafts(max_tokens=60)
     a = list(range(100, 120))  # 20 tokens
@@ -371,7 +371,7 @@ def test_repeated_prompts_decode_from_earlier_replies_with_the_same_tokens(model
 
 
 def test_prefix_cache_reuses_the_longest_prefix_within_its_lane_and_bound() -> None:
-    from instructkit.serve.engine.prefix_cache import PrefixCache
+    from instructkit.decoding.engine.prefix_cache import PrefixCache
 
     def kv(n: int, fill: float) -> list[list[torch.Tensor]]:  # 2 layers, [1, heads, n, dim]
         return [[torch.full((1, 2, n, 4), fill), torch.full((1, 2, n, 4), -fill)] for _ in range(2)]

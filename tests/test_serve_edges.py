@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from instructkit.decoding.engine.sampling import Sampling
+from instructkit.decoding.engine.scheduler import Engine, wait_until
 from instructkit.serve.config import ServerConfig
-from instructkit.serve.engine.sampling import Sampling
-from instructkit.serve.engine.scheduler import Engine, wait_until
 from instructkit.serve.loading import load_served
 from instructkit.serve.server import ServerThread, http_url, is_loopback
 from tests.test_serve import USER, _error_shape, post

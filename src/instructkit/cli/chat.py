@@ -28,9 +28,9 @@ def chat(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0, help="0: greedy."),
 ) -> None:
     """Chat with a model in the terminal (streamed replies; /reset, /system TEXT, /exit)."""
+    from instructkit.decoding.engine.sampling import Sampling
+    from instructkit.decoding.engine.scheduler import Engine
     from instructkit.serve.chat import ChatSession
-    from instructkit.serve.engine.sampling import Sampling
-    from instructkit.serve.engine.scheduler import Engine
     from instructkit.serve.loading import AdapterError, load_served
     from instructkit.templates import TemplateError
 

@@ -56,7 +56,7 @@ class ChatSession:
     COMMANDS = "/reset (forget the conversation), /system TEXT (set the system prompt), /exit"
 
     def __init__(self, served: Any, engine: Any, *, system: str | None = None, sampling: Any = None):
-        from instructkit.serve.engine.sampling import Sampling
+        from instructkit.decoding.engine.sampling import Sampling
 
         self.served = served
         self.engine = engine
@@ -84,7 +84,7 @@ class ChatSession:
 
     def send(self, text: str) -> Iterator[str]:
         """Stream the reply to ``text`` (deltas); the exchange joins the history once complete."""
-        from instructkit.serve.engine.scheduler import stream_text
+        from instructkit.decoding.engine.scheduler import stream_text
 
         ids = self.served.prompt_ids(self.messages(text))
         reply = []

@@ -18,12 +18,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from instructkit.decoding.engine.scheduler import Engine
 from instructkit.serve.api import completions, models, page
 from instructkit.serve.api.access_log import RequestLog
 from instructkit.serve.api.errors import add_error_handlers
 from instructkit.serve.api.state import ServeState
 from instructkit.serve.config import ServerConfig
-from instructkit.serve.engine.scheduler import Engine
 from instructkit.serve.loading import Served
 
 log = logging.getLogger("instructkit.serve")

@@ -1,22 +1,18 @@
 """``local``: any model instructkit loads by name — a bundled alias (default ``smollm2-135m-instruct``), a
-local model folder, a hub id — run in this process through eval's batched generation engine
-(``decoding.py``: chat template, left padding, one forward per step for the whole batch).
+local model folder, a hub id, or a trained run folder (``runs/<name>``, its ``model/``, or a run recipe's
+folder: the model just tuned, adapters and all, as a teacher without exporting it first) — decoded in this
+process by the one decoding engine (``decoding/``): every request of a call is submitted at once, so
+``batch_size`` rows decode together, a finished reply makes room for the next request at once, and the long
+few-shot prefix that Self-Instruct's prompts share is prefilled once (the prefix cache).
 
-Requests are grouped by their ``Sampling`` (one engine call per distinct setting) and batched
-``batch_size`` at a time. Temperature 0 is greedy and gives exactly eval's greedy replies; above 0 samples
-with ``top_p``, the torch seed set to ``Sampling.seed`` (0 when None) once per group, so the same requests
-with the same seed give the same replies — but a sampled reply depends on the other requests of its group.
-Stop strings end a row during generation (transformers' StopStringCriteria) and the reply is cut before
-the first of them. Token counts come from the tokenizer: the rendered prompt, and the new tokens up to the
-end-of-sequence token or the stop string.
+Requests are grouped by their ``Sampling`` (one engine call per distinct setting). Temperature 0 is greedy
+and gives exactly eval's greedy replies; above 0 samples with ``top_p`` from a generator of each request's
+own, seeded from ``Sampling.seed`` (0 when None) and the request's place in its group, so the same requests
+with the same seed give the same replies. Stop strings end a reply during generation and the reply is cut
+before the first of them. Token counts come from the tokenizer: the rendered prompt, and the new tokens up
+to the end-of-sequence token or the stop string.
 
-Measured (bundled SmolLM2-135M, CPU, 2 shared cores): 16 requests of up to 32 new tokens took 34 s in one
-batch of 16 and 112 s one by one (``batch_size=1``), with identical greedy replies; loading the cached
-float weights took 7 s.
-
-A trained run folder (``runs/<name>/model``) is not loaded here: its loader (``train.saved_model``) is
-outside what ``generate/`` may import (tests/test_layers.py); a full fine-tune's ``model/`` folder that holds
-plain weights and a tokenizer loads as any local folder.
+Measured: ``python benchmarks/generate.py --self-instruct`` (the README has the numbers).
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from instructkit.config import checked
@@ -36,7 +31,7 @@ from instructkit.generate.backends.base import Backend, OnReply, Reply, Request,
 class LocalBackend(Backend):
     name = "local"
     model: str = "smollm2-135m-instruct"
-    """A model name instructkit resolves: bundled alias, local folder or hub id."""
+    """A model name instructkit resolves: bundled alias, local folder, hub id, or a trained run folder."""
     batch_size: int = checked(16, ge=1)
     """Prompts generated together in one batch."""
     device: str | None = None
@@ -55,9 +50,19 @@ class LocalBackend(Backend):
             import torch
 
             from instructkit.models import load_model, load_tokenizer
+            from instructkit.train.saved_model import is_trained_run, load_trained
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self._lm = (load_model(self.model).to(device), load_tokenizer(self.model))
+            if is_trained_run(self.model):
+                model, tok, info = load_trained(self.model)
+                if info["task"] != "causal-lm":
+                    raise ValueError(
+                        f"backend.model: {self.model} was trained for {info['task']}, which does not "
+                        "generate text; give a causal-lm run or a model name"
+                    )
+                self._lm = (model.to(device), tok)
+            else:
+                self._lm = (load_model(self.model).to(device), load_tokenizer(self.model))
         return self._lm
 
     def close(self) -> None:
@@ -108,10 +113,12 @@ def _eos_ids(tok: Any) -> set[int]:
 
 
 def _fingerprint(name: str) -> str | None:
-    """For a local folder: a hash of its weight files' names, sizes and mtimes, so a folder retrained in place
-    does not answer from the old model's cache entries. None for an alias or hub id (their weights are fixed by
-    the name and version)."""
-    folder = Path(name)
+    """For a local folder: a hash of its weight files' names, sizes and mtimes (a trained run: those of the
+    folder holding its ``instructkit.json``, the adapter among them), so a folder retrained in place does not answer from the old
+    model's cache entries. None for an alias or hub id (their weights are fixed by the name and version)."""
+    from instructkit.train.saved_model import model_folder
+
+    folder = model_folder(name)
     if not folder.is_dir():
         return None
     h = hashlib.sha256()

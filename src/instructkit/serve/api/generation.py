@@ -17,10 +17,10 @@ from typing import Any
 from fastapi import Request as HTTPRequest
 from fastapi.responses import StreamingResponse
 
+from instructkit.decoding.engine.requests import QueueFull, Request, Result
+from instructkit.decoding.engine.sampling import Sampling
 from instructkit.serve.api.errors import APIError
 from instructkit.serve.api.state import ServeState
-from instructkit.serve.engine.requests import QueueFull, Request, Result
-from instructkit.serve.engine.sampling import Sampling
 
 Piece = Callable[[str | None, str | None], dict[str, Any] | None]
 """A stream's choice for a text delta (``None``: the opening one, if the endpoint sends one) and a finish

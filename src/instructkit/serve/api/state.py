@@ -18,10 +18,10 @@ from typing import Any
 from fastapi import Request as HTTPRequest
 from pydantic import ValidationError
 
+from instructkit.decoding.engine.sampling import Sampling
+from instructkit.decoding.engine.scheduler import Engine
 from instructkit.serve.api.errors import APIError, validation_error
 from instructkit.serve.config import ServerConfig
-from instructkit.serve.engine.sampling import Sampling
-from instructkit.serve.engine.scheduler import Engine
 from instructkit.serve.loading import Served
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from instructkit.serve.engine.requests import Request
+    from instructkit.decoding.engine.requests import Request
 
 _HEADROOM = 64  # columns allocated past the longest row: a buffer grows once per 64 decoding steps
 

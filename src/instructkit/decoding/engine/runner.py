@@ -2,13 +2,13 @@
 
 :class:`ModelRunner` owns the model, the lanes (one running batch per adapter: :class:`~instructkit.serve.
 engine.kv_buffers.Lane`), the prefix cache and the draft proposers, and makes one step of one lane at a
-time; the scheduler (:class:`~instructkit.serve.engine.scheduler.Engine`) decides when, on its thread.
+time; the scheduler (:class:`~instructkit.decoding.engine.scheduler.Engine`) decides when, on its thread.
 How a step shares a forward pass is decided once, by :meth:`ModelRunner._probe` at start:
 
 * ``packed`` (a model whose attention goes through transformers' attention interface as ``sdpa``): one
   pass per step decodes every row, checks its draft tokens and prefills every prompt admitted since the
   last step (each after the longest prefix it shares with a recent prompt of the same lane), as one flat
-  sequence (:mod:`~instructkit.serve.engine.attention` says why and how).
+  sequence (:mod:`~instructkit.decoding.engine.attention` says why and how).
 * ``separate-prefill`` (any other model whose cache is a plain per-layer key/value list): each prompt is
   prefilled in a pass of its own, then merged into the batch, which decodes one token per row a step.
 * ``one-at-a-time``: models whose cache is not a plain per-layer key/value list (sliding-window or
@@ -30,12 +30,13 @@ from typing import Any
 
 import torch
 
-from instructkit.serve.engine.attention import PACKED, Join, Plan, register_packed_attention
-from instructkit.serve.engine.drafts import SuffixDrafts, draft_order, propose_drafts
-from instructkit.serve.engine.kv_buffers import Lane, cache_of, slot_layer_class
-from instructkit.serve.engine.prefix_cache import PrefixCache
-from instructkit.serve.engine.requests import Request
-from instructkit.serve.engine.sampling import Sampling, sample
+from instructkit.decoding.engine import packed
+from instructkit.decoding.engine.attention import PACKED, Join, Plan, register_packed_attention
+from instructkit.decoding.engine.drafts import SuffixDrafts, draft_order, propose_drafts
+from instructkit.decoding.engine.kv_buffers import Lane, cache_of, slot_layer_class
+from instructkit.decoding.engine.prefix_cache import PrefixCache
+from instructkit.decoding.engine.requests import Request
+from instructkit.decoding.engine.sampling import Sampling, sample
 
 log = logging.getLogger("instructkit.serve")
 
@@ -54,8 +55,11 @@ class ModelRunner:
         prefix_cache_mb: float = 256,
         draft_tokens: int = 2,
         suffix_draft_tokens: int = 16,
+        packed_weights: bool = True,
     ):
         self.model = model
+        self.packed_weights = packed_weights  # oneDNN's prepacked fp32 linears while running (packed.py)
+        self._packed_layers: list[Any] = []
         self.tokenizer = tokenizer
         self.activate = activate or (lambda lane: contextlib.nullcontext())
         self.device = next(model.parameters()).device
@@ -138,8 +142,17 @@ class ModelRunner:
             inner.set_attn_implementation(before)
             self._attn_before, self._packed = None, False
 
+    def _pack_weights(self) -> None:
+        """Route the model's linear layers through oneDNN's prepacked weights (:mod:`~instructkit.decoding.
+        engine.packed`), where the engine was asked to and the model is fp32 on a CPU."""
+        if self.packed_weights and not self._packed_layers:
+            self._packed_layers = packed.install(self.model)
+        self.stats["packed_weights"] = bool(self._packed_layers)
+
     def _restore_attention(self) -> None:
-        """Give the model back with the attention implementation it came with."""
+        """Give the model back with the attention implementation and the linear layers it came with."""
+        packed.restore(self._packed_layers)
+        self._packed_layers = []
         if self._attn_before is not None:
             self._inner().set_attn_implementation(self._attn_before)
             self._attn_before, self._packed = None, False

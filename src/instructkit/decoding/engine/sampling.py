@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from instructkit.serve.engine.requests import Request
+    from instructkit.decoding.engine.requests import Request
 
 
 @dataclass

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from instructkit.serve.engine.requests import Request
+    from instructkit.decoding.engine.requests import Request
 
 
 def draft_order(drafts: dict[int, list[int]]) -> list[int]:

@@ -2,7 +2,7 @@
 
 One background thread owns the model. Callers :meth:`Engine.submit` from any thread (or coroutine): a
 request waits in a bounded queue (``max_queue`` places besides the free slots; one more is refused with
-:class:`~instructkit.serve.engine.requests.QueueFull`, which the server answers 429) until one of the
+:class:`~instructkit.decoding.engine.requests.QueueFull`, which the server answers 429) until one of the
 ``max_batch`` slots is free, then joins the running batch of its adapter's lane. Each turn of the loop admits what fits and makes one step
 of one lane, the lanes in turn (the active adapter is a property of the model, not of a row, so lanes
 cannot share a pass). A step that fails fails only the requests it held; the server goes on.
@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from instructkit.serve.engine.requests import EngineStopped, QueueFull, Request, Result
-from instructkit.serve.engine.runner import ModelRunner
-from instructkit.serve.engine.sampling import Sampling
+from instructkit.decoding.engine.requests import EngineStopped, QueueFull, Request, Result
+from instructkit.decoding.engine.runner import ModelRunner
+from instructkit.decoding.engine.sampling import Sampling
 
 log = logging.getLogger("instructkit.serve")
 
@@ -44,6 +44,7 @@ class Engine(ModelRunner):
         prefix_cache_mb: float = 256,
         draft_tokens: int = 2,
         suffix_draft_tokens: int = 16,
+        packed_weights: bool = True,
     ):
         if max_batch < 1 or max_queue < 0 or draft_tokens < 0 or suffix_draft_tokens < 0:
             raise ValueError("max_batch must be >= 1, max_queue, draft_tokens and suffix_draft_tokens >= 0")
@@ -54,6 +55,7 @@ class Engine(ModelRunner):
             prefix_cache_mb=prefix_cache_mb,
             draft_tokens=draft_tokens,
             suffix_draft_tokens=suffix_draft_tokens,
+            packed_weights=packed_weights,
         )
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -67,6 +69,7 @@ class Engine(ModelRunner):
     def start(self) -> Engine:
         if self._thread is None:
             self.model.eval()
+            self._pack_weights()
             self._probe()
             self._thread = threading.Thread(target=self._run, name="instructkit-engine", daemon=True)
             self._thread.start()

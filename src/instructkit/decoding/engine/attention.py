@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from instructkit.serve.engine.kv_buffers import Lane
-    from instructkit.serve.engine.requests import Request
+    from instructkit.decoding.engine.kv_buffers import Lane
+    from instructkit.decoding.engine.requests import Request
 
 PACKED = "instructkit_packed"  # the attention implementation name registered with transformers
 _registered = False

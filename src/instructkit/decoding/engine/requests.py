@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from instructkit.serve.engine.sampling import Sampling
+    from instructkit.decoding.engine.sampling import Sampling
 
 
 class QueueFull(RuntimeError):

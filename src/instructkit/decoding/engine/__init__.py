@@ -30,6 +30,6 @@ turn), because the active adapter is a property of the model, not of a row. Samp
 not depend on what else is in the batch). Models whose cache is not a plain per-layer key/value list
 (sliding-window or linear-attention layers) are served one request at a time, and say so.
 
-Import each name from its module (``from instructkit.serve.engine.scheduler import Engine``); this package
+Import each name from its module (``from instructkit.decoding.engine.scheduler import Engine``); this package
 re-exports nothing, so importing one part does not import the others.
 """

@@ -1,6 +1,6 @@
 """Batched generation: many prompts per ``generate`` call, same replies as one by one. A module of its own
 beside ``models/`` because eval, the ``local`` generation backend, continual scoring and HumanEval
-sampling all decode through it (the server has its own continuous-batching engine in ``serve/engine``).
+sampling all decode through it (the server has its own continuous-batching engine in ``decoding/engine``).
 
 Prompts are rendered with the model's own chat template (``add_generation_prompt=True``: exactly what the
 model saw after the prompt in training), sorted by length so a batch holds prompts of similar length (less
@@ -74,7 +74,6 @@ def generate(
     return [[tokenizer.decode(r, skip_special_tokens=True).strip() for r in reps] for reps in rows]
 
 
-@torch.inference_mode()
 def generate_tokens(
     model: Any,
     tokenizer: Any,
@@ -84,44 +83,52 @@ def generate_tokens(
     on_batch: Callable[[int], None] | None = None,
     stop_strings: Sequence[str] = (),
 ) -> list[list[list[int]]]:
-    """The new token ids of each reply (``num_return_sequences`` per prompt, in input order), as generated:
-    a row that ended early is followed by pad ids up to the batch's longest. ``stop_strings`` end a row once
-    its text ends with one of them (transformers' StopStringCriteria; the string stays in the ids)."""
+    """The new token ids of each reply (``num_return_sequences`` per prompt, in input order), up to and with
+    the token that ended it (end of sequence, or the one that completed a stop string); a reply cut by
+    ``max_new_tokens`` has exactly that many. ``on_batch(n)`` is called as prompts finish, with how many.
+
+    Every prompt is submitted at once to the serving engine (:class:`~instructkit.decoding.engine.scheduler.
+    Engine`) with ``batch_size`` rows decoded together, so a finished reply makes room for the next prompt at
+    once, prompts that start alike (few-shot examples, a system turn) are prefilled once, and greedy rows
+    take drafts. Sampled reply ``j`` of prompt ``i`` draws from a generator seeded with ``seed + i * n + j``
+    (``n``: ``num_return_sequences``), so it does not depend on the other prompts of the call."""
+    from instructkit.decoding.engine.sampling import Sampling
+    from instructkit.decoding.engine.scheduler import Engine
+
     decoding = decoding or Decoding()
-    model.eval()
-    pad = pad_id(tokenizer)
-    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    replies: list[list[list[int]]] = [[] for _ in prompts]
-    device = next(model.parameters()).device
-    extra: dict[str, Any] = (
-        {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
-    )
-    if decoding.do_sample:
-        torch.manual_seed(decoding.seed)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            n = len(prompts[i])
-            ids[row, width - n :] = torch.as_tensor(prompts[i], dtype=torch.long)
-            mask[row, width - n :] = 1
-        out = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            pad_token_id=pad,
-            **decoding.generate_kwargs(),
-            **extra,
-        )
-        new = out[:, width:].cpu()
-        k = decoding.num_return_sequences
-        for row, i in enumerate(chunk):
-            for j in range(k):
-                replies[i].append(new[row * k + j].tolist())
-        if on_batch:
-            on_batch(len(chunk))
-    return replies
+    n = decoding.num_return_sequences
+    if not prompts:
+        return []
+    engine = Engine(model, tokenizer, max_batch=batch_size, max_queue=len(prompts) * n).start()
+    try:
+        requests = []
+        for i, prompt in enumerate(prompts):
+            for j in range(n):
+                sampling = Sampling(
+                    max_tokens=decoding.max_new_tokens,
+                    temperature=decoding.temperature if decoding.do_sample else 0.0,
+                    top_p=decoding.top_p,
+                    seed=decoding.seed + i * n + j,
+                    stop=tuple(stop_strings),
+                )
+                requests.append(engine.submit(list(prompt), sampling, deltas=False))
+        replies: list[list[list[int]]] = []
+        for i in range(len(prompts)):
+            replies.append([_result(req) for req in requests[i * n : (i + 1) * n]])
+            if on_batch:
+                on_batch(1)
+        return replies
+    finally:
+        engine.stop()
+
+
+def _result(req: Any) -> list[int]:
+    for kind, value in req.events():
+        if kind == "done":
+            if value.finish_reason in ("error", "cancelled"):
+                raise RuntimeError(f"generation {value.finish_reason}: {value.error or 'stopped'}")
+            return value.token_ids
+    raise AssertionError("unreachable")
 
 
 @torch.inference_mode()
