@@ -1,20 +1,36 @@
-"""Batched greedy generation for eval versus one ``generate`` call per prompt, on SmolLM2, in one run.
+"""Local decoding on SmolLM2, the one engine against the loops it replaced, in one run.
 
     python benchmarks/generate.py [--n 48] [--batch-size 16] [--max-new-tokens 64]
+    python benchmarks/generate.py --self-instruct [--instructions 6] [--batch-size 8]
 
-Prompts: the user turns of the demo set (``examples/data/demo.jsonl``) and HumanEval prompts, rendered with
-SmolLM2's chat template. The peer is the loop a user writes: ``model.generate`` per prompt, greedy. instructkit
-sorts prompts by length, left-pads batches and generates them together (``instructkit.decoding``).
-Both run in fp32 on all threads, with the same prompts and decoding; the script checks that every reply is
-identical, prints prompts/s and new tokens/s of each, and ends with the speed ratio.
+Eval generation (the default): the user turns of the demo set (``examples/data/demo.jsonl``) and HumanEval
+prompts, rendered with SmolLM2's chat template, greedy. The peer is the loop a user writes: ``model.generate``
+per prompt. instructkit submits every prompt to its decoding engine at once (``instructkit.decoding.
+generate``: continuous batching, ``--batch-size`` rows a step, prefix cache, drafts, packed linears). The
+static batches eval used before the engine (prompts sorted by length, left-padded, ``generate`` per batch of
+``--batch-size``: kept below as ``static_generate_tokens``) run too, for the record. The script checks that
+every reply is identical and ends with the ratio against one-by-one ``generate``.
+
+``--self-instruct``: the Self-Instruct generator (``recipes/generate/self-instruct.yaml``, the bundled seeds,
+``--instructions`` kept) on the ``local`` backend, run twice into fresh folders: with the static batches
+(today's engine before this one) and with the decoding engine. Instruction sampling is made greedy here
+(the recipe samples at temperature 0.7) so the two runs must write byte-identical records: sampled replies
+draw from a generator per request in the engine and from the global torch seed per batch in the static
+path, so the same seed gives the same records run after run in each, but not across them. Prints each
+run's requests/s and completion tokens/s and ends with the ratio of requests/s.
+
+Both run fp32 on all threads, one after the other in this process.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).parent.parent
 
@@ -33,13 +49,53 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
     return convs[:n]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=48)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    args = ap.parse_args()
+def static_generate_tokens(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    decoding: Any = None,
+    batch_size: int = 16,
+    on_batch: Any = None,
+    stop_strings: Sequence[str] = (),
+) -> list[list[list[int]]]:
+    """The static batches instructkit decoded with before the engine: sorted by length, left-padded, one
+    ``generate`` per batch (every row waits for the batch's longest reply)."""
+    import torch
 
+    from instructkit.decoding import Decoding
+    from instructkit.models import pad_id
+
+    decoding = decoding or Decoding()
+    model.eval()
+    pad = pad_id(tokenizer)
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    replies: list[list[list[int]]] = [[] for _ in prompts]
+    extra: dict[str, Any] = (
+        {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    )
+    if decoding.do_sample:
+        torch.manual_seed(decoding.seed)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(prompts[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                ids[row, width - len(prompts[i]) :] = torch.as_tensor(prompts[i], dtype=torch.long)
+                mask[row, width - len(prompts[i]) :] = 1
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, pad_token_id=pad, **decoding.generate_kwargs(), **extra
+            )
+            k = decoding.num_return_sequences
+            for row, i in enumerate(chunk):
+                replies[i] += [out[row * k + j, width:].tolist() for j in range(k)]
+            if on_batch:
+                on_batch(len(chunk))
+    return replies
+
+
+def eval_generation(args: argparse.Namespace) -> None:
     from instructkit.decoding import Decoding, generate, generate_one_by_one, render_prompts
     from instructkit.models import load_model, load_tokenizer
 
@@ -52,25 +108,89 @@ def main() -> None:
     plain = generate_one_by_one(model, tok, ids, decoding)
     t_plain = time.perf_counter() - t0
     t0 = time.perf_counter()
-    batched = [r[0] for r in generate(model, tok, ids, decoding, batch_size=args.batch_size)]
-    t_batched = time.perf_counter() - t0
+    static = static_generate_tokens(model, tok, ids, decoding, batch_size=args.batch_size)
+    t_static = time.perf_counter() - t0
+    static_text = [tok.decode(r[0], skip_special_tokens=True).strip() for r in static]
+    t0 = time.perf_counter()
+    engine = [r[0] for r in generate(model, tok, ids, decoding, batch_size=args.batch_size)]
+    t_engine = time.perf_counter() - t0
 
     new_tokens = sum(len(tok(r, add_special_tokens=False)["input_ids"]) for r in plain)
-    diff = [i for i, (a, b) in enumerate(zip(plain, batched, strict=True)) if a != b]
     print(f"{len(ids)} prompts, greedy, max_new_tokens {args.max_new_tokens}, ~{new_tokens:,} reply tokens")
-    print(
-        f"one by one: {len(ids) / t_plain:6.2f} prompts/s  {new_tokens / t_plain:7.1f} tok/s  ({t_plain:.1f} s)"
-    )
-    print(
-        f"batched {args.batch_size:>2}: {len(ids) / t_batched:6.2f} prompts/s  {new_tokens / t_batched:7.1f} tok/s"
-        f"  ({t_batched:.1f} s)"
-    )
-    print(f"identical replies: {len(ids) - len(diff)}/{len(ids)}")
+    diff = []
+    for name, t, out in (
+        ("one-by-one generate", t_plain, plain),
+        (f"static batches of {args.batch_size}", t_static, static_text),
+        (f"decoding engine, {args.batch_size} rows", t_engine, engine),
+    ):
+        bad = [i for i, (a, b) in enumerate(zip(plain, out, strict=True)) if a != b]
+        print(f"{name:>28}: {len(ids) / t:6.2f} prompts/s  {new_tokens / t:7.1f} tok/s  ({t:.1f} s)  "
+              f"identical to one-by-one: {len(ids) - len(bad)}/{len(ids)}")  # fmt: skip
+        diff += bad if out is engine else []
     for i in diff[:3]:
-        print(f"  differs at prompt {i}:\n    one by one: {plain[i]!r}\n    batched:    {batched[i]!r}")
-    print(f"ratio: {t_plain / t_batched:.2f}x prompts/s of batched eval generation vs one-by-one generate")
+        print(f"  differs at prompt {i}:\n    one by one: {plain[i]!r}\n    engine:     {engine[i]!r}")
+    print(f"engine vs static batches: {t_static / t_engine:.2f}x prompts/s")
+    print(
+        f"ratio: {t_plain / t_engine:.2f}x prompts/s of eval generation (decoding engine) vs one-by-one generate"
+    )
     if diff:
         sys.exit(1)
+
+
+def self_instruct(args: argparse.Namespace) -> None:
+    import yaml
+
+    import instructkit.decoding as decoding
+    from instructkit.generate.runner import RECORDS_FILE, REJECTS_FILE, generate, load_generate_config
+
+    raw = yaml.safe_load((ROOT / "recipes" / "generate" / "self-instruct.yaml").read_text())
+    raw["n"] = args.instructions
+    raw["backend"]["batch_size"] = args.batch_size
+    raw["instruction_sampling"]["temperature"] = 0.0  # greedy: both runs must write the same records
+    engine_tokens = decoding.generate_tokens
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, impl in (("static batches", static_generate_tokens), ("decoding engine", engine_tokens)):
+            decoding.generate_tokens = impl  # what the local backend calls
+            cfg = load_generate_config("self-instruct", raw)
+            t0 = time.perf_counter()
+            res = generate("self-instruct", cfg, Path(tmp) / name.replace(" ", "-"), show_progress=False)
+            wall = time.perf_counter() - t0
+            s = res.summary
+            records = (res.out_dir / RECORDS_FILE).read_text()
+            rejects = (res.out_dir / REJECTS_FILE).read_text()
+            runs[name] = (wall, s, (records, rejects))
+            print(f"{name:>16}: {s['sent'] / wall:6.3f} requests/s  {s['completion_tokens'] / wall:6.1f} "
+                  f"completion tok/s  ({s['sent']} requests, {len(res.records)} records, {wall:.0f} s)",
+                  flush=True)  # fmt: skip
+    decoding.generate_tokens = engine_tokens
+    (t_static, s_static, rec_static), (t_engine, s_engine, rec_engine) = runs.values()
+    same = rec_static == rec_engine
+    print(f"records and rejects identical: {'yes' if same else 'NO'}")
+    ratio = (s_engine["sent"] / t_engine) / (s_static["sent"] / t_static)
+    print(
+        f"ratio: {ratio:.2f}x requests/s of local Self-Instruct generation (decoding engine) vs static batches"
+    )
+    if not same:
+        sys.exit(1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=48, help="eval prompts")
+    ap.add_argument(
+        "--batch-size", type=int, default=None, help="rows decoded together (16 eval, 8 Self-Instruct)"
+    )
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--self-instruct", action="store_true", help="measure the local Self-Instruct generator")
+    ap.add_argument("--instructions", type=int, default=6, help="Self-Instruct: instructions to keep")
+    args = ap.parse_args()
+    if args.self_instruct:
+        args.batch_size = args.batch_size or 8
+        self_instruct(args)
+    else:
+        args.batch_size = args.batch_size or 16
+        eval_generation(args)
 
 
 if __name__ == "__main__":

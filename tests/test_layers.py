@@ -319,3 +319,44 @@ def test_the_check_passes_allowed_imports() -> None:
         "data.filters": (False, "from instructkit.data.base import _private_but_same_package"),
     }
     assert violations(fine) == []
+
+
+# Keywords only a model's ``generate`` takes: a call with any of them decodes outside the engine.
+GENERATE_KEYWORDS = {"input_ids", "max_new_tokens", "attention_mask", "do_sample", "num_return_sequences"}
+
+
+def decoding_outside_the_engine(modules: dict[str, tuple[bool, str]]) -> list[str]:
+    """Calls of a model's ``generate`` (``X.generate(...)`` where X's name holds "model", or that passes one
+    of :data:`GENERATE_KEYWORDS`) in modules outside ``decoding``: every local reply must come from the one
+    engine (``decoding/``), so eval, generation, continual scoring, HumanEval and chat get its batching,
+    prefix cache and drafts, and its greedy replies."""
+    found = []
+    for name, (_, source) in modules.items():
+        if _under(name, "decoding"):
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr != "generate":
+                continue
+            receiver = ast.unparse(node.func.value)
+            if "model" in receiver.lower() or {k.arg for k in node.keywords} & GENERATE_KEYWORDS:
+                found.append(f"{name}:{node.lineno} calls {receiver}.generate")
+    return found
+
+
+def test_every_local_reply_comes_from_the_decoding_engine() -> None:
+    assert decoding_outside_the_engine(_package_modules()) == []
+
+
+def test_the_engine_check_finds_a_plain_generate_call() -> None:
+    fake = {
+        "evaluate.x": (False, "def f(m, ids):\n    return m.generate(input_ids=ids, max_new_tokens=4)"),
+        "serve.chat": (False, "out = self.model.generate(**enc)"),
+        "cli.generate.common": (False, "runner.generate(name, cfg, out_dir)"),  # the generation runner
+        "decoding.batch": (False, "model.generate(input_ids=ids)"),  # the engine's own baseline
+    }
+    assert decoding_outside_the_engine(fake) == [
+        "evaluate.x:2 calls m.generate",
+        "serve.chat:1 calls self.model.generate",
+    ]

@@ -26,27 +26,6 @@ def load_chat_model(name: str) -> tuple[Any, Any]:
     return load_model(name), load_tokenizer(name)
 
 
-def reply(model_name: str, prompt: str, *, system: str | None = None, max_new_tokens: int = 128) -> str:
-    import torch
-
-    from instructkit.models import pad_id
-
-    model, tok = load_chat_model(model_name)
-    model.eval()
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}
-    ]
-    enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    with torch.inference_mode():
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad_id(tok),
-        )
-    return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-
-
 class ChatSession:
     """A terminal conversation: the history, a system prompt, and streamed replies from the engine.
 
