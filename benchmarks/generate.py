@@ -57,6 +57,7 @@ def static_generate_tokens(
     batch_size: int = 16,
     on_batch: Any = None,
     stop_strings: Sequence[str] = (),
+    engine: Any = None,  # what the engine path takes; static batches have none
 ) -> list[list[list[int]]]:
     """The static batches instructkit decoded with before the engine: sorted by length, left-padded, one
     ``generate`` per batch (every row waits for the batch's longest reply)."""
@@ -141,6 +142,7 @@ def self_instruct(args: argparse.Namespace) -> None:
     import yaml
 
     import instructkit.decoding as decoding
+    from instructkit.generate.backends.local import LocalBackend
     from instructkit.generate.runner import RECORDS_FILE, REJECTS_FILE, generate, load_generate_config
 
     raw = yaml.safe_load((ROOT / "recipes" / "generate" / "self-instruct.yaml").read_text())
@@ -148,10 +150,13 @@ def self_instruct(args: argparse.Namespace) -> None:
     raw["backend"]["batch_size"] = args.batch_size
     raw["instruction_sampling"]["temperature"] = 0.0  # greedy: both runs must write the same records
     engine_tokens = decoding.generate_tokens
+    engine_of = LocalBackend.engine
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, impl in (("static batches", static_generate_tokens), ("decoding engine", engine_tokens)):
             decoding.generate_tokens = impl  # what the local backend calls
+            # the static run starts no engine (it would pack the model's linear layers for both)
+            LocalBackend.engine = (lambda self: None) if impl is static_generate_tokens else engine_of
             cfg = load_generate_config("self-instruct", raw)
             t0 = time.perf_counter()
             res = generate("self-instruct", cfg, Path(tmp) / name.replace(" ", "-"), show_progress=False)
@@ -164,6 +169,7 @@ def self_instruct(args: argparse.Namespace) -> None:
                   f"completion tok/s  ({s['sent']} requests, {len(res.records)} records, {wall:.0f} s)",
                   flush=True)  # fmt: skip
     decoding.generate_tokens = engine_tokens
+    LocalBackend.engine = engine_of
     (t_static, s_static, rec_static), (t_engine, s_engine, rec_engine) = runs.values()
     same = rec_static == rec_engine
     print(f"records and rejects identical: {'yes' if same else 'NO'}")

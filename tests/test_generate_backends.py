@@ -255,15 +255,22 @@ def varied_llama(make_tiny_llama: Callable[..., str]) -> str:
 def test_local_greedy_equals_one_request_generate_and_respects_max_tokens(varied_llama: str) -> None:
     """The engine's replies (7 requests, 3 rows at a time) equal a plain ``generate`` per prompt."""
     from instructkit.decoding import Decoding, generate_one_by_one, render_prompts
+    from instructkit.models import load_model, load_tokenizer
 
     b = build_backend("local", model=varied_llama, batch_size=3)
     requests = [user(f"question {i}: " + "word " * i, Sampling(max_tokens=8)) for i in range(7)]
     replies = b.complete(requests)
-    model, tok = b.loaded()
+    model, tok = load_model(varied_llama), load_tokenizer(varied_llama)  # untouched by the backend's engine
     expected = generate_one_by_one(
         model, tok, render_prompts(tok, [r.messages for r in requests]), Decoding(max_new_tokens=8)
     )
     assert [r.text for r in replies] == expected
+    engine = b.engine()
+    assert engine is b.engine() and engine.stats["requests"] == 7  # one engine for the backend's life
+    again = b.complete(requests[:2])
+    assert [r.text for r in again] == expected[:2] and engine.stats["requests"] == 9
+    b.close()
+    assert not any("forward" in vars(m) for m in engine.model.modules())  # given back as it came
     assert len({r.text for r in replies}) > 3, (
         "replies do not depend on the prompt; the check would be vacuous"
     )
@@ -271,7 +278,7 @@ def test_local_greedy_equals_one_request_generate_and_respects_max_tokens(varied
     assert [r.prompt_tokens for r in replies] == [len(p) for p in prompts]
     assert all(1 <= r.completion_tokens <= 8 for r in replies)
     assert all(r.finish_reason == ("length" if r.completion_tokens == 8 else "stop") for r in replies)
-    assert b.key()["weights"] and b.usage.requests == 7
+    assert b.key()["weights"] and b.usage.requests == 9
 
 
 def test_local_stop_strings_and_seeded_sampling(varied_llama: str) -> None:

@@ -318,24 +318,37 @@ def test_lookup_draft_takes_what_followed_the_latest_earlier_ngram() -> None:
     assert lookup_draft([1, 2, 3, 1, 2], 5) == [3, 1, 2]  # as many as there are, up to k
 
 
-def test_prompt_lookup_drafts_only_for_a_step_of_few_rows() -> None:
-    """A draft token is nearly free only while a step holds few tokens: past LOOKUP_DRAFT_ROWS rows no row
-    gets prompt-lookup drafts, while drafts from earlier replies (kept nearly always) still come."""
-    from instructkit.decoding.engine.drafts import LOOKUP_DRAFT_ROWS, SuffixDrafts, propose_drafts
+def test_prompt_lookup_drafts_in_a_step_of_many_rows_only_where_they_are_kept() -> None:
+    """A draft token is nearly free only while a step holds few tokens: past LOOKUP_DRAFT_ROWS rows a row gets
+    prompt-lookup drafts while it probes (its first PROBE_DRAFTS) or most of its drafts were kept; drafts
+    from earlier replies come at any batch size."""
+    from instructkit.decoding.engine.drafts import (
+        KEEP_RATE,
+        LOOKUP_DRAFT_ROWS,
+        PROBE_DRAFTS,
+        SuffixDrafts,
+        propose_drafts,
+    )
 
-    def row(context: list[int]) -> Request:
-        return Request(context, Sampling(max_tokens=50), None, set(), deltas=False)
+    def row(context: list[int], drafted: int = 0, kept: int = 0) -> Request:
+        req = Request(context, Sampling(max_tokens=50), None, set(), deltas=False)
+        req.drafted, req.kept = drafted, kept
+        return req
 
     repeats = [5, 6, 7, 8, 1, 5, 6]  # "5 6" seen before: prompt lookup drafts 7 8
     kw = {"draft_tokens": 2, "suffix_draft_tokens": 4, "context_length": None}
-    few = propose_drafts([row(repeats) for _ in range(LOOKUP_DRAFT_ROWS)], suffix_drafts=None, **kw)
-    assert few == {i: [7, 8] for i in range(LOOKUP_DRAFT_ROWS)}
-    many = [row(repeats) for _ in range(LOOKUP_DRAFT_ROWS + 1)]
-    assert propose_drafts(many, suffix_drafts=None, **kw) == {}
+    few = [row(repeats, drafted=40, kept=0) for _ in range(LOOKUP_DRAFT_ROWS)]
+    assert propose_drafts(few, suffix_drafts=None, **kw) == {i: [7, 8] for i in range(LOOKUP_DRAFT_ROWS)}
+    assert [r.drafted for r in few] == [42] * LOOKUP_DRAFT_ROWS and all(r.looked_up for r in few)
+    good = round(40 * KEEP_RATE) + 1
+    many = [row(repeats, 40, 0), row(repeats, 40, good), row(repeats, PROBE_DRAFTS - 1, 0)]
+    many += [row(repeats, 40, 0) for _ in range(LOOKUP_DRAFT_ROWS)]
+    assert propose_drafts(many, suffix_drafts=None, **kw) == {1: [7, 8], 2: [7, 8]}
     earlier = SuffixDrafts()
     earlier.add(None, list(range(100, 120)))
-    many[0] = row(list(range(100, 110)))
-    assert propose_drafts(many, suffix_drafts=earlier, **kw) == {0: [110, 111, 112, 113]}
+    many[0] = row(list(range(100, 110)), 40, 0)
+    drafts = propose_drafts(many, suffix_drafts=earlier, **kw)
+    assert drafts[0] == [110, 111, 112, 113] and not many[0].looked_up
 
 
 def test_suffix_drafts_follow_the_longest_earlier_match_within_lane_and_bound() -> None:

@@ -26,6 +26,8 @@ def test_every_setting_is_an_option_with_the_config_default_and_doc() -> None:
     for f in fields:
         option = options[f.name]
         assert option.opts == ["--" + f.name.replace("_", "-")]
+        if f.default is True:  # on by default: --no-NAME turns it off
+            assert option.secondary_opts == ["--no-" + f.name.replace("_", "-")]
         assert option.default == f.default, f.name
         assert option.help and option.help.startswith(docs[f.name].replace("``", "")[:40]), f.name
 
@@ -46,3 +48,21 @@ def test_no_options_serve_the_config_defaults(monkeypatch: pytest.MonkeyPatch) -
     result = CliRunner().invoke(app, ["serve", "tiny"], env={"COLUMNS": "300", "NO_COLOR": "1"})
     assert result.exit_code == 0, result.output
     assert calls == [ServerConfig()]
+
+
+def test_a_setting_on_by_default_turns_off_with_no(monkeypatch: pytest.MonkeyPatch) -> None:
+    import instructkit.serve.loading as loading
+    import instructkit.serve.server as server_module
+    from instructkit.cli import app
+
+    calls: list[Any] = []
+
+    class Fake:
+        names = ["tiny"]
+
+    monkeypatch.delenv("INSTRUCTKIT_API_KEY", raising=False)
+    monkeypatch.setattr(loading, "load_served", lambda *a, **kw: Fake())
+    monkeypatch.setattr(server_module, "run_server", lambda served, cfg: calls.append(cfg))
+    result = CliRunner().invoke(app, ["serve", "tiny", "--no-packed-weights"], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    assert calls == [ServerConfig(packed_weights=False)]

@@ -25,7 +25,10 @@ _DOCS = field_docs(ServerConfig)
 def _config_option(field: str, *, extra_help: str = "", **kwargs: Any) -> Any:
     """The option ``--FIELD`` (underscores as dashes) of ServerConfig's ``field``: its default and its doc."""
     help_text = " ".join(p for p in (_DOCS.get(field, "").replace("``", ""), extra_help) if p)
-    return typer.Option(_DEFAULTS[field], "--" + field.replace("_", "-"), help=help_text, **kwargs)
+    flag = "--" + field.replace("_", "-")
+    if _DEFAULTS[field] is True:  # a setting on by default: --no-FIELD turns it off
+        flag += "/--no-" + field.replace("_", "-")
+    return typer.Option(_DEFAULTS[field], flag, help=help_text, **kwargs)
 
 
 def serve(
@@ -51,6 +54,7 @@ def serve(
     prefix_cache_mb: float = _config_option("prefix_cache_mb", min=0),
     draft_tokens: int = _config_option("draft_tokens", min=0),
     suffix_draft_tokens: int = _config_option("suffix_draft_tokens", min=0),
+    packed_weights: bool = _config_option("packed_weights"),
     max_body_bytes: int = _config_option("max_body_bytes", min=1),
     max_messages: int = _config_option("max_messages", min=1),
     max_prompt_tokens: int | None = _config_option("max_prompt_tokens", min=1),
@@ -67,7 +71,7 @@ def serve(
         cfg = ServerConfig(
             host=host, port=port, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
             prefix_cache_mb=prefix_cache_mb, draft_tokens=draft_tokens,
-            suffix_draft_tokens=suffix_draft_tokens,
+            suffix_draft_tokens=suffix_draft_tokens, packed_weights=packed_weights,
             max_body_bytes=max_body_bytes, max_messages=max_messages,
             max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens, default_max_tokens=default_max_tokens,
             log_prompts=log_prompts,

@@ -1,13 +1,18 @@
-"""Batched generation: many prompts per ``generate`` call, same replies as one by one. A module of its own
-beside ``models/`` because eval, the ``local`` generation backend, continual scoring and HumanEval
-sampling all decode through it (the server has its own continuous-batching engine in ``decoding/engine``).
+"""Many prompts decoded together, same replies as one by one: eval, the ``local`` generation backend,
+continual scoring and HumanEval sampling call :func:`generate` (or :func:`generate_tokens`), which submits
+every prompt to the decoding engine (``decoding/engine``) as concurrent requests, as the server does.
 
 Prompts are rendered with the model's own chat template (``add_generation_prompt=True``: exactly what the
-model saw after the prompt in training), sorted by length so a batch holds prompts of similar length (less
-padding), left-padded (a decoder continues from the last real token of every row), and generated together;
-replies come back in the input order. Decoding is greedy unless asked otherwise, and the settings used are
-returned with the replies so a report can say how the answers were produced. ``generate_tokens`` is the same
-engine returning token ids (and taking stop strings), for the ``local`` generation backend's token counts.
+model saw after the prompt in training); replies come back in the input order. Decoding is greedy unless
+asked otherwise, and the settings used are returned with the replies so a report can say how the answers
+were produced. ``generate_tokens`` returns token ids (and takes stop strings), for the ``local`` generation
+backend's token counts. ``generate_one_by_one`` is the plain loop a user writes, kept as the benchmarks'
+baseline.
+
+Why the engine rather than static batches through ``generate`` (what this module did before): a static
+batch waits for its longest reply and prefills each batch's padding, and nothing shared the long few-shot
+prefix of Self-Instruct's prompts. Measured on 48 demo and HumanEval prompts (SmolLM2-135M, fp32, 2 cores,
+``python benchmarks/generate.py``): the README has the numbers.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ def generate_tokens(
     batch_size: int = 16,
     on_batch: Callable[[int], None] | None = None,
     stop_strings: Sequence[str] = (),
+    engine: Any = None,
 ) -> list[list[list[int]]]:
     """The new token ids of each reply (``num_return_sequences`` per prompt, in input order), up to and with
     the token that ended it (end of sequence, or the one that completed a stop string); a reply cut by
@@ -91,7 +97,11 @@ def generate_tokens(
     Engine`) with ``batch_size`` rows decoded together, so a finished reply makes room for the next prompt at
     once, prompts that start alike (few-shot examples, a system turn) are prefilled once, and greedy rows
     take drafts. Sampled reply ``j`` of prompt ``i`` draws from a generator seeded with ``seed + i * n + j``
-    (``n``: ``num_return_sequences``), so it does not depend on the other prompts of the call."""
+    (``n``: ``num_return_sequences``), so it does not depend on the other prompts of the call.
+
+    ``engine``: a started engine of ``model`` to submit to (its prefix cache then carries over from one call
+    to the next, as the ``local`` generation backend's rounds want); by default one is made for the call and
+    stopped after it, so the model comes back as it was."""
     from instructkit.decoding.engine.sampling import Sampling
     from instructkit.decoding.engine.scheduler import Engine
 
@@ -99,7 +109,9 @@ def generate_tokens(
     n = decoding.num_return_sequences
     if not prompts:
         return []
-    engine = Engine(model, tokenizer, max_batch=batch_size, max_queue=len(prompts) * n).start()
+    own = engine is None
+    if own:
+        engine = Engine(model, tokenizer, max_batch=batch_size, max_queue=len(prompts) * n).start()
     try:
         requests = []
         for i, prompt in enumerate(prompts):
@@ -119,7 +131,8 @@ def generate_tokens(
                 on_batch(1)
         return replies
     finally:
-        engine.stop()
+        if own:
+            engine.stop()
 
 
 def _result(req: Any) -> list[int]:

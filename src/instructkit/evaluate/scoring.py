@@ -4,7 +4,8 @@ The model is a bundled alias, a local folder or hub id (scored as it is), or a t
 as it was trained: base + method + trained weights, with its task and labels). What is scored per task:
 
 * ``causal-lm`` on chat records: the conversation up to its last user turn is the prompt, the last
-  assistant turn the reference; the reply is generated in batches (greedy by default, see
+  assistant turn the reference; the replies come from the decoding engine, every prompt submitted at
+  once (greedy by default, see
   :class:`~instructkit.decoding.Decoding`) and scored with generation metrics (ROUGE by default;
   BLEU, chrF, exact match/token F1, or accuracy of a label parsed from the reply), plus perplexity over
   the reference's tokens (the same assistant-only mask training uses);
@@ -165,7 +166,7 @@ def evaluate(
     ``task_max_new_tokens`` ({task: n}) gives templated records of a task their own reply budget in place
     of ``decoding.max_new_tokens``: a mixture's classification replies need 8 tokens and its code replies
     160, and one budget for both either cuts the code or lets an untuned model ramble 160 tokens on every
-    classification prompt (a static batch waits for its longest row)."""
+    classification prompt (each budget is its own engine call)."""
     spec = task_spec(lm.task)
     explicit_metrics = bool(metrics)
     metrics = list(metrics or spec.default_metrics)

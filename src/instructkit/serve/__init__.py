@@ -1,3 +1,3 @@
 """Using a model: the OpenAI-compatible server with continuous batching (``server``, which assembles the HTTP
-parts in ``api`` under the settings in ``config``, over the batching ``engine``), the terminal chat
+parts in ``api`` under the settings in ``config``, over ``instructkit.decoding``'s engine), the terminal chat
 (``chat``), the chat page (``page.html``), and loading a model with its adapters (``loading``)."""

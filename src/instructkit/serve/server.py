@@ -75,6 +75,7 @@ def start_engine(served: Served, cfg: ServerConfig) -> Engine:
         prefix_cache_mb=cfg.prefix_cache_mb,
         draft_tokens=cfg.draft_tokens,
         suffix_draft_tokens=cfg.suffix_draft_tokens,
+        packed_weights=cfg.packed_weights,
     ).start()
 
 

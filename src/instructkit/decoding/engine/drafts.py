@@ -122,12 +122,26 @@ class SuffixDrafts:
 
 
 LOOKUP_DRAFT_ROWS = 4
-"""Prompt-lookup drafts only while a step decodes at most this many rows. A step reads every weight whatever
-its token count, so while it holds few tokens a draft token costs about 1 ms and a kept one saves a step's
-share (about 55 ms over the rows); past about 8 tokens each one costs about 3 ms (fp32 SmolLM2-135M, packed
-linears, one thread: 8 rows 61 ms, 32 tokens 136 ms). Measured on distinct prompts, where about 60% of
-those drafts are kept: break-even at 8 rows, and 48 eval prompts 19.5 s without them vs 24.8 s with them at
-16 rows. Drafts from earlier replies are kept nearly always, so they are proposed at any batch size."""
+"""Prompt-lookup drafts for every greedy row while a step decodes at most this many rows; past that, only for
+a row whose drafts have mostly been kept (:data:`KEEP_RATE`). A step reads every weight whatever its token
+count, so while it holds few tokens a draft token costs about 1 ms and a kept one saves a step's share
+(about 55 ms over the rows); past about 8 tokens each one costs about 3 ms (fp32 SmolLM2-135M, packed
+linears, one thread: 8 rows 61 ms, 32 tokens 136 ms). Measured on distinct prompts, with every row drafting:
+break-even at 8 rows, and 48 eval prompts 24.8 s with drafts vs 19.5 s without at 16 rows. Drafts from
+earlier replies are proposed at any batch size: where they match 8 tokens they are mostly kept."""
+
+KEEP_RATE = 0.6
+"""In a step of more than :data:`LOOKUP_DRAFT_ROWS` rows, a row gets prompt-lookup drafts while at least this
+share of its drafts were kept (a list, code, a reply quoting its prompt), after :data:`PROBE_DRAFTS` draft
+tokens that every row gets to show its rate."""
+
+PROBE_DRAFTS = 4
+
+
+def _worth_drafting(req: Request, rows: int) -> bool:
+    if rows <= LOOKUP_DRAFT_ROWS or req.drafted < PROBE_DRAFTS:
+        return True
+    return (req.kept + 1) / (req.drafted + 2) >= KEEP_RATE
 
 
 def propose_drafts(
@@ -140,10 +154,8 @@ def propose_drafts(
 ) -> dict[int, list[int]]:
     """Drafts for the greedy rows (a sampled row's tokens cannot be checked by argmax), by row index: from
     earlier requests' sequences when the row's tail matches one (longer, and mostly kept), else prompt
-    lookup while the step holds at most :data:`LOOKUP_DRAFT_ROWS` rows. No row drafts past its token limit
-    (those tokens would be wasted)."""
-    if len(rows) > LOOKUP_DRAFT_ROWS:
-        draft_tokens = 0
+    lookup while the step holds at most :data:`LOOKUP_DRAFT_ROWS` rows or the row's drafts are mostly kept
+    (:func:`_worth_drafting`). No row drafts past its token limit (those tokens would be wasted)."""
     if draft_tokens <= 0 and suffix_drafts is None:
         return {}
     out = {}
@@ -155,10 +167,13 @@ def propose_drafts(
             continue
         context = req.prompt_ids + req.generated
         draft = []
+        req.looked_up = False
         if suffix_drafts is not None:
             draft = suffix_drafts.lookup(req.lane, context, min(suffix_draft_tokens, room))
-        if not draft and draft_tokens:
+        if not draft and draft_tokens and _worth_drafting(req, len(rows)):
             draft = lookup_draft(context, min(draft_tokens, room))
+            req.drafted += len(draft)
+            req.looked_up = True
         if draft:
             out[i] = draft
     return out

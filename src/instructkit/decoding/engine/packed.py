@@ -20,6 +20,7 @@ gives the layers back as they came. The copy costs the weights' size once more i
 from __future__ import annotations
 
 import logging
+import os
 import types
 from typing import Any
 
@@ -53,12 +54,33 @@ def _forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
 
+def _free_memory() -> int | None:
+    """Bytes of memory available now: Linux's MemAvailable (free plus what the page cache gives back), else
+    the free pages sysconf reports; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def usable(model: Any) -> str | None:
-    """Why the packed path cannot serve ``model`` (None: it can): it needs fp32 weights on a CPU and a
-    oneDNN build whose packed product gives plain ``linear``'s numbers."""
+    """Why the packed path cannot serve ``model`` (None: it can): it needs fp32 weights on a CPU, room for
+    the packed copy (at most half the memory free now), and a oneDNN build whose packed product gives plain
+    ``linear``'s numbers."""
     params = list(model.parameters())
     if not params or params[0].device.type != "cpu" or params[0].dtype != torch.float32:
         return "the model is not fp32 on a CPU"
+    size = sum(m.weight.numel() * 4 for m in model.modules() if type(m) is torch.nn.Linear)
+    free = _free_memory()
+    if free is not None and size > free // 2:
+        return f"a packed copy of the weights ({size / 2**30:.1f} GiB) would take over half the free memory"
     if not torch.backends.mkldnn.is_available():
         return "this torch build has no oneDNN"
     try:

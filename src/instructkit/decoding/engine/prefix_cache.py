@@ -37,23 +37,25 @@ class PrefixCache:
     def _size(kv: list[list[torch.Tensor]]) -> int:
         return sum(t.numel() * t.element_size() for pair in kv for t in pair)
 
-    def lookup(self, lane: str | None, ids: Sequence[int]) -> tuple[int, list[list[torch.Tensor]] | None]:
-        """``(m, kv)``: the longest stored prefix of ``ids`` (at most ``len(ids) - 1`` tokens, so the last
-        token is always computed and gives the next token's logits), or ``(0, None)``."""
-        self.stats["lookups"] += 1
-        self.stats["prompt_tokens"] += len(ids)
+    def longest(self, lane: str | None, ids: Sequence[int]) -> tuple[int, tuple | None]:
+        """The length of the longest stored prefix of ``ids`` (at most ``len(ids) - 1`` tokens) and its
+        entry's key, without counting a lookup."""
         best, best_key = 0, None
         limit = len(ids) - 1
         for key in self._entries:
             if key[0] != lane:
                 continue
-            stored = key[1]
-            n = min(len(stored), limit)
-            m = 0
-            while m < n and stored[m] == ids[m]:
-                m += 1
+            m = common_prefix(key[1], ids, limit)
             if m > best:
                 best, best_key = m, key
+        return best, best_key
+
+    def lookup(self, lane: str | None, ids: Sequence[int]) -> tuple[int, list[list[torch.Tensor]] | None]:
+        """``(m, kv)``: the longest stored prefix of ``ids`` (at most ``len(ids) - 1`` tokens, so the last
+        token is always computed and gives the next token's logits), or ``(0, None)``."""
+        self.stats["lookups"] += 1
+        self.stats["prompt_tokens"] += len(ids)
+        best, best_key = self.longest(lane, ids)
         if best_key is None:
             return 0, None
         kv = self._entries.pop(best_key)
@@ -74,3 +76,12 @@ class PrefixCache:
         while self.bytes > self.max_bytes:
             oldest = next(iter(self._entries))
             self.bytes -= self._size(self._entries.pop(oldest))
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int], limit: int | None = None) -> int:
+    """How many tokens ``a`` and ``b`` share from the start (at most ``limit``)."""
+    n = min(len(a), len(b)) if limit is None else min(len(a), len(b), limit)
+    m = 0
+    while m < n and a[m] == b[m]:
+        m += 1
+    return m

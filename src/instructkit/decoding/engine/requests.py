@@ -71,6 +71,8 @@ class Request:
         self.lane = lane
         self.eos = eos
         self.generated: list[int] = []
+        self.drafted = self.kept = 0  # prompt-lookup draft tokens checked for this request, and kept
+        self.looked_up = False  # whether this step's draft came from prompt lookup (else earlier replies)
         self.sent = 0  # characters of text already handed out as deltas
         self.text = ""
         self.result: Result | None = None

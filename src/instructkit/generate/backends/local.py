@@ -40,6 +40,7 @@ class LocalBackend(Backend):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._lm: tuple[Any, Any] | None = None
+        self._engine: Any = None  # the decoding engine, kept from one call to the next (its prefix cache)
 
     def key(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model, "weights": _fingerprint(self.model)}
@@ -66,7 +67,21 @@ class LocalBackend(Backend):
         return self._lm
 
     def close(self) -> None:
+        if self._engine is not None:
+            self._engine.stop()  # gives the model back as it came (attention, linear layers)
+        self._engine = None
         self._lm = None
+
+    def engine(self) -> Any:
+        """The decoding engine over the loaded model, started on first use and kept until :meth:`close`, so
+        what one round prefilled (the chat template's system turn, the header and the few-shot examples
+        every classification prompt repeats) is reused by the next."""
+        if self._engine is None:
+            from instructkit.decoding.engine.scheduler import Engine
+
+            model, tok = self.loaded()
+            self._engine = Engine(model, tok, max_batch=self.batch_size, max_queue=1_000_000).start()
+        return self._engine
 
     def complete(self, requests: Sequence[Request], on_reply: OnReply | None = None) -> list[Reply]:
         from instructkit.decoding import Decoding, generate_tokens, render_prompts
@@ -81,7 +96,7 @@ class LocalBackend(Backend):
             decoding = Decoding(max_new_tokens=s.max_tokens, do_sample=not s.greedy, temperature=s.temperature or 1.0,
                                 top_p=s.top_p, seed=s.seed or 0)  # fmt: skip
             rows = generate_tokens(model, tok, [prompts[i] for i in idx], decoding, self.batch_size,
-                                   stop_strings=s.stop)  # fmt: skip
+                                   stop_strings=s.stop, engine=self.engine())  # fmt: skip
             for i, reps in zip(idx, rows, strict=True):
                 reply = self.to_reply(tok, reps[0], s, len(prompts[i]))
                 replies[i] = reply

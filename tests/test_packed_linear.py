@@ -1,0 +1,87 @@
+"""The engine's oneDNN-packed linear layers (decoding/engine/packed.py): the same numbers as plain ``linear``,
+never stale after the weight changes, never used for training, and given back as they came."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from instructkit.decoding.engine import packed
+
+pytestmark = pytest.mark.skipif(packed.usable(torch.nn.Linear(4, 4)) is not None, reason="no oneDNN here")
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.GELU(), torch.nn.Linear(64, 8, bias=False))
+
+
+def test_packed_layers_give_plain_linear_numbers_and_are_given_back() -> None:
+    model = _model()
+    x = torch.randn(5, 3, 40)
+    with torch.inference_mode():
+        want = model(x)
+    layers = packed.install(model)
+    assert len(layers) == 2 and all("forward" in vars(m) for m in layers)
+    with torch.inference_mode():
+        got = model(x)
+    assert torch.allclose(got, want, atol=1e-5) and got.shape == want.shape
+    packed.restore(layers)
+    assert not any("forward" in vars(m) or "_instructkit_packed" in vars(m) for m in model.modules())
+
+
+def test_a_changed_weight_is_packed_again_and_training_never_sees_the_copy() -> None:
+    model = _model()
+    layers = packed.install(model)
+    x = torch.randn(4, 40)
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)  # in place (a merged adapter): the version counter moves
+        model[2].weight = torch.nn.Parameter(torch.randn(8, 64))  # replaced (a reloaded weight)
+    with torch.inference_mode():
+        got = model(x)
+    plain = model[2](torch.nn.functional.gelu(torch.nn.functional.linear(x, model[0].weight, model[0].bias)))
+    assert torch.allclose(got, plain.detach(), atol=1e-5)
+    out = model(x).sum()  # gradients enabled: the plain path, so the weights get gradients
+    out.backward()
+    assert model[0].weight.grad is not None and model[2].weight.grad is not None
+    packed.restore(layers)
+
+
+def test_a_model_that_is_not_fp32_on_cpu_or_has_no_room_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = _model().to(torch.bfloat16)
+    assert packed.install(model) == []
+    assert packed.usable(model) == "the model is not fp32 on a CPU"
+    model = _model()  # 40*64 + 64*8 fp32 weights: 12,288 bytes
+    monkeypatch.setattr(packed, "_free_memory", lambda: 20_000)
+    assert "over half the free memory" in (packed.usable(model) or "")
+    assert packed.install(model) == []
+    monkeypatch.setattr(packed, "_free_memory", lambda: 30_000)
+    assert packed.usable(model) is None
+
+
+@pytest.mark.parametrize("packed_weights", [True, False])
+def test_the_engine_decodes_on_packed_weights_with_one_request_generate_replies(
+    make_tiny_llama, packed_weights: bool
+) -> None:
+    """Six prompts, three rows at a time: each greedy reply equals a plain ``generate`` of the untouched
+    model, and the model comes back with its own linear layers."""
+    from instructkit.decoding.engine.sampling import Sampling
+    from instructkit.decoding.engine.scheduler import Engine
+    from instructkit.models import load_model, load_tokenizer
+    from tests.serve_reference import greedy_ids
+
+    folder = make_tiny_llama("varied-llama-packed", initializer_range=0.3)
+    model, tok = load_model(folder), load_tokenizer(folder)
+    prompts = [tok(f"question {i}: " + "word " * i)["input_ids"] for i in range(6)]
+    want = [greedy_ids(model, tok, p, 10) for p in prompts]
+    engine = Engine(model, tok, max_batch=3, packed_weights=packed_weights).start()
+    try:
+        assert engine.stats["packed_weights"] is packed_weights
+        requests = [engine.submit(p, Sampling(max_tokens=10), deltas=False) for p in prompts]
+        got = [next(v for k, v in r.events() if k == "done").token_ids for r in requests]
+    finally:
+        engine.stop()
+    assert got == want and len({tuple(g) for g in got}) > 3
+    assert not any("forward" in vars(m) for m in model.modules())
