@@ -61,7 +61,7 @@ LAYERS: dict[str, set[str]] = {
     },
     "serve": {"models", "templates", "train.tasks", "train.saved_model", "decoding"},
     # generation: the local backend decodes through the one engine (decoding) and loads a trained run
-    # (train.saved_model, train's public face); generated records go through the curation steps
+    # (train.saved_model and train.tasks, train's public face); generated records go through the curation steps
     # (data/instruction_filters.py: the similarity and blacklist filters among them); code tasks run in the
     # sandbox.
     "generate": {
@@ -74,6 +74,7 @@ LAYERS: dict[str, set[str]] = {
         "decoding",
         "sandbox",
         "train.saved_model",
+        "train.tasks",
     },
     "recipe": {
         "config",

@@ -32,7 +32,8 @@ def test_every_setting_is_an_option_with_the_config_default_and_doc() -> None:
         assert option.help and option.help.startswith(docs[f.name].replace("``", "")[:40]), f.name
 
 
-def test_no_options_serve_the_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+def _served_config(monkeypatch: pytest.MonkeyPatch, *args: str) -> ServerConfig:
+    """The ServerConfig ``instructkit serve tiny ARGS`` hands the server (no model loaded, nothing served)."""
     import instructkit.serve.loading as loading
     import instructkit.serve.server as server_module
     from instructkit.cli import app
@@ -45,24 +46,15 @@ def test_no_options_serve_the_config_defaults(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("INSTRUCTKIT_API_KEY", raising=False)
     monkeypatch.setattr(loading, "load_served", lambda *a, **kw: Fake())
     monkeypatch.setattr(server_module, "run_server", lambda served, cfg: calls.append(cfg))
-    result = CliRunner().invoke(app, ["serve", "tiny"], env={"COLUMNS": "300", "NO_COLOR": "1"})
+    result = CliRunner().invoke(app, ["serve", "tiny", *args], env={"COLUMNS": "300", "NO_COLOR": "1"})
     assert result.exit_code == 0, result.output
-    assert calls == [ServerConfig()]
+    assert len(calls) == 1
+    return calls[0]
+
+
+def test_no_options_serve_the_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _served_config(monkeypatch) == ServerConfig()
 
 
 def test_a_setting_on_by_default_turns_off_with_no(monkeypatch: pytest.MonkeyPatch) -> None:
-    import instructkit.serve.loading as loading
-    import instructkit.serve.server as server_module
-    from instructkit.cli import app
-
-    calls: list[Any] = []
-
-    class Fake:
-        names = ["tiny"]
-
-    monkeypatch.delenv("INSTRUCTKIT_API_KEY", raising=False)
-    monkeypatch.setattr(loading, "load_served", lambda *a, **kw: Fake())
-    monkeypatch.setattr(server_module, "run_server", lambda served, cfg: calls.append(cfg))
-    result = CliRunner().invoke(app, ["serve", "tiny", "--no-packed-weights"], env={"NO_COLOR": "1"})
-    assert result.exit_code == 0, result.output
-    assert calls == [ServerConfig(packed_weights=False)]
+    assert _served_config(monkeypatch, "--no-packed-weights") == ServerConfig(packed_weights=False)

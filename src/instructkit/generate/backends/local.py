@@ -52,14 +52,16 @@ class LocalBackend(Backend):
 
             from instructkit.models import load_model, load_tokenizer
             from instructkit.train.saved_model import is_trained_run, load_trained
+            from instructkit.train.tasks import TASKS
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             if is_trained_run(self.model):
                 model, tok, info = load_trained(self.model)
-                if info["task"] != "causal-lm":
+                if not TASKS[info["task"]].generative:
+                    chat = ", ".join(n for n, t in TASKS.items() if t.generative)
                     raise ValueError(
                         f"backend.model: {self.model} was trained for {info['task']}, which does not "
-                        "generate text; give a causal-lm run or a model name"
+                        f"generate text; give a run trained for {chat}, or a model name"
                     )
                 self._lm = (model.to(device), tok)
             else:
