@@ -403,6 +403,38 @@ def test_repeated_prompts_decode_from_earlier_replies_with_the_same_tokens(model
         assert result.token_ids == greedy_ids(served.model, served.tokenizer, ids[q], n), q
 
 
+def test_prompts_sharing_a_long_start_in_one_step_prefill_it_once(model_dir: str) -> None:
+    """Four few-shot prompts with the same long system turn, admitted together into an empty cache: the first
+    is prefilled whole, the others wait a step and take the shared tokens from the prefix cache (without the
+    wait every one would prefill them); every reply still equals its one-request ``generate``."""
+    from instructkit.decoding.engine.runner import SHARED_PREFIX_WAIT
+
+    served = load_served(model_dir, served_name="tiny")
+    system = {
+        "role": "system",
+        "content": "Examples: " + " ".join(f"word{i} means thing{i}." for i in range(40)),
+    }
+    ids = [
+        served.prompt_ids([system, {"role": "user", "content": f"What does word{i} mean?"}]) for i in range(4)
+    ]
+    shared = min(len(p) for p in ids) - 12
+    assert shared > SHARED_PREFIX_WAIT and all(p[:shared] == ids[0][:shared] for p in ids)
+    engine = Engine(
+        served.model, served.tokenizer, max_batch=4, draft_tokens=0, suffix_draft_tokens=0
+    ).start()
+    try:
+        assert engine.batching == "packed"
+        with engine.paused():
+            requests = [engine.submit(p, Sampling(max_tokens=8)) for p in ids]
+        results = [next(v for k, v in r.events() if k == "done") for r in requests]
+        cache = dict(engine.prefix_cache.stats)
+    finally:
+        engine.stop()
+    assert cache["reused_tokens"] >= 3 * shared  # three prompts took the shared start from the cache
+    for p, result in zip(ids, results, strict=True):
+        assert result.token_ids == greedy_ids(served.model, served.tokenizer, p, 8)
+
+
 def test_prefix_cache_reuses_the_longest_prefix_within_its_lane_and_bound() -> None:
     from instructkit.decoding.engine.prefix_cache import PrefixCache
 
