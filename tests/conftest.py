@@ -210,6 +210,15 @@ def tiny_llama(make_tiny_llama: Callable[..., str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def studio_root(tmp_path_factory: pytest.TempPathFactory, tiny_llama: str) -> Path:
+    """The studio tests' runs folder (tests/studio_runs.py): two finished tiny recipe runs and a curated
+    folder, made once per session; a test that writes there copies it first."""
+    from tests.studio_runs import make_runs
+
+    return make_runs(tmp_path_factory.mktemp("studio"), tiny_llama)
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
     from transformers import AutoTokenizer, BertModel
 

@@ -92,6 +92,27 @@ LAYERS: dict[str, set[str]] = {
     # continual runs: a round trains (train) and scores what it trained (evaluate); its ledger is the
     # bottom one the recipe runner keeps too
     "continual": {"config", "records", "formats", "models", "train", "evaluate", "ledger", "decoding"},
+    # the studio: pages over run folders; it reads every layer's outputs, starts the CLI's jobs as
+    # subprocesses, chats through serve's loading and the one engine, and exports through serve.export
+    "studio": {
+        "config",
+        "files",
+        "ledger",
+        "records",
+        "formats",
+        "models",
+        "templates",
+        "token_loss",
+        "tasks",
+        "data",
+        "train",
+        "evaluate",
+        "generate",
+        "recipe",
+        "continual",
+        "serve",
+        "decoding",
+    },
     "cli": {"*"},
 }
 

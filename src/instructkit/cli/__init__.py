@@ -23,6 +23,7 @@ from instructkit.cli import (
     report,
     run,
     serve,
+    studio,
     templates,
     train,
 )
@@ -65,6 +66,7 @@ app.command("run")(run.run)
 app.command("continual")(continual.continual)
 app.command("report")(report.report)
 app.command("export")(export.export)
+app.command("studio")(studio.studio)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,1 @@
+"""The studio API: one router per page family (runs, data, jobs, chat, export)."""

@@ -1,0 +1,120 @@
+"""The studio app: static pages at ``/``, the JSON API under ``/api`` (one router per page family).
+
+``instructkit studio --runs DIR`` runs it (:func:`run_studio`); tests and the demo run it on a thread
+(:class:`StudioThread`), on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from instructkit import __version__
+from instructkit.studio.config import StudioConfig
+from instructkit.studio.errors import add_error_handlers
+from instructkit.studio.state import StudioState, authorize, studio_state
+
+log = logging.getLogger("instructkit.studio")
+STATIC = Path(__file__).parent / "static"
+ROUTERS = ("runs", "data", "jobs", "chat", "export")
+"""The API's routers, one module each under ``studio/api/`` (each defines ``router``)."""
+
+info = APIRouter()
+
+
+@info.get("/api/info")
+async def _info(state: StudioState = Depends(studio_state)) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "runs": str(state.root.root),
+        "key_required": state.cfg.api_key is not None,
+    }
+
+
+def build_app(cfg: StudioConfig) -> FastAPI:
+    state = StudioState(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="instructkit studio", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.state.studio = state
+    add_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:  # no key: the page asks for it and sends it with every API call
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(info, dependencies=[Depends(authorize)])
+    for name in ROUTERS:
+        module = importlib.import_module(f"instructkit.studio.api.{name}")
+        app.include_router(module.router, dependencies=[Depends(authorize)])
+    return app
+
+
+def run_studio(cfg: StudioConfig) -> None:
+    """Serve the studio until interrupted; running jobs are stopped (they resume as a killed CLI run)."""
+    import uvicorn
+
+    from instructkit.serve.server import http_url
+
+    app = build_app(cfg)
+    print(f"instructkit studio on {http_url(cfg.host, cfg.port)}/  (runs: {app.state.studio.root.root})")
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+
+
+class StudioThread:
+    """The studio on a background thread, on a socket bound before it starts (port 0: a free port);
+    ``with StudioThread(cfg) as url:`` stops it, its jobs and its chat engines on exit."""
+
+    def __init__(self, cfg: StudioConfig):
+        import socket
+
+        import uvicorn
+
+        from instructkit.serve.server import http_url
+
+        self.app = build_app(cfg)
+        self.state: StudioState = self.app.state.studio
+        self._sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((cfg.host, cfg.port))
+        host, port = self._sock.getsockname()[:2]
+        self.url = http_url(host, port)
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the studio did not start")
+            time.sleep(0.01)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
+        self._sock.close()
+        self.state.close()

@@ -1,0 +1,224 @@
+"""Which folders under ``--runs`` are runs, of what kind, how far they got and what they measured.
+
+A folder's kind comes from the file its command writes first (the markers the commands themselves check):
+
+============ ==============================================================
+kind          marker
+============ ==============================================================
+run           ``recipe.yaml`` (``instructkit run``; ``stages.json`` is its ledger)
+continual     ``continual.yaml`` (``instructkit continual``)
+train         ``config.yaml`` beside ``metrics.jsonl``, ``model/`` or ``checkpoints/``
+generate      ``card.json`` with a ``generator`` (``instructkit generate``)
+curate        ``card.json`` with ``steps`` (``instructkit data curate``)
+============ ==============================================================
+
+Discovery stops at a run folder: the ``train/`` and ``data/`` inside a recipe run are its parts, shown on
+its page, not rows of their own. Everything here only reads, and a damaged file makes a row say so rather
+than fail the listing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = ("run", "continual", "train", "generate", "curate")
+MAX_DEPTH = 4
+"""How deep under ``--runs`` discovery looks for run folders (``runs/<group>/<name>/`` and a bit more)."""
+SKIP = {"checkpoints", "model", "logs", "plots", "adapters", "__pycache__", "node_modules"}
+"""Folders never holding a run of their own (weights, logs), skipped to keep a listing fast."""
+
+
+@dataclass
+class RunSummary:
+    """One row of the runs table."""
+
+    path: str
+    """The folder, relative to ``--runs``."""
+    kind: str
+    status: str
+    """``done``, ``incomplete`` (started, not finished: killed, failed or still running from a terminal),
+    ``running`` (a job the studio started and is watching) or ``damaged``."""
+    stage: str | None = None
+    """The stage it is at (the first one the ledger does not hold), or the last one when done."""
+    stages_done: list[str] = field(default_factory=list)
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """Headline metrics ``{name: {"before": x, "after": y}}`` (one side may be None)."""
+    started: float | None = None
+    """Unix time of the run's first file."""
+    seconds: float | None = None
+    """How long its finished stages took."""
+    note: str = ""
+
+
+def read_json(path: Path) -> Any:
+    """``path``'s JSON, or None when it is missing or damaged (the caller says what that means)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of ``path``'s lines (damaged lines skipped: the file may be being appended to)."""
+    out: list[dict[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    out.append(obj)
+                    if limit is not None and len(out) >= limit:
+                        break
+    except OSError:
+        pass
+    return out
+
+
+def kind_of(folder: Path) -> str | None:
+    """The run kind of ``folder`` (see the module's table), or None."""
+    if (folder / "recipe.yaml").is_file():
+        return "run"
+    if (folder / "continual.yaml").is_file():
+        return "continual"
+    if (folder / "config.yaml").is_file() and any(
+        (folder / p).exists() for p in ("metrics.jsonl", "model", "checkpoints", "train_metrics.json")
+    ):
+        return "train"
+    if (folder / "card.json").is_file():
+        card = read_json(folder / "card.json")
+        if isinstance(card, dict):
+            if "generator" in card:
+                return "generate"
+            if "steps" in card:
+                return "curate"
+    return None
+
+
+def discover(root: Path) -> list[Path]:
+    """Every run folder under ``root`` (depth ``MAX_DEPTH``), sorted by path; not below a run folder."""
+    found: list[Path] = []
+
+    def walk(folder: Path, depth: int) -> None:
+        if kind_of(folder) is not None:
+            found.append(folder)
+            return
+        if depth >= MAX_DEPTH:
+            return
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError:
+            return
+        for child in children:
+            if child.name not in SKIP and not child.name.startswith("."):
+                walk(child, depth + 1)
+
+    walk(root, 0)
+    return found
+
+
+def _ledger(folder: Path) -> dict[str, Any]:
+    led = read_json(folder / "stages.json")
+    return led if isinstance(led, dict) else {}
+
+
+def _started(folder: Path, marker: str) -> float | None:
+    try:
+        return os.stat(folder / marker).st_mtime
+    except OSError:
+        return None
+
+
+def _eval_metrics(folder: Path) -> dict[str, dict[str, float | None]]:
+    before = read_json(folder / "eval" / "before.json") or {}
+    after = read_json(folder / "eval" / "after.json") or {}
+    b, a = before.get("metrics") or {}, after.get("metrics") or {}
+    out: dict[str, dict[str, float | None]] = {}
+    for name in list(b) + [n for n in a if n not in b]:
+        x, y = b.get(name), a.get(name)
+        if isinstance(x, int | float) or isinstance(y, int | float):
+            out[name] = {"before": x if isinstance(x, int | float) else None,
+                         "after": y if isinstance(y, int | float) else None}  # fmt: skip
+    return out
+
+
+def recipe_stages(folder: Path) -> list[str]:
+    """The stages a recipe run goes through, in the runner's order: ``generate`` and ``template`` when its
+    recipe has those sections, then ``data, before, train, after, report``."""
+    import yaml
+
+    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+    if not isinstance(recipe, dict):
+        raise ValueError("not a mapping")
+    first = [name for name in ("generate", "template") if recipe.get(name)]
+    return [*first, "data", "before", "train", "after", "report"]
+
+
+def summarize(root: Path, folder: Path) -> RunSummary:
+    """The runs-table row of ``folder``."""
+    rel = folder.resolve().relative_to(root.resolve()).as_posix()
+    kind = kind_of(folder) or "unknown"
+    s = RunSummary(path=rel, kind=kind, status="incomplete")
+    if kind == "run":
+        led = _ledger(folder)
+        try:
+            plan = recipe_stages(folder)
+        except Exception as e:  # a recipe the runner would refuse: the row says so
+            plan, s.status, s.note = list(led), "damaged", f"recipe.yaml: {e}"
+        s.stages_done = [st for st in plan if st in led]
+        todo = [st for st in plan if st not in led]
+        if s.status != "damaged":
+            s.status = "done" if not todo else "incomplete"
+        s.stage = todo[0] if todo else (plan[-1] if plan else None)
+        s.metrics = _eval_metrics(folder)
+        s.started = _started(folder, "recipe.yaml")
+        s.seconds = round(sum(float(v.get("seconds", 0)) for v in led.values() if isinstance(v, dict)), 2)
+    elif kind == "continual":
+        led = _ledger(folder)
+        s.stages_done = list(led)
+        s.status = (
+            "done"
+            if (folder / "matrix.json").is_file() and (folder / "report.md").is_file()
+            else "incomplete"
+        )
+        s.stage = s.stages_done[-1] if s.stages_done else None
+        s.started = _started(folder, "continual.yaml")
+        s.seconds = round(sum(float(v.get("seconds", 0)) for v in led.values() if isinstance(v, dict)), 2)
+        matrix = read_json(folder / "matrix.json")
+        if isinstance(matrix, dict):
+            for name, value in (matrix.get("metrics") or {}).items():
+                if isinstance(value, int | float):
+                    s.metrics[name] = {"before": None, "after": value}
+    elif kind == "train":
+        done = read_json(folder / "train_metrics.json")
+        s.status = "done" if isinstance(done, dict) and (folder / "model").is_dir() else "incomplete"
+        s.stage = "train"
+        s.started = _started(folder, "config.yaml")
+        log = read_jsonl(folder / "metrics.jsonl")
+        losses = [e["loss"] for e in log if isinstance(e.get("loss"), int | float)]
+        if losses:
+            s.metrics["loss"] = {"before": losses[0], "after": losses[-1]}
+        if isinstance(done, dict):
+            s.seconds = done.get("train_seconds")
+            if isinstance(done.get("val_loss"), int | float):
+                s.metrics["val_loss"] = {"before": None, "after": done["val_loss"]}
+    else:  # generate, curate: the card is written last, so a card means done
+        card = read_json(folder / "card.json") or {}
+        s.status = "done"
+        s.stage = kind
+        s.started = _started(folder, "card.json")
+        acc = card.get("accounting") or {}
+        for key in ("in", "kept", "rejected"):
+            if isinstance(acc.get(key), int | float):
+                s.metrics[key] = {"before": None, "after": acc[key]}
+    return s
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    return [asdict(summarize(root, f)) for f in discover(root)]

@@ -1,0 +1,2 @@
+// The chat pages (not built yet).
+"use strict";

@@ -1,0 +1,2 @@
+// The data pages (not built yet).
+"use strict";

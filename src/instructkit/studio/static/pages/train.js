@@ -1,0 +1,2 @@
+// The train pages (not built yet).
+"use strict";
