@@ -49,3 +49,7 @@ $IK run recipes/run/quickstart.yaml --output-dir "$OUT"
 
 echo "== 8. serve the tuned model (OpenAI-compatible, 127.0.0.1, a free port): one plain and one streamed reply"
 "${PY:-.venv/bin/python}" examples/demo_serve.py "$RUN/train"
+
+echo "== 9. the studio: these runs in a browser (runs, data and rejects, training live, chat, export)"
+echo "report: $RUN/report.html"
+echo "studio: $IK studio --runs $OUT    # then open http://127.0.0.1:7860/"
