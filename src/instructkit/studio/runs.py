@@ -192,7 +192,8 @@ def summarize(root: Path, folder: Path) -> RunSummary:
         s.seconds = round(sum(float(v.get("seconds", 0)) for v in led.values() if isinstance(v, dict)), 2)
         matrix = read_json(folder / "matrix.json")
         if isinstance(matrix, dict):
-            for name, value in (matrix.get("metrics") or {}).items():
+            # matrix.json's "summary": ACC, BWT, FWT, forgetting, general delta (continual/report.py)
+            for name, value in (matrix.get("summary") or matrix.get("metrics") or {}).items():
                 if isinstance(value, int | float):
                     s.metrics[name] = {"before": None, "after": value}
     elif kind == "train":
