@@ -14,7 +14,8 @@ PLAIN_EVERY_S = 30.0
 
 
 class MetricsFileCallback(TrainerCallback):
-    """Append every log (loss, lr, eval metrics) to ``metrics.jsonl``; on resume, entries past the
+    """Append every log (loss, lr, eval metrics) to ``metrics.jsonl``, each with the run's ``max_steps`` (so
+    a reader of the file alone, the studio's progress, knows the total); on resume, entries past the
     checkpoint's step are dropped first so the file tells one consistent story."""
 
     def __init__(self, path: Path, enabled: bool = True):
@@ -34,7 +35,8 @@ class MetricsFileCallback(TrainerCallback):
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not self.enabled or not logs:
             return
-        entry = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+        entry = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "max_steps": state.max_steps,
+                 **logs}  # fmt: skip
         with open(self.path, "a") as f:
             f.write(json.dumps(entry, default=float) + "\n")
 
