@@ -152,16 +152,17 @@ def test_run_and_compare_refuse_paths_out_of_the_runs_folder(studio_root: Path, 
 
 
 def test_run_page_says_which_studio_job_is_running_there(studio_root: Path) -> None:
-    class Jobs:
+    class Jobs:  # the shape of studio/jobs.py's running(): run path -> {job, kind, stage}
         def running(self) -> dict[str, dict[str, Any]]:
-            return {"a": {"id": "job-7", "command": "run"}}
+            return {"a": {"job": "job-7", "kind": "run", "stage": "train"}}
 
     app = build_app(StudioConfig(runs=str(studio_root)))
     app.state.studio.jobs = Jobs()
     with TestClient(app) as c:
         d = c.get("/api/run", params={"path": "a"}).json()
         other = c.get("/api/run", params={"path": "b"}).json()
-    assert d["job"] == {"id": "job-7", "command": "run"} and d["summary"]["status"] == "running"
+    assert d["job"] == {"job": "job-7", "kind": "run", "stage": "train"}
+    assert d["summary"]["status"] == "running"
     assert other["job"] is None and other["summary"]["status"] == "done"
 
 

@@ -68,7 +68,7 @@
     if (!job) return null;
     const id = job.id || job.job || "";
     return el("p", { class: "runs-notice", role: "status", id: "run-job" },
-      "The studio is running a job on this run" + (job.command ? ` (${job.command})` : "") + ": ",
+      "The studio is running a job on this run" + (job.kind ? ` (${job.kind}${job.stage ? ", at " + job.stage : ""})` : "") + ": ",
       el("a", { href: hashOf("train", [["job", id]]) }, "follow it on the Train page"), ".");
   }
 
@@ -102,7 +102,7 @@
       const data = await studio.api("/api/runs?" + new URLSearchParams(filters).toString());
       if (mine !== seq) return;  // a newer filter's answer is on its way
       count.textContent = `${data.runs.length} run folder${data.runs.length === 1 ? "" : "s"} under ${data.root}` +
-        (filters.length ? " match the filters" : "");
+        (filters.length ? (data.runs.length === 1 ? " matches" : " match") + " the filters" : "");
       const rows = data.runs.map((r, i) => {
         const box = el("input", { type: "checkbox", id: "pick-" + i, "data-path": r.path, onchange: e => {
           if (e.target.checked) selected.add(r.path); else selected.delete(r.path);
