@@ -128,9 +128,9 @@
       let full = "";
       try {
         await streamPost("/api/chat", { path, messages: msgs, ...sampling }, ev => {
-          if (ev.delta !== undefined) { full += ev.delta; reply.textContent = full; }
+          if (ev.delta !== undefined) { full += ev.delta; reply.textContent = full.trimStart(); }
           else if (ev.done) {
-            reply.textContent = ev.text;
+            reply.textContent = ev.text.trim();  // as `instructkit chat` prints it; the history keeps it whole
             meta.textContent = `${ev.completion_tokens} tokens · ${ev.finish_reason} · ${studio.fmt(ev.seconds, 3)} s`;
             s.history.push({ role: "user", content: text }, { role: "assistant", content: ev.text });
             turn.dataset.state = "done";
