@@ -161,9 +161,11 @@ def test_run_page_says_which_studio_job_is_running_there(studio_root: Path) -> N
     with TestClient(app) as c:
         d = c.get("/api/run", params={"path": "a"}).json()
         other = c.get("/api/run", params={"path": "b"}).json()
+        both = c.get("/api/compare", params=[("path", "a"), ("path", "b")]).json()
     assert d["job"] == {"job": "job-7", "kind": "run", "stage": "train"}
     assert d["summary"]["status"] == "running"
     assert other["job"] is None and other["summary"]["status"] == "done"
+    assert [r["status"] for r in both["runs"]] == ["running", "done"]
 
 
 def test_train_continual_and_curate_folders_have_their_own_pages(studio_root: Path, tmp_path: Path) -> None:

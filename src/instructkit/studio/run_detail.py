@@ -302,11 +302,15 @@ def _config_mapping(text: str | None) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def compare_runs(root: Path, folders: list[Path]) -> dict[str, Any]:
+def compare_runs(
+    root: Path, folders: list[Path], running: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The compare page for 2–4 run folders: the first is the baseline of every difference."""
     runs = []
     for folder in folders:
         summary = asdict(summarize(root, folder))
+        if summary["path"] in (running or {}):
+            summary["status"] = "running"
         kind = summary["kind"]
         curves = loss_curves(folder, kind)
         _, text = config_text(folder, kind)

@@ -69,7 +69,7 @@ def compare(
     folders = [run_folder(state, p) for p in path]
     if len(set(folders)) < len(folders):
         raise StudioError(400, "path: the same run is given twice", field="path")
-    return compare_runs(state.root.root, folders)
+    return compare_runs(state.root.root, folders, state.running())
 
 
 @router.get("/api/file")
