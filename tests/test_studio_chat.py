@@ -38,6 +38,7 @@ def chat(c: TestClient, path: str, prompt: str = PROMPT, **kw: Any) -> dict[str,
     done = evs[-1]
     assert done["done"] is True, evs
     assert "".join(e["delta"] for e in evs[:-1]) == done["text"]  # the deltas are the reply, streamed
+    assert len(evs) > 2  # in pieces, as they were decoded
     return done
 
 
@@ -71,6 +72,35 @@ def test_greedy_reply_equals_instructkit_chat(studio_root: Path, monkeypatch: py
     assert done["text"].strip() == expected
     assert again["text"] == done["text"]
     assert done["finish_reason"] in ("length", "stop") and 0 < done["completion_tokens"] <= N
+
+
+def test_a_conversation_continues_as_the_terminal_chat_does(
+    studio_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from instructkit.decoding.engine.sampling import Sampling
+    from instructkit.decoding.engine.scheduler import Engine
+    from instructkit.serve.chat import ChatSession
+    from instructkit.serve.loading import load_served
+
+    system, second = "Answer in one word.", "And 3 plus 4?"
+    with monkeypatch.context() as m:  # the terminal chat's session: system prompt, two turns, history
+        m.chdir(studio_root)
+        served = load_served(str(studio_root / "b" / "train"))
+    engine = Engine(served.model, served.tokenizer, max_batch=1, activate=served.activate).start()
+    try:
+        session = ChatSession(served, engine, system=system, sampling=Sampling(N, 0.0))
+        first_ref = "".join(session.send(PROMPT))
+        second_ref = "".join(session.send(second))
+    finally:
+        engine.stop()
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": PROMPT}]
+    with client(studio_root) as c:
+        first = c.post("/api/chat", json={"path": "b", "messages": messages, "max_tokens": N})
+        first_text = events(first)[-1]["text"]
+        messages += [{"role": "assistant", "content": first_text}, {"role": "user", "content": second}]
+        then = events(c.post("/api/chat", json={"path": "b", "messages": messages, "max_tokens": N}))[-1]
+    assert (first_text, then["text"]) == (first_ref, second_ref)
+    assert then["prompt_tokens"] > events(first)[-1]["prompt_tokens"]
 
 
 def test_models_lists_the_trained_runs(studio_root: Path) -> None:
