@@ -110,7 +110,10 @@ const studio = (() => {
     const add = (tag, attrs, text) => { const n = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v); if (text !== undefined) n.textContent = text; svg.append(n); return n; };
     add("line", { x1: L, y1: height - B, x2: width - R, y2: height - B, stroke: "#999" });
     add("line", { x1: L, y1: T, x2: L, y2: height - B, stroke: "#999" });
-    for (const y of [y0, (y0 + y1) / 2, y1]) add("text", { x: 4, y: sy(y) + 4 }, fmt(y, 3));
+    // enough digits that the three labels differ: a loss going 10.79 -> 10.72 must not read 10.8, 10.8, 10.7
+    const span = Math.abs(y1 - y0), big = Math.max(Math.abs(y0), Math.abs(y1));
+    const digits = span > 0 && big > 0 ? Math.min(8, Math.max(3, Math.ceil(Math.log10(big / span)) + 2)) : 3;
+    for (const y of [y0, (y0 + y1) / 2, y1]) add("text", { x: 4, y: sy(y) + 4 }, fmt(y, digits));
     for (const x of [x0, x1]) add("text", { x: sx(x) - 8, y: height - 8 }, fmt(x, 4));
     add("text", { x: width / 2, y: height - 8 }, xlabel);
     series.forEach((s, i) => {
