@@ -3,6 +3,7 @@
 "use strict";
 const studio = (() => {
   const routes = {};
+  const NAV_OF = { run: "runs", export: "chat" };  // pages reached from another page's nav entry
   const COLORS = ["#2454c5", "#d1495b", "#1b7f3b", "#8a5a00", "#6a3fb5", "#00798c"];
 
   function route(name, render) { routes[name] = render; }
@@ -161,7 +162,7 @@ const studio = (() => {
     if (current) { try { current(); } catch (e) { /* already gone */ } current = null; }
     const { name, params } = parseHash();
     for (const a of document.querySelectorAll("[data-nav]")) {
-      if (a.dataset.nav === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+      if (a.dataset.nav === (NAV_OF[name] || name)) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
     const main = document.getElementById("main");
     main.replaceChildren();
