@@ -130,3 +130,13 @@ def test_cli_refuses_a_public_host_without_a_key(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "needs --api-key" in r.output
     r = CliRunner().invoke(app, ["studio", "--runs", str(tmp_path / "nope")])
     assert r.exit_code != 0 and "no such folder" in r.output
+
+
+def test_a_body_over_the_limit_is_refused_in_the_error_shape(studio_root: Path) -> None:
+    with client(studio_root, max_body_bytes=100) as c:
+        big = c.post("/api/chat", content=b"x" * 500, headers={"content-type": "application/json"})
+        chunked = c.post(
+            "/api/chat", content=iter([b"x" * 60, b"y" * 60]), headers={"content-type": "application/json"}
+        )
+    for r in (big, chunked):
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -40,6 +41,49 @@ async def _info(state: StudioState = Depends(studio_state)) -> dict[str, Any]:
     }
 
 
+class BodyLimit:
+    """ASGI wrapper answering 413 (in the API's error shape) for a request body over ``limit`` bytes, by its
+    Content-Length or, for a chunked body, once the bytes read pass the limit. The body is read here and
+    handed on whole (it is at most ``limit`` bytes): a limit raised from inside the app's own body reading
+    would come back as FastAPI's 400 "error parsing the body"."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        from fastapi.responses import JSONResponse
+
+        from instructkit.studio.errors import StudioError
+
+        too_big = StudioError(413, f"request body over {self.limit} bytes", code="request_too_large")
+        size = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if size.isdigit() and int(size) > self.limit:
+            return await JSONResponse(too_big.body(), status_code=413)(scope, receive, send)
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.limit:
+                return await JSONResponse(too_big.body(), status_code=413)(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        body, sent = b"".join(chunks), False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect a streaming reply waits for
+
+        await self.app(scope, replay, send)
+
+
 def build_app(cfg: StudioConfig) -> FastAPI:
     state = StudioState(cfg)
 
@@ -63,6 +107,7 @@ def build_app(cfg: StudioConfig) -> FastAPI:
     for name in ROUTERS:
         module = importlib.import_module(f"instructkit.studio.api.{name}")
         app.include_router(module.router, dependencies=[Depends(authorize)])
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
     return app
 
 
@@ -73,6 +118,9 @@ def run_studio(cfg: StudioConfig) -> None:
     from instructkit.serve.server import http_url
 
     app = build_app(cfg)
+    # Jobs run in the runs folder and write paths relative to it (a run's base model as ``inputs/model``),
+    # so the studio process works there too: a run it chats with or exports finds its base model.
+    os.chdir(app.state.studio.root.root)
     print(f"instructkit studio on {http_url(cfg.host, cfg.port)}/  (runs: {app.state.studio.root.root})")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
 

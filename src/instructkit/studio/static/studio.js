@@ -3,7 +3,7 @@
 "use strict";
 const studio = (() => {
   const routes = {};
-  const NAV_OF = { run: "runs", export: "chat" };  // pages reached from another page's nav entry
+  const NAV_OF = { run: "runs" };  // pages reached from another page's nav entry
   const COLORS = ["#2454c5", "#d1495b", "#1b7f3b", "#8a5a00", "#6a3fb5", "#00798c"];
 
   function route(name, render) { routes[name] = render; }
