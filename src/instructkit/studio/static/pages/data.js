@@ -29,10 +29,11 @@
     #mask-tokens { white-space:pre-wrap; word-break:break-all; font-family:ui-monospace, Menlo, Consolas, monospace;
                    font-size:13px; line-height:1.7; background:#fff; border:1px solid var(--line); border-radius:6px;
                    padding:8px; max-height:420px; overflow:auto; }
-    #mask .trained { background:#c9f0d3; color:#0b3d1b; border-bottom:2px solid var(--good); }
-    #mask .context { color:#8a93a3; }
-    .mask-legend .trained, .mask-legend .context { padding:0 4px; border-radius:3px; }
-    .hist h3 { font-size:1rem; margin:0 0 6px; }
+    #mask .trained, .mask-legend .is-trained { background:#c9f0d3; color:#0b3d1b; border-bottom:2px solid var(--good); }
+    #mask .context, .mask-legend .is-context { color:#8a93a3; }
+    .mask-legend .is-trained, .mask-legend .is-context { padding:0 4px; border-radius:3px; }
+    .hist h3, .panel-h { font-size:1rem; margin:0 0 6px; }
+    #accounting .panel table { font-size:12px; } .acc-grid { grid-template-columns:repeat(auto-fit, minmax(300px, 1fr)); align-items:start; } #accounting .panel th, #accounting .panel td { padding:3px 6px; }
     @media (max-width: 600px) { .reject { grid-template-columns:minmax(0,1fr); } }
   `;
 
@@ -97,20 +98,19 @@
     const sec = el("section", { id: "accounting", "aria-labelledby": "acc-h", "data-in": acc.in, "data-kept": acc.kept, "data-rejected": acc.rejected, "data-balanced": acc.balanced ? "true" : "false" });
     const mark = acc.balanced ? el("span", { class: "good" }, " ✓ balanced") : el("span", { class: "bad", role: "alert" }, " ⚠ does not balance: in ≠ kept + rejected");
     sec.append(el("h2", { id: "acc-h", text: "Accounting" }),
-      el("p", { class: "data-sum" }, el("b", {}, fmt(acc.in)), ` ${acc.unit}s in = `, el("b", {}, fmt(acc.kept)), " kept + ", el("b", {}, fmt(acc.rejected)), " rejected", mark),
-      acc.generator ? el("p", { class: "muted" }, `generator ${acc.generator}`, acc.stopped ? ` — stopped: ${acc.stopped}` : "") : null);
-    const grid = el("div", { class: "grid" });
-    grid.append(el("div", { class: "panel" }, el("h3", { style: "margin:0 0 6px;font-size:1rem" }, "In = kept + rejected"),
-      studio.barChart([{ label: "in", value: acc.in || 0, color: "#5b6475" }, { label: "kept", value: acc.kept || 0, color: "#1b7f3b" }, { label: "rejected", value: acc.rejected || 0, color: "#b3261e" }], { label: "records" })));
+      el("p", { class: "data-sum" }, el("b", {}, fmt(acc.in)), ` ${acc.unit}s in = `, el("b", {}, fmt(acc.kept)), " kept + ", el("b", {}, fmt(acc.rejected)), " rejected", mark,
+        acc.generator ? el("span", { class: "muted" }, ` — generator ${acc.generator}`, acc.stopped ? `, stopped: ${acc.stopped}` : "") : ""));
     const reasons = Object.entries(acc.rejected_by_reason);
-    grid.append(el("div", { class: "panel" }, el("h3", { style: "margin:0 0 6px;font-size:1rem" }, "Rejected, by reason"),
-      reasons.length ? studio.barChart(reasons.map(([label, value]) => ({ label, value, color: "#b3261e" })), { label: "rejected by reason" }) : el("p", { class: "muted", text: "nothing rejected" })));
-    const dropping = acc.steps.filter(s => Object.keys(s.dropped).length);
-    grid.append(el("div", { class: "panel" }, el("h3", { style: "margin:0 0 6px;font-size:1rem" }, "Dropped, by step"),
-      dropping.length ? studio.barChart(dropping.map(s => ({ label: s.step, value: Object.values(s.dropped).reduce((a, b) => a + b, 0), color: "#8a5a00" })), { label: "dropped by step" }) : el("p", { class: "muted", text: "no step dropped a record" })));
-    sec.append(grid, el("h3", { style: "font-size:1rem" }, "Steps"),
-      studio.table(["step", "in", "kept", "dropped (by reason)"],
-        acc.steps.map(s => [s.step, fmt(s.in), fmt(s.kept), Object.entries(s.dropped).map(([k, v]) => `${k} ${v}`).join(", ") || "—"]), [1, 2]));
+    const chart = (items, label) => studio.barChart(items, { label, width: 440 });
+    const grid = el("div", { class: "grid acc-grid" },
+      el("div", { class: "panel" }, el("h3", { class: "panel-h" }, "In = kept + rejected"),
+        chart([{ label: "in", value: acc.in || 0, color: "#5b6475" }, { label: "kept", value: acc.kept || 0, color: "#1b7f3b" }, { label: "rejected", value: acc.rejected || 0, color: "#b3261e" }], acc.unit + "s")),
+      el("div", { class: "panel" }, el("h3", { class: "panel-h" }, "Rejected, by reason"),
+        reasons.length ? chart(reasons.map(([label, value]) => ({ label, value, color: "#b3261e" })), "rejected by reason") : el("p", { class: "muted", text: "nothing rejected" })),
+      el("div", { class: "panel" }, el("h3", { class: "panel-h" }, "Per step"),
+        studio.table(["step", "in", "kept", "dropped (by reason)"],
+          acc.steps.map(s => [s.step, fmt(s.in), fmt(s.kept), Object.entries(s.dropped).map(([k, v]) => `${k} ${v}`).join(", ") || "—"]), [1, 2])));
+    sec.append(grid);
     return sec;
   }
 
@@ -132,7 +132,7 @@
       const counts = step ? (acc.steps.find(s => s.step === step) || { dropped: {} }).dropped : acc.rejected_by_reason;
       const total = Object.values(counts).reduce((a, b) => a + b, 0);
       reasonSel.replaceChildren(el("option", { value: "" }, `all reasons (${fmt(total)})`),
-        Object.entries(counts).map(([r, n]) => el("option", { value: r }, `${r} (${fmt(n)})`)));
+        ...Object.entries(counts).map(([r, n]) => el("option", { value: r }, `${r} (${fmt(n)})`)));
     }
 
     async function load() {
@@ -191,19 +191,40 @@
     return sec;
   }
 
+  // A histogram of bins [{lo, hi, count}] as vertical bars (SVG), each bar's count above it.
+  function histChart(bins, { label = "count", color = "#2454c5", width = 360, height = 150 } = {}) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`); svg.setAttribute("class", "chart");
+    const name = b => (b.lo === b.hi ? String(b.lo) : `${b.lo}–${b.hi}`);
+    svg.setAttribute("role", "img"); svg.setAttribute("aria-label", label + ": " + bins.map(b => `${name(b)}: ${b.count}`).join(", "));
+    if (!bins.length) return el("p", { class: "muted", text: "no records" });
+    const add = (tag, attrs, text) => { const n = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v); if (text !== undefined) n.textContent = text; svg.append(n); return n; };
+    const L = 6, R = 6, T = 16, B = 20, max = Math.max(1, ...bins.map(b => b.count));
+    const w = (width - L - R) / bins.length, every = Math.ceil(bins.length / 8);
+    add("line", { x1: L, y1: height - B, x2: width - R, y2: height - B, stroke: "#999" });
+    bins.forEach((b, i) => {
+      const h = (b.count / max) * (height - T - B), x = L + i * w;
+      const r = add("rect", { x: x + 1, y: height - B - h, width: Math.max(1, w - 2), height: h, fill: color, "data-count": b.count });
+      r.append(document.createElementNS(ns, "title")); r.lastChild.textContent = `${name(b)}: ${b.count}`;
+      if (b.count) add("text", { x: x + w / 2, y: height - B - h - 3, "text-anchor": "middle" }, fmt(b.count));
+      if (i % every === 0) add("text", { x: x + w / 2, y: height - 6, "text-anchor": "middle" }, name(b));
+    });
+    return svg;
+  }
+
   // ---------------------------------------------------------------------------------------- histograms
   async function histogramSection(path) {
     const sec = el("section", { id: "histograms", "aria-labelledby": "hi-h" }, el("h2", { id: "hi-h", text: "Lengths and turns of the kept records" }));
     const data = await studio.api("/api/data/histograms?" + q({ path }));
     const grid = el("div", { class: "grid" });
     for (const [split, h] of Object.entries(data.splits)) {
-      const label = b => (b.lo === b.hi ? String(b.lo) : `${b.lo}–${b.hi}`);
       grid.append(el("div", { class: "panel hist", "data-split": split, "data-records": h.records },
         el("h3", {}, `${split}: ${fmt(h.records)} records`),
         el("p", { class: "muted", style: "margin:0 0 4px;font-size:13px" }, "words per record"),
-        h.words.length ? studio.barChart(h.words.map(b => ({ label: label(b) + " words", value: b.count, color: "#2454c5" })), { label: `${split} words per record` }) : el("p", { class: "muted", text: "no records" }),
+        histChart(h.words, { label: `${split}: words per record`, color: "#2454c5", height: 120 }),
         el("p", { class: "muted", style: "margin:8px 0 4px;font-size:13px" }, "user turns per record"),
-        h.turns.length ? studio.barChart(h.turns.map(b => ({ label: label(b) + (b.hi === 1 ? " turn" : " turns"), value: b.count, color: "#00798c" })), { label: `${split} turns per record` }) : el("p", { class: "muted", text: "no chat records" })));
+        histChart(h.turns, { label: `${split}: user turns per record`, color: "#00798c", height: 80 })));
     }
     sec.append(grid);
     return sec;
@@ -236,7 +257,7 @@
             el("strong", {}, fmt(d.n_tokens)), " tokens, ", el("strong", {}, fmt(d.n_trained)), ` trained (${fmt(100 * d.n_trained / Math.max(1, d.n_tokens), 3)}%), `,
             fmt(d.n_tokens - d.n_trained), " context", d.truncated ? el("span", { class: "warn" }, ` — truncated to ${d.max_length}`) : "",
             el("span", { class: "muted" }, ` · ${d.tokenizer}${d.max_length ? `, max_length ${d.max_length}` : ""} · record ${d.index} of ${d.records}`)),
-          el("p", { class: "mask-legend muted", style: "font-size:13px" }, el("span", { class: "trained" }, "trained"), " tokens are learned; ", el("span", { class: "context" }, "dimmed"), " tokens are context only (label −100)."),
+          el("p", { class: "mask-legend muted", style: "font-size:13px" }, el("span", { class: "is-trained" }, "trained"), " tokens are learned; ", el("span", { class: "is-context" }, "dimmed"), " tokens are context only (label −100)."),
           toks);
       } catch (ex) {
         const target = { model, index, split, max_length: maxLen }[ex.field];
