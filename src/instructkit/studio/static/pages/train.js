@@ -56,6 +56,8 @@
     for (const p of parts.slice(0, -1)) node = (node[p] = node[p] && typeof node[p] === "object" ? node[p] : {});
     node[parts[parts.length - 1]] = value;
   }
+  // A docstring with ``literal`` spans as <code>.
+  const docNodes = text => String(text || "").split("``").map((part, i) => (i % 2 ? el("code", {}, part) : part));
   function asText(v, input) {
     if (v === null || v === undefined) return "";
     if (input === "yaml") return typeof v === "string" ? v : JSON.stringify(v, null, Array.isArray(v) || Object.keys(v).length < 4 ? 0 : 2);
@@ -83,7 +85,7 @@
   function field(node, values) {
     if (node.section) {
       return el("details", { open: true, "data-section": node.name },
-        el("summary", {}, el("code", {}, node.name), node.doc ? el("small", { class: "muted" }, " — " + node.doc) : null),
+        el("summary", {}, el("code", {}, node.name), node.doc ? el("small", { class: "muted" }, " — ", docNodes(node.doc)) : null),
         node.fields.map(n => field(n, values)));
     }
     const id = fieldId(node.name);
@@ -96,7 +98,7 @@
     input._initial = node.input === "checkbox" ? input.checked : input.value;
     const meta = [node.type, node.required ? "required" : "default " + (node.default === null ? "null" : asText(node.default, "yaml") || '""'), node.rules]
       .filter(Boolean).join(" · ");
-    const doc = el("small", { id: id + "-doc" }, node.doc ? node.doc + " " : "", el("span", { class: "meta" }, "(" + meta + ")"));
+    const doc = el("small", { id: id + "-doc" }, docNodes(node.doc), node.doc ? " " : "", el("span", { class: "meta" }, "(" + meta + ")"));
     input.setAttribute("aria-describedby", id + "-doc " + id + "-err");
     const label = node.input === "checkbox"
       ? el("label", { for: id, style: "flex-direction:row;align-items:center;gap:8px" }, input, el("code", {}, node.name))
