@@ -39,6 +39,8 @@ MAX_DEPTH = 6
 """How deep under ``--runs`` the data listing looks (a recipe run's ``data/`` sits below its run)."""
 MAX_LIMIT = 200
 """The most rejects or clusters one request returns."""
+MAX_MEMBERS = 24
+"""The most duplicates shown of one cluster (its ``size`` counts them all)."""
 
 DUPLICATE = re.compile(r"^(?:duplicate|cluster) of (?P<id>\S+)$")
 BENCHMARK = re.compile(r"^(?P<benchmark>\S+) (?P<item>.+?): shares '(?P<ngram>.*)'$", re.S)
@@ -276,17 +278,23 @@ def _index_by_id(folder: Path, card: dict[str, Any]) -> dict[str, dict[str, Any]
     return _files.get(("ids", str(folder)), folder / "card.json", build)
 
 
-def _rejected_by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {r["id"]: r for r in rows if isinstance(r.get("id"), str)}
+def _rejected_by_id(folder: Path) -> dict[str, dict[str, Any]]:
+    """Record id → its row in ``rejects.jsonl`` (cached with the file)."""
+    path = folder / "rejects.jsonl"
+    return _files.get(
+        ("reject-ids", str(path)),
+        path,
+        lambda: {r["id"]: r for r in reject_rows(folder) if isinstance(r.get("id"), str)},
+    )
 
 
-def _kept_record(folder: Path, card: dict[str, Any], rows: list[dict[str, Any]], rid: str) -> dict[str, Any]:
+def _kept_record(folder: Path, card: dict[str, Any], rid: str) -> dict[str, Any]:
     """Where the kept record ``rid`` ended: a split (with its index), or rejected by a later step."""
     found = _index_by_id(folder, card).get(rid)
     if found is not None:
         return {"id": rid, "where": "kept", "split": found["split"], "index": found["index"],
                 "view": record_view(found["record"])}  # fmt: skip
-    later = _rejected_by_id(rows).get(rid)
+    later = _rejected_by_id(folder).get(rid)
     if later is not None and DUPLICATE.match(later.get("detail") or "") is None:
         return {"id": rid, "where": "rejected", "step": later.get("step"), "reason": later.get("reason"),
                 "view": record_view(later.get("record"))}  # fmt: skip
@@ -332,14 +340,15 @@ def _benchmark_item(
     return None
 
 
-def match_of(row: dict[str, Any], folder: Path, card: dict[str, Any], rows: list[dict[str, Any]],
-             root: RunsRoot | None = None) -> dict[str, Any] | None:  # fmt: skip
+def match_of(
+    row: dict[str, Any], folder: Path, card: dict[str, Any], root: RunsRoot | None = None
+) -> dict[str, Any] | None:
     """What a reject names beside itself: the kept record it duplicated, the benchmark item it leaked
     from, or the instruction it was too similar to (see the module's table); None for other reasons."""
     detail = row.get("detail") or ""
     reason = row.get("reason")
     if reason in DEDUP_REASONS and (m := DUPLICATE.match(detail)):
-        return {"kind": "duplicate", **_kept_record(folder, card, rows, m["id"])}
+        return {"kind": "duplicate", **_kept_record(folder, card, m["id"])}
     if reason == "contaminated" and (m := BENCHMARK.match(detail)):
         return {"kind": "benchmark", "benchmark": m["benchmark"], "item": m["item"], "ngram": m["ngram"],
                 "text": _benchmark_item(folder, card, root, m["benchmark"], m["item"])}  # fmt: skip
@@ -413,7 +422,7 @@ def rejects_page(
                 "where": {k: r[k] for k in ("line", "index", "field") if r.get(k) is not None} or None,
                 "instruction": r.get("instruction"),
                 "view": view,
-                "match": match_of(r, folder, card, rows, root),
+                "match": match_of(r, folder, card, root),
             }
         )
     return {"total": len(hits), "expected": expected_count(card, step, reason), "offset": offset,
@@ -421,48 +430,49 @@ def rejects_page(
 
 
 # ------------------------------------------------------------------------------------------- clusters
+def _cluster_members(folder: Path, card: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Kept id → where its duplicates are: reject lines (exact or near) and marked kept records."""
+
+    def build() -> dict[str, list[dict[str, Any]]]:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for i, r in enumerate(reject_rows(folder)):
+            m = DUPLICATE.match(r.get("detail") or "") if r.get("reason") in DEDUP_REASONS else None
+            if m:
+                groups.setdefault(m["id"], []).append({"line": i + 1, "row": r})
+        for split in split_files(card):
+            for i, rec in enumerate(split_records(folder, card, split)):
+                c = rec.meta.get("cluster")
+                if isinstance(c, str) and c != rec.id:
+                    groups.setdefault(c, []).append({"split": split, "index": i, "record": rec})
+        return groups
+
+    return _files.get(("clusters", str(folder)), folder / "rejects.jsonl", build)
+
+
+def _member_view(m: dict[str, Any]) -> dict[str, Any]:
+    if "row" in m:
+        r = m["row"]
+        return {"line": m["line"], "step": r.get("step"), "reason": r.get("reason"), "id": r.get("id"),
+                "view": record_view(r.get("record"))}  # fmt: skip
+    rec = m["record"]
+    return {"split": m["split"], "index": m["index"], "id": rec.id, "reason": "near_duplicate (kept, marked)",
+            "view": record_view(rec)}  # fmt: skip
+
+
 def clusters(root: RunsRoot, rel: str, offset: int, limit: int) -> dict[str, Any]:
     """Duplicate clusters, largest first: each kept record with the records dropped as its exact or near
-    duplicates; and, for ``near_dedup`` with ``action: mark``, kept records sharing a ``meta.cluster``."""
+    duplicates (the first :data:`MAX_MEMBERS` of them); and, for ``near_dedup`` with ``action: mark``,
+    kept records sharing a ``meta.cluster``."""
     check_page(offset, limit)
     folder, card = data_folder(root, rel)
-    rows = reject_rows(folder)
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for i, r in enumerate(rows):
-        m = DUPLICATE.match(r.get("detail") or "") if r.get("reason") in DEDUP_REASONS else None
-        if m:
-            groups.setdefault(m["id"], []).append(
-                {
-                    "line": i + 1,
-                    "step": r.get("step"),
-                    "reason": r.get("reason"),
-                    "id": r.get("id"),
-                    "view": record_view(r.get("record")),
-                }  # fmt: skip
-            )
-    marked: dict[str, list[dict[str, Any]]] = {}
-    for split in split_files(card):
-        for i, rec in enumerate(split_records(folder, card, split)):
-            c = rec.meta.get("cluster")
-            if isinstance(c, str) and c != rec.id:
-                marked.setdefault(c, []).append(
-                    {
-                        "split": split,
-                        "index": i,
-                        "id": rec.id,
-                        "reason": "near_duplicate (kept, marked)",
-                        "view": record_view(rec),
-                    }  # fmt: skip
-                )
-    for c, members in marked.items():
-        groups.setdefault(c, []).extend(members)
+    groups = _cluster_members(folder, card)
     order = sorted(groups, key=lambda k: (-len(groups[k]), k))
     items = [
         {
             "id": k,
             "size": 1 + len(groups[k]),
-            "kept": _kept_record(folder, card, rows, k),
-            "members": groups[k],
+            "kept": _kept_record(folder, card, k),
+            "members": [_member_view(m) for m in groups[k][:MAX_MEMBERS]],
         }
         for k in order[offset : offset + limit]
     ]

@@ -187,7 +187,8 @@
       el("h3", {}, `${c.size} records`, el("span", { class: "muted", style: "font-weight:normal" }, " — ", ...keptWhere(c.kept))),
       el("div", { class: "members" },
         el("div", { class: "side kept-rec" }, el("h4", {}, "kept"), recordView(c.kept.view, "(not found)")),
-        c.members.map(m => el("div", { class: "side member" }, el("h4", {}, m.reason, m.line ? ` · line ${m.line}` : ` · ${m.split} #${m.index}`), recordView(m.view))))))));
+        c.members.map(m => el("div", { class: "side member" }, el("h4", {}, m.reason, m.line ? ` · line ${m.line}` : ` · ${m.split} #${m.index}`), recordView(m.view)))),
+      c.size - 1 > c.members.length ? el("p", { class: "muted", text: `… and ${fmt(c.size - 1 - c.members.length)} more duplicates of it (in the rejects above)` }) : null))));
     return sec;
   }
 
