@@ -100,6 +100,8 @@ def test_the_other_kinds_forms(studio_root: Path) -> None:
         train = c.get("/api/forms/train").json()
         continual = c.get("/api/forms/continual").json()
         gen = c.get("/api/forms/generate", params={"generator": "self-instruct"}).json()
+        assert c.get("/api/forms/generate/self-instruct").json()["fields"] == gen["fields"]
+        assert c.get("/api/forms/generate/nope").status_code == 400
         assert c.get("/api/forms/nope").status_code == 404
         refused = c.get("/api/forms/run", params={"from": "../outside.yaml"})
     assert {"name", "output_dir", "data.train", "optim.lr", "method"} <= names(train["fields"])
@@ -109,6 +111,34 @@ def test_the_other_kinds_forms(studio_root: Path) -> None:
     own = {f.name for f in dataclasses.fields(generator_class("self-instruct").config) if f.init}
     assert {n["name"] for n in gen["fields"]} == own and "self-instruct" in gen["generators"]
     assert refused.status_code == 403 and refused.json()["error"]["field"] == "from"
+
+
+def test_a_recipe_naming_a_train_file_prefills_that_files_values(runs: Path) -> None:
+    data = recipe_a(runs, name="split")
+    (runs / "inputs" / "t.yaml").write_text(yaml.safe_dump(data.pop("train")))
+    (runs / "inputs" / "r.yaml").write_text(yaml.safe_dump(dict(data, train="t.yaml")))  # beside the recipe
+    (runs / "inputs" / "far.yaml").write_text(yaml.safe_dump(dict(data, train="/etc/t.yaml")))
+    with client(runs) as c:
+        near = c.get("/api/forms/run", params={"from": "inputs/r.yaml"}).json()["values"]
+        far = c.get("/api/forms/run", params={"from": "inputs/far.yaml"}).json()["values"]
+    assert near["train"]["optim"]["lr"] == 5e-3 and near["train"]["method"]["name"] == "lora"
+    assert far["train"] == "/etc/t.yaml"  # not read: outside the runs folder
+
+
+def test_unknown_jobs_and_cancelling_an_ended_one(runs: Path) -> None:
+    from instructkit.studio.api.jobs import manager
+    from instructkit.studio.jobs import Job
+
+    app = build_app(StudioConfig(runs=str(runs)))
+    manager(app.state.studio).jobs["old"] = Job(
+        "old", "train", "t", [], ["train"], time.time(), status="failed"
+    )
+    with TestClient(app) as c:
+        assert c.get("/api/jobs/nope").status_code == 404
+        assert c.get("/api/jobs/nope/events").status_code == 404
+        r = c.post("/api/jobs/old/cancel")
+        assert r.status_code == 409 and r.json()["error"]["code"] == "not_running"
+        assert [j["id"] for j in c.get("/api/jobs").json()["jobs"]] == ["old"]
 
 
 # --------------------------------------------------------------------------------------- config errors

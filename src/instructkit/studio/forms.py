@@ -191,16 +191,26 @@ def prefill(kind: str, root: RunsRoot, rel: str) -> dict[str, Any]:
     except ConfigError as e:
         raise StudioError(400, str(e), field="from") from None
     if kind == "run" and isinstance(data.get("train"), str) and data["train"]:
-        given = data["train"]
-        near = root.resolve(given, field="train", must_exist=False)
-        if not near.is_file():
-            near = root.resolve(root.rel(path.parent / given), field="train", must_exist=False)
-        if near.is_file():
+        train = _train_file(root, path, data["train"])
+        if train is not None:
             try:
-                data["train"] = read_yaml(near)
+                data["train"] = read_yaml(train)
             except ConfigError as e:
                 raise StudioError(400, str(e), field="train") from None
     return data
+
+
+def _train_file(root: RunsRoot, recipe: Path, given: str) -> Path | None:
+    """A recipe's training YAML as the runner finds it (under the runs folder, else beside the recipe), or
+    None when it is neither or not under the runs folder (the form then shows the defaults)."""
+    for rel in (given, f"{root.rel(recipe.parent)}/{given}".lstrip("/")):
+        try:
+            path = root.resolve(rel, field="train", must_exist=False)
+        except StudioError:
+            continue
+        if path.is_file():
+            return path
+    return None
 
 
 # ------------------------------------------------------------------------------------------ submitting

@@ -256,7 +256,7 @@ class JobManager:
         if job.status != "running":
             out["log_tail"] = self.log_tail(job) if job.status != "done" else ""
             folder = self.root.root / job.run
-            if folder.is_dir() and job.kind != "generate":
+            if folder.is_dir():
                 out["metrics"] = summarize(self.root.root, folder).metrics
         return out
 

@@ -1,7 +1,7 @@
 """The jobs API: the forms built from the config schemas, starting a job (checked first by the CLI's own
 loaders), its progress as server-sent events, and cancelling it.
 
-``GET /api/forms/{kind}`` (``?generator=NAME`` for generate, ``?from=PATH`` to prefill from a YAML under
+``GET /api/forms/{kind}`` (``?generator=NAME`` or ``/api/forms/generate/NAME`` for generate, ``?from=PATH`` to prefill from a YAML under
 ``--runs``), ``POST /api/jobs``, ``GET /api/jobs``, ``GET /api/jobs/{id}``, ``GET /api/jobs/{id}/events``,
 ``POST /api/jobs/{id}/cancel``.
 """
@@ -58,6 +58,14 @@ def form(
     out["values"] = forms.prefill(kind, state.root, source) if source else {}
     out["from"] = source
     return out
+
+
+@router.get("/api/forms/generate/{generator}")
+def generate_form(
+    generator: str, source: str | None = Query(None, alias="from"), state: StudioState = Depends(studio_state)
+) -> dict[str, Any]:
+    """The form of one generator (``self-instruct``, ``evol``, ``code``)."""
+    return form("generate", generator, source, state)
 
 
 class JobRequest(BaseModel):
