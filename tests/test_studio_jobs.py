@@ -273,9 +273,13 @@ def follow(c: TestClient, job_id: str, on_event: Any = None) -> list[dict[str, A
     return seen
 
 
+STEPS = 16
+"""Training steps of the slow tests' runs: enough that a cancel sent at step 3 lands before the end."""
+
+
 def long_recipe(runs: Path, name: str) -> dict[str, Any]:
     data = recipe_a(runs, name=name)
-    data["train"]["optim"]["max_steps"] = 12  # checkpoints every step (save_every_steps: 1)
+    data["train"]["optim"]["max_steps"] = STEPS  # checkpoints every step (save_every_steps: 1)
     return data
 
 
@@ -312,8 +316,8 @@ def test_a_run_job_streams_its_progress_to_the_end(finished: tuple[Path, list[di
     assert [s["name"] for s in last["stages"]] == ["data", "before", "train", "after", "report"]
     seen_stages = [e["stage"] for e in events if e["stage"]]
     assert "train" in seen_stages and seen_stages.index("train") < len(seen_stages) - 1
-    assert (last["step"], last["total"]) == (12, 12)
-    assert any(e["stage"] == "train" and e["total"] == 12 and 0 < (e["step"] or 0) < 12 for e in events)
+    assert (last["step"], last["total"]) == (STEPS, STEPS)
+    assert any(e["stage"] == "train" and e["total"] == STEPS and 0 < (e["step"] or 0) < STEPS for e in events)
     metrics = [json.loads(x) for x in (runs / "full" / "train" / "metrics.jsonl").read_text().splitlines()]
     assert last["loss"] == [[m["step"], m["loss"]] for m in metrics if "loss" in m]
     after = json.loads((runs / "full" / "eval" / "after.json").read_text())["metrics"]
@@ -346,7 +350,7 @@ def test_a_cancelled_job_resumes_from_the_cli_to_the_uninterrupted_weights(
     assert {s["name"]: s["state"] for s in last["stages"]}["train"] == "cancelled"
     checkpoints = sorted((runs / "cut" / "train" / "checkpoints").glob("checkpoint-*"))
     assert checkpoints and not (runs / "cut" / "train" / "model").exists()
-    assert last["step"] < 12, "cancelled after training had ended: nothing was resumed"
+    assert last["step"] < STEPS, "cancelled after training had ended: nothing was resumed"
     # the CLI, run again as after a killed run: finished stages skipped, training from the newest checkpoint
     config = f".studio/jobs/{job_id}/config.yaml"
     assert last["resume"] == f"instructkit run {config}"
