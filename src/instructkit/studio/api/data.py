@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from instructkit.studio import datasets
+from instructkit.studio import datasets, kept
 from instructkit.studio.state import StudioState, studio_state
 
 router = APIRouter()
@@ -53,7 +53,7 @@ def clusters(
 @router.get("/api/data/histograms")
 def histograms(path: str, state: StudioState = Depends(studio_state)) -> dict[str, Any]:
     """Words per record and turns per record of each split, binned."""
-    return datasets.histograms(state.root, path)
+    return kept.histograms(state.root, path)
 
 
 @router.get("/api/data/mask")
@@ -62,10 +62,10 @@ def mask(
     state: StudioState = Depends(studio_state),
 ) -> dict[str, Any]:  # fmt: skip
     """Record ``index`` of ``split`` with ``model``'s chat template: each token, trained or context."""
-    return datasets.mask_view(state.root, path, split, index, model, max_length)
+    return kept.mask_view(state.root, path, split, index, model, max_length)
 
 
 @router.get("/api/data/models")
 def models(state: StudioState = Depends(studio_state)) -> dict[str, Any]:
     """What the mask view's model field suggests: bundled aliases, trained runs, model folders."""
-    return {"models": datasets.model_choices(state.root)}
+    return {"models": kept.model_choices(state.root)}
