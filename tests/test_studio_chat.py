@@ -109,7 +109,7 @@ def test_models_lists_the_trained_runs(studio_root: Path) -> None:
     rows = {r["path"]: r for r in data["runs"]}
     assert set(rows) == {"a", "b"}  # curated has no model; inputs/model is a base, not a trained run
     assert rows["a"]["model"] == "a/train/model" and rows["a"]["method"] == "lora" and rows["a"]["chat"]
-    assert data["loaded"] == [] and data["max_loaded"] == 2
+    assert data["loaded"] == [] and data["max_loaded"] == 4
 
 
 def test_two_runs_side_by_side_each_give_their_own_reply(
