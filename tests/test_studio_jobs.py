@@ -1,7 +1,7 @@
 """The studio's jobs API: forms from the config schemas, a config checked by the CLI's own loaders (the same
 message, the dotted key, nothing started or written), run folders only under --runs, the job limit; and
 (slow) a run job followed over server-sent events to its end, and a training job cancelled mid-training
-that the CLI resumes to the weights of an uninterrupted run."""
+with the job page's Cancel button in Chromium, which the CLI resumes to the weights of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -330,30 +330,39 @@ def test_a_run_job_streams_its_progress_to_the_end(finished: tuple[Path, list[di
 
 
 @pytest.mark.slow
-def test_a_cancelled_job_resumes_from_the_cli_to_the_uninterrupted_weights(
+@pytest.mark.requires_browser
+def test_a_job_cancelled_in_the_browser_resumes_from_the_cli_to_the_uninterrupted_weights(
     finished: tuple[Path, list[dict[str, Any]]],
 ) -> None:
+    """The job page's Cancel button, pressed in Chromium mid-training, stops the run as Ctrl-C would; the
+    command the page prints resumes it from the terminal to the weights of the run that was never stopped."""
+    import urllib.request
+
+    from tests.studio_browser import studio_page, wait_ready
+
     runs, _ = finished
-    cut_at: dict[str, Any] = {}
-    with client(runs) as c:
-        r = c.post("/api/jobs", json={"kind": "run", "config": long_recipe(runs, "cut")})
-        job_id = r.json()["id"]
-
-        def cancel_mid_training(e: dict[str, Any]) -> None:
-            if not cut_at and e["stage"] == "train" and (e["step"] or 0) >= 3:
-                cut_at.update(step=e["step"])
-                assert c.post(f"/api/jobs/{job_id}/cancel").status_code == 200
-
-        events = follow(c, job_id, cancel_mid_training)
-    last = events[-1]
-    assert last["status"] == "cancelled" and last["returncode"] != 0, last.get("log_tail")
-    assert {s["name"]: s["state"] for s in last["stages"]}["train"] == "cancelled"
+    with studio_page(runs) as (page, url):
+        body = json.dumps({"kind": "run", "config": long_recipe(runs, "cut")}).encode()
+        req = urllib.request.Request(url + "/api/jobs", body, {"Content-Type": "application/json"})
+        job_id = json.loads(urllib.request.urlopen(req, timeout=60).read())["id"]
+        page.goto(f"{url}/#/train?job={job_id}")
+        wait_ready(page)
+        # step 3 of STEPS: a checkpoint exists (save_every_steps: 1) and training is far from its end
+        page.wait_for_function(
+            "() => { const m = /step (\\d+) \\//.exec(document.querySelector('#job-step').textContent);"
+            " return m && +m[1] >= 3; }",
+            timeout=300_000,
+        )
+        page.click("#job-cancel")
+        page.wait_for_selector("#job-status[data-status=cancelled]", timeout=120_000)
+        resume = page.inner_text("pre#job-resume-cmd").strip()
+    job = json.loads((runs / ".studio" / "jobs" / job_id / "job.json").read_text())
+    assert job["status"] == "cancelled", job
     checkpoints = sorted((runs / "cut" / "train" / "checkpoints").glob("checkpoint-*"))
-    assert checkpoints and not (runs / "cut" / "train" / "model").exists()
-    assert last["step"] < STEPS, "cancelled after training had ended: nothing was resumed"
+    assert checkpoints and not (runs / "cut" / "train" / "model").exists(), "cancelled after training ended"
     # the CLI, run again as after a killed run: finished stages skipped, training from the newest checkpoint
     config = f".studio/jobs/{job_id}/config.yaml"
-    assert last["resume"] == f"instructkit run {config}"
+    assert resume.endswith(f"instructkit run {config}"), resume
     done = subprocess.run([sys.executable, "-m", "instructkit.cli", "run", config], cwd=runs,
                           capture_output=True, text=True, timeout=500)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
