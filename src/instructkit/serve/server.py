@@ -79,24 +79,23 @@ def start_engine(served: Served, cfg: ServerConfig) -> Engine:
     ).start()
 
 
-class ServerThread:
-    """The server on a background thread, on a socket bound before it starts (port 0: a free port), so a
-    caller knows the URL at once; ``with ServerThread(...) as url:`` stops the server and the engine on
-    exit. The benchmark, the demo and the tests run it this way."""
+class AppThread:
+    """An ASGI app served by uvicorn on a background thread, on a socket bound before it starts (port 0: a
+    free port), so a caller knows the URL at once; ``with AppThread(app, host, port) as url:`` stops it on
+    exit and then calls ``on_stop``. The server's and the studio's threads are this."""
 
-    def __init__(self, served: Served, cfg: ServerConfig):
+    def __init__(self, app: Any, host: str, port: int, on_stop: Any = None):
         import socket
 
         import uvicorn
 
-        self.engine = start_engine(served, cfg)
-        self.app = build_app(served, self.engine, cfg)
-        self._sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
+        self.app, self.on_stop = app, on_stop
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((cfg.host, cfg.port))
-        host, port = self._sock.getsockname()[:2]
-        self.url = http_url(host, port)
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        self._sock.bind((host, port))
+        bound_host, bound_port = self._sock.getsockname()[:2]
+        self.url = http_url(bound_host, bound_port)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
@@ -118,7 +117,17 @@ class ServerThread:
         if self._thread.is_alive():
             self._thread.join(timeout=15)
         self._sock.close()
-        self.engine.stop()
+        if self.on_stop is not None:
+            self.on_stop()
+
+
+class ServerThread(AppThread):
+    """The server and its engine on a background thread (:class:`AppThread`); the benchmark, the demo and
+    the tests run it this way. Leaving the ``with`` block stops the engine too."""
+
+    def __init__(self, served: Served, cfg: ServerConfig):
+        self.engine = start_engine(served, cfg)
+        super().__init__(build_app(served, self.engine, cfg), cfg.host, cfg.port, on_stop=self.engine.stop)
 
 
 def run_server(served: Served, cfg: ServerConfig) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import threading
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from instructkit import __version__
+from instructkit.serve.server import AppThread, http_url
 from instructkit.studio.config import StudioConfig
 from instructkit.studio.errors import add_error_handlers
 from instructkit.studio.state import StudioState, authorize, studio_state
@@ -115,8 +114,6 @@ def run_studio(cfg: StudioConfig) -> None:
     """Serve the studio until interrupted; running jobs are stopped (they resume as a killed CLI run)."""
     import uvicorn
 
-    from instructkit.serve.server import http_url
-
     app = build_app(cfg)
     # Jobs run in the runs folder and write paths relative to it (a run's base model as ``inputs/model``),
     # so the studio process works there too: a run it chats with or exports finds its base model.
@@ -125,44 +122,11 @@ def run_studio(cfg: StudioConfig) -> None:
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
 
 
-class StudioThread:
-    """The studio on a background thread, on a socket bound before it starts (port 0: a free port);
-    ``with StudioThread(cfg) as url:`` stops it, its jobs and its chat engines on exit."""
+class StudioThread(AppThread):
+    """The studio on a background thread, on a free loopback port with ``port=0``: ``with StudioThread(cfg)
+    as url:`` stops it, its jobs and its chat engines on exit."""
 
     def __init__(self, cfg: StudioConfig):
-        import socket
-
-        import uvicorn
-
-        from instructkit.serve.server import http_url
-
-        self.app = build_app(cfg)
-        self.state: StudioState = self.app.state.studio
-        self._sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((cfg.host, cfg.port))
-        host, port = self._sock.getsockname()[:2]
-        self.url = http_url(host, port)
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the studio did not start")
-            time.sleep(0.01)
-        return self.url
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=15)
-        self._sock.close()
-        self.state.close()
+        app = build_app(cfg)
+        self.state: StudioState = app.state.studio
+        super().__init__(app, cfg.host, cfg.port, on_stop=self.state.close)

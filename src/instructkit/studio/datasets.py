@@ -32,7 +32,7 @@ from typing import Any
 from instructkit.records import Record
 from instructkit.studio.errors import StudioError
 from instructkit.studio.paths import RunsRoot
-from instructkit.studio.runs import SKIP, read_json
+from instructkit.studio.runs import read_json, read_jsonl, walk
 
 MAX_DEPTH = 6
 """How deep under ``--runs`` the data listing looks (a recipe run's ``data/`` sits below its run)."""
@@ -90,7 +90,7 @@ def list_data_folders(root: RunsRoot) -> list[dict[str, Any]]:
     """Every data folder under the root (depth :data:`MAX_DEPTH`), sorted by path."""
     out: list[dict[str, Any]] = []
 
-    def walk(folder: Path, depth: int) -> None:
+    def visit(folder: Path) -> bool:
         card_path = folder / "card.json"
         if card_path.is_file():
             card = read_json(card_path)
@@ -114,17 +114,9 @@ def list_data_folders(root: RunsRoot) -> list[dict[str, Any]]:
                         "written": card_path.stat().st_mtime,
                     }
                 )
-        if depth >= MAX_DEPTH:
-            return
-        try:
-            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
-        except OSError:
-            return
-        for child in children:
-            if child.name not in SKIP and not child.name.startswith("."):
-                walk(child, depth + 1)
+        return False  # a recipe run holds its data/ and generate/ below it
 
-    walk(root.root, 0)
+    walk(root.root, visit, MAX_DEPTH)
     return out
 
 
@@ -219,22 +211,7 @@ def split_records(folder: Path, card: dict[str, Any], split: str) -> list[Record
 def reject_rows(folder: Path) -> list[dict[str, Any]]:
     path = folder / "rejects.jsonl"
 
-    def read() -> list[dict[str, Any]]:
-        rows = []
-        try:
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(row, dict):
-                        rows.append(row)
-        except OSError:
-            pass
-        return rows
-
-    return _files.get(("rejects", str(path)), path, read)
+    return _files.get(("rejects", str(path)), path, lambda: read_jsonl(path))
 
 
 def record_view(record: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,15 +102,13 @@ def kind_of(folder: Path) -> str | None:
     return None
 
 
-def discover(root: Path) -> list[Path]:
-    """Every run folder under ``root`` (depth ``MAX_DEPTH``), sorted by path; not below a run folder."""
-    found: list[Path] = []
+def walk(root: Path, visit: Callable[[Path], bool], max_depth: int = MAX_DEPTH) -> None:
+    """Call ``visit`` on ``root`` and its folders, parents first, in sorted order, down to ``max_depth``;
+    a folder whose ``visit`` returns True is not descended into. Symlinked, hidden and ``SKIP`` folders are
+    left out (a symlink could lead out of the runs folder)."""
 
-    def walk(folder: Path, depth: int) -> None:
-        if kind_of(folder) is not None:
-            found.append(folder)
-            return
-        if depth >= MAX_DEPTH:
+    def go(folder: Path, depth: int) -> None:
+        if visit(folder) or depth >= max_depth:
             return
         try:
             children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
@@ -117,9 +116,22 @@ def discover(root: Path) -> list[Path]:
             return
         for child in children:
             if child.name not in SKIP and not child.name.startswith("."):
-                walk(child, depth + 1)
+                go(child, depth + 1)
 
-    walk(root, 0)
+    go(root, 0)
+
+
+def discover(root: Path) -> list[Path]:
+    """Every run folder under ``root`` (depth ``MAX_DEPTH``), sorted by path; not below a run folder."""
+    found: list[Path] = []
+
+    def visit(folder: Path) -> bool:
+        if kind_of(folder) is None:
+            return False
+        found.append(folder)
+        return True
+
+    walk(root, visit)
     return found
 
 

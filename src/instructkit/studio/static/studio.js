@@ -40,10 +40,10 @@ const studio = (() => {
     return body;
   }
 
-  // Server-sent events over fetch (EventSource cannot send the key): calls onEvent(type, data) per event
-  // until the stream ends or signal aborts.
-  async function events(path, onEvent, signal) {
-    const r = await api(path, { raw: true, signal });
+  // Server-sent events over fetch (EventSource cannot send the key, nor POST): calls onEvent(type, data) per
+  // event until the stream ends or signal aborts; opts are api()'s (method, json) for a POST stream.
+  async function events(path, onEvent, signal, opts = {}) {
+    const r = await api(path, Object.assign({}, opts, { raw: true, signal }));
     const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = "";
     for (;;) {
       const { value, done } = await reader.read();

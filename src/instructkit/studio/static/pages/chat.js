@@ -31,21 +31,9 @@
     `));
   }
 
-  // Server-sent events from a POST (studio.events only GETs): onEvent(data) per event until the stream ends.
-  async function streamPost(path, json, onEvent, signal) {
-    const r = await studio.api(path, { method: "POST", json, raw: true, signal });
-    const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += dec.decode(value, { stream: true });
-      let i;
-      while ((i = buf.indexOf("\n\n")) >= 0) {
-        const chunk = buf.slice(0, i); buf = buf.slice(i + 2);
-        const data = chunk.split("\n").filter(l => l.startsWith("data:")).map(l => l.slice(5).trimStart()).join("");
-        if (data) onEvent(JSON.parse(data));
-      }
-    }
+  // Server-sent events from a POST: onEvent(data) per event until the stream ends.
+  function streamPost(path, json, onEvent, signal) {
+    return studio.events(path, (type, data) => onEvent(data), signal, { method: "POST", json });
   }
 
   // An error next to the field it names (ids map API field -> input), else in `fallback`.
