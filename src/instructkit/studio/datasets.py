@@ -32,7 +32,7 @@ from typing import Any
 from instructkit.records import Record
 from instructkit.studio.errors import StudioError
 from instructkit.studio.paths import RunsRoot
-from instructkit.studio.runs import read_json, read_jsonl, walk
+from instructkit.studio.runs import read_json, read_jsonl, real_file, walk
 
 MAX_DEPTH = 6
 """How deep under ``--runs`` the data listing looks (a recipe run's ``data/`` sits below its run)."""
@@ -79,7 +79,11 @@ _files = _Cache(32)
 
 # ------------------------------------------------------------------------------------------- folders
 def is_data_card(card: Any) -> bool:
-    return isinstance(card, dict) and isinstance(card.get("accounting"), dict) and "steps" in card
+    return (
+        isinstance(card, dict)
+        and isinstance(card.get("accounting"), dict)
+        and isinstance(card.get("steps"), list)
+    )
 
 
 def card_kind(card: dict[str, Any]) -> str:
@@ -92,32 +96,34 @@ def list_data_folders(root: RunsRoot) -> list[dict[str, Any]]:
 
     def visit(folder: Path) -> bool:
         card_path = folder / "card.json"
-        if card_path.is_file():
-            card = read_json(card_path)
-            if is_data_card(card):
-                acc = card["accounting"]
-                run = (
-                    folder.parent
-                    if folder != root.root and (folder.parent / "recipe.yaml").is_file()
-                    else None
-                )
-                out.append(
-                    {
-                        "path": root.rel(folder),
-                        "kind": card_kind(card),
-                        "run": root.rel(run) if run is not None else None,
-                        "in": acc.get("in"),
-                        "kept": acc.get("kept"),
-                        "rejected": acc.get("rejected"),
-                        "balanced": _balanced(acc),
-                        "splits": split_counts(card),
-                        "written": card_path.stat().st_mtime,
-                    }
-                )
+        card = read_json(card_path)
+        if is_data_card(card):
+            try:
+                out.append(_folder_row(root, folder, card))
+            except Exception as e:  # a damaged card: listed, with why it cannot be shown
+                out.append({"path": root.rel(folder), "kind": card_kind(card), "run": None, "in": None,
+                            "kept": None, "rejected": None, "balanced": False, "splits": {},
+                            "written": None, "note": f"card.json is damaged ({type(e).__name__}: {e})"[:300]})  # fmt: skip
         return False  # a recipe run holds its data/ and generate/ below it
 
     walk(root.root, visit, MAX_DEPTH)
     return out
+
+
+def _folder_row(root: RunsRoot, folder: Path, card: dict[str, Any]) -> dict[str, Any]:
+    acc = card["accounting"]
+    run = folder.parent if folder != root.root and (folder.parent / "recipe.yaml").is_file() else None
+    return {
+        "path": root.rel(folder),
+        "kind": card_kind(card),
+        "run": root.rel(run) if run is not None else None,
+        "in": acc.get("in"),
+        "kept": acc.get("kept"),
+        "rejected": acc.get("rejected"),
+        "balanced": _balanced(acc),
+        "splits": split_counts(card),
+        "written": (folder / "card.json").stat().st_mtime,
+    }
 
 
 def data_folder(root: RunsRoot, rel: str | None) -> tuple[Path, dict[str, Any]]:
@@ -196,7 +202,7 @@ def split_records(folder: Path, card: dict[str, Any], split: str) -> list[Record
             400, f"split: {split!r} is not one of {', '.join(files) or 'no splits'}", field="split"
         )
     path = folder / files[split]
-    if not path.is_file():
+    if not real_file(path):
         return []
     fmt = (card.get("config") or {}).get("output_format") if card_kind(card) == "curate" else None
 
@@ -212,6 +218,12 @@ def reject_rows(folder: Path) -> list[dict[str, Any]]:
     path = folder / "rejects.jsonl"
 
     return _files.get(("rejects", str(path)), path, lambda: read_jsonl(path))
+
+
+def _detail(row: dict[str, Any]) -> str:
+    """A reject's ``detail`` (``""`` when a damaged line has none, or not a string)."""
+    detail = row.get("detail")
+    return detail if isinstance(detail, str) else ""
 
 
 def record_view(record: Any) -> dict[str, Any]:
@@ -270,7 +282,7 @@ def _kept_record(folder: Path, card: dict[str, Any], rid: str) -> dict[str, Any]
         return {"id": rid, "where": "kept", "split": found["split"], "index": found["index"],
                 "view": record_view(found["record"])}  # fmt: skip
     later = _rejected_by_id(folder).get(rid)
-    if later is not None and DUPLICATE.match(later.get("detail") or "") is None:
+    if later is not None and DUPLICATE.match(_detail(later)) is None:
         return {"id": rid, "where": "rejected", "step": later.get("step"), "reason": later.get("reason"),
                 "view": record_view(later.get("record"))}  # fmt: skip
     return {"id": rid, "where": "missing", "view": {}}
@@ -320,7 +332,7 @@ def match_of(
 ) -> dict[str, Any] | None:
     """What a reject names beside itself: the kept record it duplicated, the benchmark item it leaked
     from, or the instruction it was too similar to (see the module's table); None for other reasons."""
-    detail = row.get("detail") or ""
+    detail = _detail(row)
     reason = row.get("reason")
     if reason in DEDUP_REASONS and (m := DUPLICATE.match(detail)):
         return {"kind": "duplicate", **_kept_record(folder, card, m["id"])}
@@ -411,7 +423,7 @@ def _cluster_members(folder: Path, card: dict[str, Any]) -> dict[str, list[dict[
     def build() -> dict[str, list[dict[str, Any]]]:
         groups: dict[str, list[dict[str, Any]]] = {}
         for i, r in enumerate(reject_rows(folder)):
-            m = DUPLICATE.match(r.get("detail") or "") if r.get("reason") in DEDUP_REASONS else None
+            m = DUPLICATE.match(_detail(r)) if r.get("reason") in DEDUP_REASONS else None
             if m:
                 groups.setdefault(m["id"], []).append({"line": i + 1, "row": r})
         for split in split_files(card):

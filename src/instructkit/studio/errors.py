@@ -7,7 +7,9 @@ stack trace.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger("instructkit.studio")
@@ -27,6 +29,24 @@ class StudioError(Exception):
         return {"error": {"message": self.message, "field": self.field, "code": self.code}}
 
 
+DAMAGE = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+"""What reading a damaged file raises past the readers' own checks: a list where a mapping belongs, a string
+where a number does (``UnicodeDecodeError`` and JSON's errors are ``ValueError``)."""
+
+
+@contextlib.contextmanager
+def damaged(path: str, field: str = "path") -> Iterator[None]:
+    """Answer an error from reading a damaged file under ``path`` with a 422 naming ``field``, not a 500."""
+    try:
+        yield
+    except StudioError:
+        raise
+    except DAMAGE as e:
+        log.warning("studio: %r holds a damaged file", path, exc_info=True)
+        raise StudioError(422, f"{field}: {path!r} holds a damaged file ({type(e).__name__}: {e})"[:500],
+                          field=field, code="damaged") from None  # fmt: skip
+
+
 def add_error_handlers(app: Any) -> None:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -40,6 +60,9 @@ def add_error_handlers(app: Any) -> None:
     async def _validation(request: Any, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        if first.get("type") == "json_invalid":  # its loc is a character position, not a field
+            err = StudioError(400, f"request: the body is not valid JSON ({first.get('msg', 'invalid')})")
+            return JSONResponse(err.body(), status_code=400)
         err = StudioError(400, f"{where or 'request'}: {first.get('msg', 'invalid')}", field=where)
         return JSONResponse(err.body(), status_code=400)
 

@@ -30,12 +30,18 @@ class RunsRoot:
             raise StudioError(
                 403, f"{field}: {rel!r} leaves the runs folder", field=field, code="path_refused"
             )
-        path = (self.root / pure).resolve()
+        try:
+            path = (self.root / pure).resolve()
+            exists = path.exists()
+        except (OSError, RuntimeError) as e:  # a name too long, a loop of symlinks: nothing to open
+            why = e.strerror if isinstance(e, OSError) and e.strerror else "a loop of symlinks"
+            raise StudioError(400, f"{field}: {rel[:200]!r} is not a usable path ({why})", field=field,
+                              code="path_refused") from None  # fmt: skip
         if path != self.root and not path.is_relative_to(self.root):
             raise StudioError(
                 403, f"{field}: {rel!r} leaves the runs folder", field=field, code="path_refused"
             )
-        if must_exist and not path.exists():
+        if must_exist and not exists:
             raise StudioError(404, f"{field}: {rel!r} is not under the runs folder", field=field,
                               code="not_found")  # fmt: skip
         return path

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from instructkit.studio.runs import read_json, read_jsonl, recipe_stages, summarize
+from instructkit.studio.runs import read_json, read_jsonl, real_file, recipe_stages, summarize
 
 CONFIG_FILES = {"run": "recipe.yaml", "continual": "continual.yaml", "train": "config.yaml"}
 """The config a run of each kind ran with (generate and curate keep theirs in ``card.json``)."""
@@ -65,6 +65,8 @@ def _ledger_rows(plan: list[str], ledger: dict[str, Any]) -> list[dict[str, Any]
 
 def continual_rounds(folder: Path) -> list[str]:
     """The stages of a continual run: ``round-base`` then ``round-K`` for each task of its recipe."""
+    if not real_file(folder / "continual.yaml"):
+        raise ValueError("continual.yaml is not a file of the run folder (a symlink)")
     recipe = yaml.safe_load((folder / "continual.yaml").read_text())
     tasks = recipe.get("tasks") if isinstance(recipe, dict) else None
     if not isinstance(tasks, list):
@@ -169,6 +171,8 @@ def config_text(folder: Path, kind: str) -> tuple[str | None, str | None]:
     """(the file it came from, relative to the run; its YAML text), or (None, None)."""
     name = CONFIG_FILES.get(kind)
     if name is not None:
+        if not real_file(folder / name):
+            return None, None
         try:
             return name, (folder / name).read_text(encoding="utf-8", errors="replace")
         except OSError:
@@ -218,8 +222,8 @@ def changed_predictions(folder: Path, limit: int = CHANGED_LIMIT) -> dict[str, A
     from instructkit.evaluate.report import changed_examples
 
     before, after = folder / "eval" / "before.predictions.jsonl", folder / "eval" / "after.predictions.jsonl"
-    if not (before.is_file() and after.is_file()):
-        missing = [p.name for p in (before, after) if not p.is_file()]
+    if not (real_file(before) and real_file(after)):
+        missing = [p.name for p in (before, after) if not real_file(p)]
         return {"total": None, "changed": None, "examples": [], "note": f"eval/{missing[0]} is not written"}
     try:
         total = len(read_jsonl(after))

@@ -55,8 +55,20 @@ class RunSummary:
     note: str = ""
 
 
+def real_file(path: Path) -> bool:
+    """Whether ``path`` is a file reached through no symlink. The folders the studio reads in are resolved
+    (:meth:`RunsRoot.resolve`, :func:`walk`), so a symlink below one could only lead elsewhere, maybe out of
+    ``--runs``: what it points to is not read (the commands never write one)."""
+    try:
+        return Path(path).is_file() and os.path.realpath(path) == os.path.abspath(path)
+    except (OSError, ValueError):
+        return False
+
+
 def read_json(path: Path) -> Any:
-    """``path``'s JSON, or None when it is missing or damaged (the caller says what that means)."""
+    """``path``'s JSON, or None when it is missing, damaged or a symlink (the caller says what that means)."""
+    if not real_file(path):
+        return None
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError, UnicodeDecodeError):
@@ -64,8 +76,11 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """The JSON objects of ``path``'s lines (damaged lines skipped: the file may be being appended to)."""
+    """The JSON objects of ``path``'s lines (damaged lines skipped: the file may be being appended to); none
+    for a symlink (:func:`real_file`)."""
     out: list[dict[str, Any]] = []
+    if not real_file(path):
+        return out
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
@@ -147,10 +162,21 @@ def _started(folder: Path, marker: str) -> float | None:
         return None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a mapping, else ``{}`` (a damaged file's list or string reads as empty)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _seconds(ledger: dict[str, Any]) -> float:
+    """The ledger's stages' ``seconds`` added up (a damaged entry counts 0)."""
+    values = (_mapping(v).get("seconds") for v in ledger.values())
+    return round(sum(v for v in values if isinstance(v, int | float)), 2)
+
+
 def _eval_metrics(folder: Path) -> dict[str, dict[str, float | None]]:
-    before = read_json(folder / "eval" / "before.json") or {}
-    after = read_json(folder / "eval" / "after.json") or {}
-    b, a = before.get("metrics") or {}, after.get("metrics") or {}
+    before = _mapping(read_json(folder / "eval" / "before.json"))
+    after = _mapping(read_json(folder / "eval" / "after.json"))
+    b, a = _mapping(before.get("metrics")), _mapping(after.get("metrics"))
     out: dict[str, dict[str, float | None]] = {}
     for name in list(b) + [n for n in a if n not in b]:
         x, y = b.get(name), a.get(name)
@@ -165,6 +191,8 @@ def recipe_stages(folder: Path) -> list[str]:
     recipe has those sections, then ``data, before, train, after, report``."""
     import yaml
 
+    if not real_file(folder / "recipe.yaml"):
+        raise ValueError("not a file of the run folder (a symlink)")
     recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
     if not isinstance(recipe, dict):
         raise ValueError("not a mapping")
@@ -173,10 +201,19 @@ def recipe_stages(folder: Path) -> list[str]:
 
 
 def summarize(root: Path, folder: Path) -> RunSummary:
-    """The runs-table row of ``folder``."""
+    """The runs-table row of ``folder``; a file damaged past what the row reads around makes it ``damaged``,
+    with the reason in ``note`` (one folder never fails the listing)."""
     rel = folder.resolve().relative_to(root.resolve()).as_posix()
     kind = kind_of(folder) or "unknown"
     s = RunSummary(path=rel, kind=kind, status="incomplete")
+    try:
+        _fill(s, folder, kind)
+    except Exception as e:  # any damage: the row says so, the listing goes on
+        s.status, s.note = "damaged", f"{type(e).__name__}: {e}"[:300]
+    return s
+
+
+def _fill(s: RunSummary, folder: Path, kind: str) -> None:
     if kind == "run":
         led = _ledger(folder)
         try:
@@ -190,7 +227,7 @@ def summarize(root: Path, folder: Path) -> RunSummary:
         s.stage = todo[0] if todo else (plan[-1] if plan else None)
         s.metrics = _eval_metrics(folder)
         s.started = _started(folder, "recipe.yaml")
-        s.seconds = round(sum(float(v.get("seconds", 0)) for v in led.values() if isinstance(v, dict)), 2)
+        s.seconds = _seconds(led)
     elif kind == "continual":
         led = _ledger(folder)
         s.stages_done = list(led)
@@ -201,11 +238,11 @@ def summarize(root: Path, folder: Path) -> RunSummary:
         )
         s.stage = s.stages_done[-1] if s.stages_done else None
         s.started = _started(folder, "continual.yaml")
-        s.seconds = round(sum(float(v.get("seconds", 0)) for v in led.values() if isinstance(v, dict)), 2)
+        s.seconds = _seconds(led)
         matrix = read_json(folder / "matrix.json")
         if isinstance(matrix, dict):
             # matrix.json's "summary": ACC, BWT, FWT, forgetting, general delta (continual/report.py)
-            for name, value in (matrix.get("summary") or matrix.get("metrics") or {}).items():
+            for name, value in _mapping(matrix.get("summary") or matrix.get("metrics")).items():
                 if isinstance(value, int | float):
                     s.metrics[name] = {"before": None, "after": value}
     elif kind == "train":
@@ -218,19 +255,19 @@ def summarize(root: Path, folder: Path) -> RunSummary:
         if losses:
             s.metrics["loss"] = {"before": losses[0], "after": losses[-1]}
         if isinstance(done, dict):
-            s.seconds = done.get("train_seconds")
+            seconds = done.get("train_seconds")
+            s.seconds = seconds if isinstance(seconds, int | float) else None
             if isinstance(done.get("val_loss"), int | float):
                 s.metrics["val_loss"] = {"before": None, "after": done["val_loss"]}
     else:  # generate, curate: the card is written last, so a card means done
-        card = read_json(folder / "card.json") or {}
+        card = _mapping(read_json(folder / "card.json"))
         s.status = "done"
         s.stage = kind
         s.started = _started(folder, "card.json")
-        acc = card.get("accounting") or {}
+        acc = _mapping(card.get("accounting"))
         for key in ("in", "kept", "rejected"):
             if isinstance(acc.get(key), int | float):
                 s.metrics[key] = {"before": None, "after": acc[key]}
-    return s
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from instructkit.studio import datasets, kept
+from instructkit.studio.errors import damaged
 from instructkit.studio.state import StudioState, studio_state
 
 router = APIRouter()
@@ -29,7 +30,8 @@ def card(path: str, state: StudioState = Depends(studio_state)) -> dict[str, Any
     folder, card = datasets.data_folder(state.root, path)
     parent = folder.parent
     run = state.root.rel(parent) if folder != state.root.root and (parent / "recipe.yaml").is_file() else None
-    return {"path": state.root.rel(folder), "run": run, **datasets.accounting(card)}
+    with damaged(path):
+        return {"path": state.root.rel(folder), "run": run, **datasets.accounting(card)}
 
 
 @router.get("/api/data/rejects")
@@ -39,7 +41,8 @@ def rejects(
 ) -> dict[str, Any]:  # fmt: skip
     """Rejects matching ``step`` and ``reason`` (``total`` of them; ``expected``: the card's count), a page
     of ``limit`` (at most 200) from ``offset``, each with what it duplicated or leaked from."""
-    return datasets.rejects_page(state.root, path, step or None, reason or None, offset, limit)
+    with damaged(path):
+        return datasets.rejects_page(state.root, path, step or None, reason or None, offset, limit)
 
 
 @router.get("/api/data/clusters")
@@ -47,13 +50,15 @@ def clusters(
     path: str, offset: int = 0, limit: int = 20, state: StudioState = Depends(studio_state)
 ) -> dict[str, Any]:
     """Duplicate clusters, largest first: a kept record with the records dropped as its duplicates."""
-    return datasets.clusters(state.root, path, offset, limit)
+    with damaged(path):
+        return datasets.clusters(state.root, path, offset, limit)
 
 
 @router.get("/api/data/histograms")
 def histograms(path: str, state: StudioState = Depends(studio_state)) -> dict[str, Any]:
     """Words per record and turns per record of each split, binned."""
-    return kept.histograms(state.root, path)
+    with damaged(path):
+        return kept.histograms(state.root, path)
 
 
 @router.get("/api/data/mask")
@@ -62,7 +67,8 @@ def mask(
     state: StudioState = Depends(studio_state),
 ) -> dict[str, Any]:  # fmt: skip
     """Record ``index`` of ``split`` with ``model``'s chat template: each token, trained or context."""
-    return kept.mask_view(state.root, path, split, index, model, max_length)
+    with damaged(path):
+        return kept.mask_view(state.root, path, split, index, model, max_length)
 
 
 @router.get("/api/data/models")

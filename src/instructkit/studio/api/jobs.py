@@ -21,11 +21,13 @@ from pydantic import BaseModel, Field
 
 from instructkit.studio import forms
 from instructkit.studio.errors import StudioError
-from instructkit.studio.jobs import JobManager
+from instructkit.studio.jobs import JOBS_DIR, JobManager
 from instructkit.studio.state import StudioState, studio_state
 
 router = APIRouter()
 EVENT_EVERY_S = 0.5
+STUDIO_DIR = JOBS_DIR.split("/")[0]
+"""The studio's own folder under ``--runs`` (its jobs' configs and logs): no job's run folder."""
 _made = threading.Lock()
 
 
@@ -88,14 +90,21 @@ def _under_root(state: StudioState, path: str, field: str) -> str:
     root = state.root
     p = PurePosixPath(path)
     if p.is_absolute():
-        resolved = Path(path).resolve()
+        try:
+            resolved = Path(path).resolve()
+        except (OSError, RuntimeError):  # a loop of symlinks
+            raise StudioError(400, f"{field}: {path[:200]!r} is not a usable path", field=field,
+                              code="path_refused") from None  # fmt: skip
         if resolved == root.root or not resolved.is_relative_to(root.root):
             raise StudioError(403, f"{field}: {path!r} is not under the runs folder", field=field,
                               code="path_refused")  # fmt: skip
-        return root.rel(resolved)
+        path = root.rel(resolved)
     rel = root.rel(root.resolve(path, field=field, must_exist=False))
     if not rel:
         raise StudioError(403, f"{field}: the run folder would be the runs folder itself", field=field,
+                          code="path_refused")  # fmt: skip
+    if rel.split("/")[0] == STUDIO_DIR:
+        raise StudioError(403, f"{field}: {rel!r} is in the studio's own folder {STUDIO_DIR}/", field=field,
                           code="path_refused")  # fmt: skip
     return rel
 
@@ -116,6 +125,62 @@ def _given_run_dir(kind: str, config: dict[str, Any]) -> str | None:
     ):
         return str(PurePosixPath(out) / name)
     return None
+
+
+MAX_PATH_CHARS = 4096
+"""A config string longer than this (or with a line break) is text, not a path."""
+
+
+def _check_reads(state: StudioState, config: Any) -> None:
+    """403 naming the dotted key of a config string that names an existing file or folder outside ``--runs``
+    (an absolute path, ``../``, ``~``, a symlink out): the job would read it (data, a model, a seed file) and
+    the studio would show what it made of it. A YAML file under ``--runs`` the config names (a recipe's
+    ``train`` or ``curate`` file) is checked the same way, its relative paths taken from the runs folder and
+    from its own folder, as the runner looks for them."""
+    root = state.root.root
+    seen: set[Path] = set()
+
+    def refuse(key: str, value: str, why: str, status: int = 403) -> StudioError:
+        return StudioError(status, f"{key}: {value[:200]!r} {why}; a studio job reads and writes only under "
+                           "the runs folder", field=key.split(":")[0], code="path_refused")  # fmt: skip
+
+    def check(value: str, key: str, bases: tuple[Path, ...], depth: int) -> None:
+        if "\0" in value:
+            raise refuse(key, value, "holds a NUL byte")
+        if not value.strip() or "\n" in value or len(value) > MAX_PATH_CHARS:
+            return
+        given = Path(value).expanduser() if value.startswith("~") else Path(value)
+        for base in (Path("/"),) if given.is_absolute() else bases:
+            try:
+                target = (base / given).resolve()
+                exists = target.exists()
+            except (OSError, RuntimeError):
+                continue  # not a name the job can open either
+            if not exists:
+                continue
+            if target != root and not target.is_relative_to(root):
+                raise refuse(key, value, "is outside the runs folder")
+            if target.suffix in (".yaml", ".yml") and target.is_file() and target not in seen and depth < 3:
+                seen.add(target)
+                try:
+                    import yaml
+
+                    inner = yaml.safe_load(target.read_text(encoding="utf-8"))
+                except (OSError, ValueError, yaml.YAMLError):
+                    continue  # the config check names an unreadable file
+                walk(inner, f"{key}:{state.root.rel(target)}:", (root, target.parent), depth + 1)
+
+    def walk(value: Any, key: str, bases: tuple[Path, ...], depth: int) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key and not key.endswith(":") else f"{key}{k}", bases, depth)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]", bases, depth)
+        elif isinstance(value, str):
+            check(value, key, bases, depth)
+
+    walk(config, "", (root,), 0)
 
 
 @router.post("/api/jobs")
@@ -139,6 +204,7 @@ def start(body: JobRequest, state: StudioState = Depends(studio_state)) -> dict[
         given = _given_run_dir(kind, config)
         if given is not None:
             _under_root(state, given, "output_dir")
+    _check_reads(state, config)
     checked = forms.check_job_config(kind, config, state.root, generator)
     if kind != "generate":
         run = _under_root(state, checked["run_dir"], "output_dir")

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 
-from instructkit.studio.errors import StudioError
+from instructkit.studio.errors import StudioError, damaged
 from instructkit.studio.run_detail import compare_runs, run_detail
 from instructkit.studio.runs import KINDS, kind_of, list_runs
 from instructkit.studio.state import StudioState, studio_state
@@ -54,7 +54,9 @@ def run_folder(state: StudioState, path: str) -> Path:
 @router.get("/api/run")
 def run(path: str, state: StudioState = Depends(studio_state)) -> dict[str, Any]:
     """One run's page: stages, metrics before → after, loss curves, config, changed predictions, report."""
-    return run_detail(state.root.root, run_folder(state, path), state.running())
+    folder = run_folder(state, path)
+    with damaged(path):
+        return run_detail(state.root.root, folder, state.running())
 
 
 @router.get("/api/compare")
@@ -69,7 +71,8 @@ def compare(
     folders = [run_folder(state, p) for p in path]
     if len(set(folders)) < len(folders):
         raise StudioError(400, "path: the same run is given twice", field="path")
-    return compare_runs(state.root.root, folders, state.running())
+    with damaged(", ".join(path)):
+        return compare_runs(state.root.root, folders, state.running())
 
 
 @router.get("/api/file")
