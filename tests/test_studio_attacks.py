@@ -323,3 +323,52 @@ def test_the_pages_put_data_in_text_and_the_report_in_a_sandbox_without_scripts(
     assert "c instanceof Node ? c : String(c)" in scripts["studio.js"]
     frames = re.findall(r'el\("iframe", \{[^}]*\}', scripts["runs.js"])
     assert frames and all('sandbox: ""' in f and "allow-" not in f for f in frames), frames
+
+
+def test_exporting_into_the_studios_own_folder_is_refused(runs: Path) -> None:
+    write(
+        runs / "trained" / "model" / "instructkit.json", json.dumps({"task": "causal-lm", "base_model": "m"})
+    )
+    write(runs / "trained" / "config.yaml", "model: m\n")
+    with client(runs) as c:
+        r = c.post("/api/export", json={"path": "trained", "out": ".studio/x"})
+    assert refused(r, 403)["field"] == "out"
+    assert not (runs / ".studio").exists()
+
+
+def test_cancelling_a_job_twice_signals_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second SIGINT would cut short the first's orderly stop (a checkpoint being written)."""
+    import sys
+    import time
+
+    from instructkit.studio import jobs
+    from instructkit.studio.paths import RunsRoot
+
+    signals = tmp_path / "runs" / "signals.txt"
+    script = (
+        "import signal, sys, time\n"
+        f"def on(*a): open({str(signals)!r}, 'a').write('INT\\n')\n"
+        "signal.signal(signal.SIGINT, on)\n"
+        "open(sys.argv[1], 'w').close()\n"
+        "time.sleep(2)\n"
+        "time.sleep(1)\n"  # an orderly stop takes a while: a second SIGINT would land in it
+        "sys.exit(130)\n"
+    )
+    ready = tmp_path / "runs" / "ready"
+    monkeypatch.setattr(jobs, "command", lambda *a, **k: [sys.executable, "-c", script, str(ready)])
+    (tmp_path / "runs").mkdir()
+    manager = jobs.JobManager(RunsRoot(tmp_path / "runs"))
+    job = manager.start("train", {"name": "x"}, "x")
+    try:
+        for _ in range(100):
+            if ready.exists():
+                break
+            time.sleep(0.05)
+        first = manager.cancel(job.id, grace=10)
+        second = manager.cancel(job.id, grace=10)
+        assert first is second and second.cancel_requested
+        job.watcher.join(timeout=20)
+    finally:
+        manager.stop_all(grace=1)
+    assert job.status == "cancelled"
+    assert signals.read_text().splitlines() == ["INT"]

@@ -191,13 +191,17 @@ class JobManager:
         return job
 
     def cancel(self, job_id: str, grace: float = GRACE_S) -> Job:
-        """Stop the job's process group as Ctrl-C would: SIGINT, then SIGTERM and SIGKILL ``grace`` s apart."""
+        """Stop the job's process group as Ctrl-C would: SIGINT, then SIGTERM and SIGKILL ``grace`` s apart.
+        Cancelling a job already being stopped changes nothing (a second SIGINT would cut short the first's
+        orderly stop, a checkpoint being written)."""
         job = self.get(job_id)
         with self.lock:
             if job.status != "running" or job.proc is None:
                 raise StudioError(
                     409, f"job {job_id} is {job.status}, not running", field="job", code="not_running"
                 )
+            if job.cancel_requested:
+                return job
             job.cancel_requested = True
         threading.Thread(target=self._stop, args=(job, grace), daemon=True).start()
         return job

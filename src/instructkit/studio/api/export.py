@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from instructkit.studio.chats import require_trained, run_base_paths, trained_runs
 from instructkit.studio.errors import StudioError
+from instructkit.studio.jobs import JOBS_DIR
 from instructkit.studio.state import StudioState, studio_state
 
 router = APIRouter()
@@ -29,6 +30,8 @@ router = APIRouter()
 _busy: weakref.WeakKeyDictionary[StudioState, threading.Lock] = weakref.WeakKeyDictionary()
 _busy_lock = threading.Lock()
 
+STUDIO_DIR = JOBS_DIR.split("/")[0]
+"""The studio's own folder under ``--runs`` (its jobs): no export goes there."""
 FLAGS = {"-o": "out", "--format": "format", "--dtype": "dtype", "--merge": "merge"}
 """The exporter's messages name the CLI's flags; each is this form field."""
 
@@ -86,6 +89,9 @@ async def export(body: ExportBody, state: StudioState = Depends(studio_state)) -
     if out == root.root:
         raise StudioError(400, "out: name a new folder under the runs folder, not the runs folder itself",
                           field="out")  # fmt: skip
+    if root.rel(out).split("/")[0] == STUDIO_DIR:
+        raise StudioError(403, f"out: {body.out!r} is in the studio's own folder {STUDIO_DIR}/", field="out",
+                          code="path_refused")  # fmt: skip
     lock = _lock(state)
     if not lock.acquire(blocking=False):
         raise StudioError(429, "an export is already running; retry when it has finished", code="busy")
