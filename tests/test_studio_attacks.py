@@ -372,3 +372,18 @@ def test_cancelling_a_job_twice_signals_it_once(tmp_path: Path, monkeypatch: pyt
         manager.stop_all(grace=1)
     assert job.status == "cancelled"
     assert signals.read_text().splitlines() == ["INT"]
+
+
+@pytest.mark.parametrize("name", ["../../secret.jsonl", "SECRET", "./../../secret.jsonl"])
+def test_a_card_naming_a_split_file_outside_its_folder_is_not_read(runs: Path, name: str) -> None:
+    secret = write(runs.parent / "secret.jsonl", RECORD.replace("hi", "TOP SECRET") + "\n")
+    name = name.replace("SECRET", str(secret))
+    write(runs / "sneaky" / "card.json", json.dumps(card(files={"records": name})))
+    with client(runs) as c:
+        hist = c.get("/api/data/histograms", params={"path": "sneaky"})
+        mask = c.get(
+            "/api/data/mask", params={"path": "sneaky", "split": "records", "index": 0, "model": "x"}
+        )
+    assert hist.status_code == 200 and hist.json()["splits"]["records"]["records"] == 0
+    refused(mask, 400)
+    assert "TOP SECRET" not in hist.text + mask.text

@@ -202,7 +202,7 @@ def split_records(folder: Path, card: dict[str, Any], split: str) -> list[Record
             400, f"split: {split!r} is not one of {', '.join(files) or 'no splits'}", field="split"
         )
     path = folder / files[split]
-    if not real_file(path):
+    if not (path.is_relative_to(folder) and real_file(path)):  # a name the card gives: in its folder only
         return []
     fmt = (card.get("config") or {}).get("output_format") if card_kind(card) == "curate" else None
 

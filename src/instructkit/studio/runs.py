@@ -56,11 +56,13 @@ class RunSummary:
 
 
 def real_file(path: Path) -> bool:
-    """Whether ``path`` is a file reached through no symlink. The folders the studio reads in are resolved
-    (:meth:`RunsRoot.resolve`, :func:`walk`), so a symlink below one could only lead elsewhere, maybe out of
-    ``--runs``: what it points to is not read (the commands never write one)."""
+    """Whether ``path`` is a file reached through no symlink and no ``..``. The folders the studio reads in
+    are resolved (:meth:`RunsRoot.resolve`, :func:`walk`), so a symlink below one could only lead elsewhere,
+    maybe out of ``--runs``, as could a ``../`` in a file name a card gives: neither is read (the commands
+    write no such thing)."""
     try:
-        return Path(path).is_file() and os.path.realpath(path) == os.path.abspath(path)
+        path = Path(path)
+        return path.is_file() and os.path.realpath(path) == str(path.absolute())
     except (OSError, ValueError):
         return False
 
