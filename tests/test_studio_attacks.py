@@ -387,3 +387,28 @@ def test_a_card_naming_a_split_file_outside_its_folder_is_not_read(runs: Path, n
     assert hist.status_code == 200 and hist.json()["splits"]["records"]["records"] == 0
     refused(mask, 400)
     assert "TOP SECRET" not in hist.text + mask.text
+
+
+@pytest.mark.parametrize("yaml_text", [False, True])
+def test_a_config_nested_past_any_schema_is_a_400_not_a_recursion_error(runs: Path, yaml_text: bool) -> None:
+    deep = "[" * 900 + "]" * 900
+    config = f'{{"inputs": "{deep}"}}' if yaml_text else f'{{"inputs": {deep}}}'
+    body = f'{{"kind": "run", "config": {config}, "yaml": ["inputs"]}}'
+    with client(runs) as c:
+        r = c.post("/api/jobs", content=body.encode(), headers={"content-type": "application/json"})
+    assert refused(r, 400)["field"].startswith("inputs")
+    assert not (runs / ".studio" / "jobs").exists()
+
+
+def test_a_run_whose_model_folder_is_a_symlink_out_of_runs_is_not_loaded_or_exported(runs: Path) -> None:
+    outside = runs.parent / "elsewhere"
+    write(outside / "instructkit.json", json.dumps({"task": "causal-lm", "base_model": "m", "method": {}}))
+    write(runs / "linked" / "config.yaml", "model: m\n")
+    (runs / "linked" / "model").symlink_to(outside)
+    one = [{"role": "user", "content": "hi"}]
+    with client(runs) as c:
+        chat = c.post("/api/chat", json={"path": "linked", "messages": one})
+        export = c.post("/api/export", json={"path": "linked", "out": "exported"})
+    for r in (chat, export):
+        assert refused(r, 403)["code"] == "path_refused"
+    assert not (runs / "exported").exists()

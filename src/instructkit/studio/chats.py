@@ -82,6 +82,9 @@ def require_trained(root: Any, folder: Path, rel: str) -> Path:
             field="path",
             code="no_model",
         )
+    if not model.resolve().is_relative_to(Path(root).resolve()):  # a symlinked model/ leading out
+        raise StudioError(403, f"path: {rel!r} keeps its model outside the runs folder", field="path",
+                          code="path_refused")  # fmt: skip
     return model
 
 

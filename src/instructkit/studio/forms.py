@@ -217,6 +217,7 @@ def _train_file(root: RunsRoot, recipe: Path, given: str) -> Path | None:
 def parse_yaml_fields(config: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     """``config`` with the values at the dotted ``keys`` (the form's YAML/JSON text fields) read as YAML,
     as ``--set`` reads a value; bad YAML is a 400 naming the key."""
+    _check_nesting(config)
     out = copy.deepcopy(config)
     for dotted in keys:
         node, parts = out, dotted.split(".")
@@ -229,7 +230,29 @@ def parse_yaml_fields(config: dict[str, Any], keys: list[str]) -> dict[str, Any]
             node[parts[-1]] = parse_value(text, dotted) if text.strip() else None
         except ConfigError as e:
             raise StudioError(400, str(e), field=dotted) from None
+        except RecursionError:
+            raise StudioError(
+                400, f"{dotted}: nested deeper than {MAX_NESTING} levels", field=dotted
+            ) from None
+    _check_nesting(out)
     return out
+
+
+MAX_NESTING = 32
+"""The deepest a job's config nests (no config of the schemas comes near): deeper is refused before anything
+walks it."""
+
+
+def _check_nesting(config: Any) -> None:
+    todo: list[tuple[Any, str, int]] = [(config, "config", 0)]
+    while todo:
+        value, key, depth = todo.pop()
+        if depth > MAX_NESTING:
+            raise StudioError(400, f"{key}: nested deeper than {MAX_NESTING} levels", field=key.split("[")[0])
+        if isinstance(value, dict):
+            todo += [(v, k if key == "config" else f"{key}.{k}", depth + 1) for k, v in value.items()]
+        elif isinstance(value, list):
+            todo += [(v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value)]
 
 
 def check_job_config(
