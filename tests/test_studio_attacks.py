@@ -412,3 +412,31 @@ def test_a_run_whose_model_folder_is_a_symlink_out_of_runs_is_not_loaded_or_expo
     for r in (chat, export):
         assert refused(r, 403)["code"] == "path_refused"
     assert not (runs / "exported").exists()
+
+
+def test_a_damaged_job_json_of_an_earlier_session_is_left_out(runs: Path) -> None:
+    def job(**changes: Any) -> str:
+        out = {
+            "id": "ok",
+            "kind": "run",
+            "run": "x",
+            "argv": [],
+            "plan": [],
+            "started": 5.0,
+            "status": "done",
+        }
+        return json.dumps({**out, **changes})
+
+    write(runs / ".studio" / "jobs" / "ok" / "job.json", job())
+    write(runs / ".studio" / "jobs" / "when" / "job.json", job(id="when", started="yesterday"))
+    write(runs / ".studio" / "jobs" / "types" / "job.json", job(id=5, kind=["run"], argv="abc", plan=7))
+    write(runs / ".studio" / "jobs" / "far" / "job.json", job(id="far", run="../../etc"))
+    write(runs / ".studio" / "jobs" / "other" / "job.json", job(id="ok2"))
+    with client(runs) as c:
+        listing = c.get("/api/jobs")
+        answers = [c.get(f"/api/jobs/{j}") for j in ("when", "types", "far", "5", "ok2")]
+        ok = c.get("/api/jobs/ok")
+    assert listing.status_code == 200 and [j["id"] for j in listing.json()["jobs"]] == ["ok"]
+    assert ok.status_code == 200 and ok.json()["status"] == "done"
+    for r in answers:
+        assert refused(r, 404)["code"] == "not_found"

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -123,6 +123,8 @@ class JobManager:
                 job = Job(**{k: v for k, v in data.items() if k in Job.__dataclass_fields__})
             except TypeError:
                 continue
+            if not _well_formed(job, meta.parent.name):
+                continue  # a damaged job.json: not a job this studio can show
             if job.status == "running":
                 job.status, job.note = "failed", "the studio stopped while this job ran"
             self.jobs[job.id] = job
@@ -310,6 +312,30 @@ class JobManager:
         if job.kind == "continual" and stage and stage.startswith("round-") and stage != "round-base":
             return folder / stage / "train" / "metrics.jsonl"
         return None
+
+
+def _well_formed(job: Job, folder: str) -> bool:
+    """Whether a job read back from ``job.json`` has the types a live one has (``id`` its folder's name)."""
+
+    def strings(x: Any) -> bool:
+        return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+    def number(x: Any, none: bool = False) -> bool:
+        return (x is None and none) or (isinstance(x, int | float) and not isinstance(x, bool))
+
+    return (
+        job.id == folder
+        and all(isinstance(v, str) for v in (job.kind, job.run, job.note))
+        and not PurePosixPath(job.run).is_absolute()
+        and ".." not in PurePosixPath(job.run).parts  # the run page and progress read there
+        and strings(job.argv)
+        and strings(job.plan)
+        and number(job.started)
+        and number(job.ended, none=True)
+        and (job.returncode is None or isinstance(job.returncode, int))
+        and job.status in STATUSES
+        and (job.generator is None or isinstance(job.generator, str))
+    )
 
 
 def resume_command(job: Job) -> str:
