@@ -440,3 +440,13 @@ def test_a_damaged_job_json_of_an_earlier_session_is_left_out(runs: Path) -> Non
     assert ok.status_code == 200 and ok.json()["status"] == "done"
     for r in answers:
         assert refused(r, 404)["code"] == "not_found"
+
+
+def test_a_yaml_field_of_aliases_expanding_to_a_huge_config_is_a_400(runs: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10**9 leaves
+    body = {"kind": "run", "config": {"train": "\n".join(lines)}, "yaml": ["train"]}
+    with client(runs) as c:
+        r = c.post("/api/jobs", json=body)
+    assert "more than" in refused(r, 400)["message"]
+    assert not (runs / ".studio" / "jobs").exists()

@@ -243,10 +243,19 @@ MAX_NESTING = 32
 walks it."""
 
 
+MAX_VALUES = 100_000
+"""The most values (mappings, lists and leaves) a job's config holds: YAML aliases (a "billion laughs") make a
+small text a huge config."""
+
+
 def _check_nesting(config: Any) -> None:
     todo: list[tuple[Any, str, int]] = [(config, "config", 0)]
+    seen = 0
     while todo:
         value, key, depth = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise StudioError(400, f"config: more than {MAX_VALUES} values", field=None)
         if depth > MAX_NESTING:
             raise StudioError(400, f"{key}: nested deeper than {MAX_NESTING} levels", field=key.split("[")[0])
         if isinstance(value, dict):
