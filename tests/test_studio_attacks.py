@@ -450,3 +450,17 @@ def test_a_yaml_field_of_aliases_expanding_to_a_huge_config_is_a_400(runs: Path)
         r = c.post("/api/jobs", json=body)
     assert "more than" in refused(r, 400)["message"]
     assert not (runs / ".studio" / "jobs").exists()
+
+
+def test_a_yaml_file_under_runs_expanding_to_a_huge_document_is_refused_as_a_form_source_and_a_train_file(
+    runs: Path,
+) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    write(runs / "inputs" / "bomb.yaml", "\n".join(lines) + "\n")
+    with client(runs) as c:
+        form = c.get("/api/forms/train", params={"from": "inputs/bomb.yaml"})
+        job = c.post("/api/jobs", json={"kind": "run", "config": recipe(train="inputs/bomb.yaml")})
+    assert refused(form, 400)["field"] == "from"
+    assert refused(job, 400)["field"] == "train"
+    assert not (runs / ".studio" / "jobs").exists()

@@ -197,6 +197,10 @@ def prefill(kind: str, root: RunsRoot, rel: str) -> dict[str, Any]:
                 data["train"] = read_yaml(train)
             except ConfigError as e:
                 raise StudioError(400, str(e), field="train") from None
+    try:
+        check_nesting(data)  # YAML aliases could make the answer huge
+    except StudioError as e:
+        raise StudioError(400, f"from: {rel!r}: {e.message}", field="from") from None
     return data
 
 
@@ -217,7 +221,7 @@ def _train_file(root: RunsRoot, recipe: Path, given: str) -> Path | None:
 def parse_yaml_fields(config: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     """``config`` with the values at the dotted ``keys`` (the form's YAML/JSON text fields) read as YAML,
     as ``--set`` reads a value; bad YAML is a 400 naming the key."""
-    _check_nesting(config)
+    check_nesting(config)
     out = copy.deepcopy(config)
     for dotted in keys:
         node, parts = out, dotted.split(".")
@@ -234,7 +238,7 @@ def parse_yaml_fields(config: dict[str, Any], keys: list[str]) -> dict[str, Any]
             raise StudioError(
                 400, f"{dotted}: nested deeper than {MAX_NESTING} levels", field=dotted
             ) from None
-    _check_nesting(out)
+    check_nesting(out)
     return out
 
 
@@ -248,7 +252,9 @@ MAX_VALUES = 100_000
 small text a huge config."""
 
 
-def _check_nesting(config: Any) -> None:
+def check_nesting(config: Any) -> None:
+    """400 for a config nested deeper than :data:`MAX_NESTING` or holding more than :data:`MAX_VALUES`
+    values (each alias counted as often as it is used), found without recursion."""
     todo: list[tuple[Any, str, int]] = [(config, "config", 0)]
     seen = 0
     while todo:

@@ -168,6 +168,12 @@ def _check_reads(state: StudioState, config: Any) -> None:
                     inner = yaml.safe_load(target.read_text(encoding="utf-8"))
                 except (OSError, ValueError, yaml.YAMLError):
                     continue  # the config check names an unreadable file
+                try:
+                    forms.check_nesting(inner)  # aliases expanding to a huge document: not walked
+                except StudioError as e:
+                    raise StudioError(
+                        400, f"{key}: {value[:200]!r}: {e.message}", field=key.split(":")[0]
+                    ) from None
                 walk(inner, f"{key}:{state.root.rel(target)}:", (root, target.parent), depth + 1)
 
     def walk(value: Any, key: str, bases: tuple[Path, ...], depth: int) -> None:
