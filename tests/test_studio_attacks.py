@@ -400,16 +400,20 @@ def test_a_config_nested_past_any_schema_is_a_400_not_a_recursion_error(runs: Pa
     assert not (runs / ".studio" / "jobs").exists()
 
 
-def test_a_run_whose_model_folder_is_a_symlink_out_of_runs_is_not_loaded_or_exported(runs: Path) -> None:
+def test_a_run_whose_model_folder_is_a_symlink_out_of_runs_is_not_loaded_exported_or_tokenized(
+    runs: Path,
+) -> None:
     outside = runs.parent / "elsewhere"
     write(outside / "instructkit.json", json.dumps({"task": "causal-lm", "base_model": "m", "method": {}}))
     write(runs / "linked" / "config.yaml", "model: m\n")
     (runs / "linked" / "model").symlink_to(outside)
     one = [{"role": "user", "content": "hi"}]
+    mask = {"path": "gen", "split": "records", "index": 0, "model": "linked"}
     with client(runs) as c:
         chat = c.post("/api/chat", json={"path": "linked", "messages": one})
         export = c.post("/api/export", json={"path": "linked", "out": "exported"})
-    for r in (chat, export):
+        tokens = c.get("/api/data/mask", params=mask)
+    for r in (chat, export, tokens):
         assert refused(r, 403)["code"] == "path_refused"
     assert not (runs / "exported").exists()
 

@@ -98,6 +98,9 @@ def _tokenizer_for(root: RunsRoot, model: str) -> tuple[Any, str, int | None]:
 
     if path.is_dir() and is_trained_run(path):
         folder = model_folder(path)
+        if not folder.resolve().is_relative_to(root.root):  # a symlinked model/ leading out
+            raise StudioError(403, f"model: {model!r} keeps its model outside the runs folder", field="model",
+                              code="path_refused")  # fmt: skip
         info = read_info(folder)
         from transformers import AutoTokenizer
 
