@@ -2,7 +2,8 @@
 
 A path from a URL or a form field is joined to the root, resolved (symlinks followed) and refused unless
 the result is the root or below it. So ``../``, an absolute path, a NUL byte, a backslash trick or a
-symlink that points out of the root all end in the same 403, before anything is opened.
+symlink that points out of the root all end in the same 403, before anything is opened; a path no file can
+have (a name too long, a loop of symlinks) is a 400.
 """
 
 from __future__ import annotations
