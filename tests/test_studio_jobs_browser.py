@@ -97,3 +97,34 @@ def test_a_config_error_shows_the_loaders_message_by_its_field(
         assert "#/train" in page.url and "job=" not in page.url
         assert page.evaluate("studio.api('/api/jobs').then(r => r.jobs.length)") == 0
     assert not (runs / ".studio").exists() and not (runs / "never").exists()
+
+
+def test_the_run_page_follows_a_running_job_to_its_end(runs: Path) -> None:
+    """Opened while the studio's job is still in its first stages, the run page shows its stages getting
+    done without a reload, and draws the finished run (before/after table) once the job ends."""
+    import time
+    import urllib.request
+
+    import yaml
+
+    config = yaml.safe_load((runs / "inputs" / "a.yaml").read_text())
+    config["name"] = "live"
+    config["train"]["optim"]["max_steps"] = 16
+    with studio_page(runs) as (page, url):
+        body = json.dumps({"kind": "run", "config": config}).encode()
+        req = urllib.request.Request(url + "/api/jobs", body, {"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=60).read()
+        deadline = time.monotonic() + 120
+        while not json.loads(urllib.request.urlopen(url + "/api/runs?q=live", timeout=30).read())["runs"]:
+            assert time.monotonic() < deadline, "the job's run folder never appeared"
+            time.sleep(0.2)  # the run folder is made by the job's first stage
+        page.goto(url + "/#/run?path=live")
+        page.wait_for_selector("#run-job")  # the page knows a job runs here
+        page.evaluate("window.__same_page = true")  # gone if the page were loaded again
+        page.wait_for_selector("#stages [data-stage=train][data-status=done]", timeout=300_000)
+        page.wait_for_selector("table#metrics tr[data-metric=perplexity] td.after", timeout=300_000)
+        page.wait_for_selector("#stages [data-stage=report][data-status=done]", timeout=300_000)
+        assert page.evaluate("window.__same_page") is True
+        shown = float(page.get_attribute("table#metrics tr[data-metric=perplexity] td.after", "data-value"))
+    after = json.loads((runs / "live" / "eval" / "after.json").read_text())["metrics"]
+    assert shown == after["perplexity"]

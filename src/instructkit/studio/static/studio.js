@@ -176,5 +176,5 @@ const studio = (() => {
 
   function start() { window.addEventListener("hashchange", render); render(); }
 
-  return { route, go, api, events, el, fmt, when, duration, badge, table, lineChart, barChart, showError, start, COLORS };
+  return { route, go, refresh: render, api, events, el, fmt, when, duration, badge, table, lineChart, barChart, showError, start, COLORS };
 })();

@@ -239,6 +239,25 @@
         e.preventDefault(); p.scrollIntoView(); p.querySelector("h2").setAttribute("tabindex", "-1"); p.querySelector("h2").focus();
       } }, p.querySelector("h2").textContent))),
       parts[0], el("div", { class: "grid", style: "margin-top:16px" }, top), ...parts.slice(1 + top.length));
+    if (!d.job) return null;
+    // A job of the studio's is running here: its stages, metrics and loss follow it every few seconds (in
+    // place, so the reader keeps their scroll position); when it ends, the whole page is drawn again.
+    let timer = null, stopped = false;
+    const tick = async () => {
+      try {
+        const n = await studio.api("/api/run?path=" + encodeURIComponent(path));
+        if (stopped) return;
+        if (!n.job) { studio.refresh(); return; }
+        main.querySelector("#stages").replaceWith(stagesList(n.stages));
+        const metrics = main.querySelector("#sec-metrics");
+        metrics.replaceChildren(metrics.querySelector("h2"), metricsTable(n.metrics));
+        const chart = main.querySelector("#loss-chart");
+        if (chart) chart.replaceChildren(studio.lineChart(n.curves.map(c => ({ name: c.name, points: c.points })), { ylabel: "loss" }));
+      } catch (err) { /* the next tick tries again */ }
+      if (!stopped) timer = setTimeout(tick, 3000);
+    };
+    timer = setTimeout(tick, 3000);
+    return () => { stopped = true; clearTimeout(timer); };
   });
 
   // ---------------------------------------------------------------- #/compare?path=a&path=b: side by side
