@@ -49,6 +49,15 @@ def test_rejects_by_reason_and_the_loss_mask_in_chromium(studio_root: Path, tmp_
         # the duplicate is shown beside the kept record it duplicated
         page.select_option("#reject-reason", "exact_duplicate")
         page.wait_for_selector(".reject[data-reason=exact_duplicate] [data-match=duplicate]")
+        # the filter is in the URL: a reload shows the same filtered view
+        assert "reason=exact_duplicate" in page.url
+        page.reload()
+        wait_ready(page)
+        page.wait_for_function(
+            "n => document.getElementById('reject-count').textContent === String(n)",
+            arg=card["rejected_by_reason"]["exact_duplicate"],
+        )
+        assert page.input_value("#reject-reason") == "exact_duplicate"
 
         page.fill("#mask-model", "inputs/model")
         page.fill("#mask-index", "2")

@@ -115,7 +115,7 @@
   }
 
   // ---------------------------------------------------------------------------------------- rejects
-  function rejectsSection(path, acc) {
+  function rejectsSection(path, acc, chosen = {}) {
     const stepSel = el("select", { id: "reject-step" }, el("option", { value: "" }, `all steps (${fmt(acc.rejected)})`),
       acc.steps.filter(s => Object.keys(s.dropped).length).map(s => el("option", { value: s.step }, `${s.step} (${fmt(Object.values(s.dropped).reduce((a, b) => a + b, 0))})`)));
     const reasonSel = el("select", { id: "reject-reason" });
@@ -162,11 +162,18 @@
       where.textContent = data.total ? `${offset + 1}–${Math.min(offset + PAGE, data.total)} of ${data.total}` : "";
     }
 
-    stepSel.addEventListener("change", () => { fillReasons(); offset = 0; load(); });
-    reasonSel.addEventListener("change", () => { offset = 0; load(); });
+    // The chosen step and reason live in the URL too (replaced, not pushed: no page load), so a filtered
+    // view can be bookmarked, shared, and is back after a reload.
+    function remember() {
+      history.replaceState(null, "", href(Object.fromEntries(Object.entries({ path, step: stepSel.value, reason: reasonSel.value }).filter(([, v]) => v))));
+    }
+    stepSel.addEventListener("change", () => { fillReasons(); offset = 0; remember(); load(); });
+    reasonSel.addEventListener("change", () => { offset = 0; remember(); load(); });
     prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
     next.addEventListener("click", () => { offset += PAGE; load(); });
+    if (chosen.step && [...stepSel.options].some(o => o.value === chosen.step)) stepSel.value = chosen.step;
     fillReasons();
+    if (chosen.reason && [...reasonSel.options].some(o => o.value === chosen.reason)) reasonSel.value = chosen.reason;
     const sec = el("section", { id: "rejects", "aria-labelledby": "rej-h" },
       el("h2", { id: "rej-h", text: "Rejects" }),
       el("div", { class: "toolbar" }, el("label", { for: "reject-step" }, "Step", stepSel), el("label", { for: "reject-reason" }, "Reason", reasonSel)),
@@ -279,7 +286,7 @@
   }
 
   // ---------------------------------------------------------------------------------------- one folder
-  async function folderPage(main, path) {
+  async function folderPage(main, path, chosen = {}) {
     const acc = await studio.api("/api/data/card?" + q({ path }));
     main.append(el("p", { class: "muted", style: "margin:0" }, el("a", { href: "#/data" }, "← all data folders"),
       acc.run ? [" · part of run ", el("a", { href: "#/run?" + q({ path: acc.run }) }, acc.run)] : ""),
@@ -287,7 +294,7 @@
       el("nav", { "aria-label": "Sections", class: "toolbar" }, [["accounting", "Accounting"], ["rejects", "Rejects"], ["clusters", "Clusters"], ["histograms", "Histograms"], ["mask", "Loss mask"]]
         .map(([id, t]) => el("a", { href: "#", onclick: ev => { ev.preventDefault(); const s = document.getElementById(id); if (s) { s.scrollIntoView(); s.querySelector("h2").focus(); } } }, t))),
       accountingSection(acc));
-    const slots = { histograms: el("div"), rejects: rejectsSection(path, acc), clusters: el("div"), mask: el("div") };
+    const slots = { histograms: el("div"), rejects: rejectsSection(path, acc, chosen), clusters: el("div"), mask: el("div") };
     main.append(slots.histograms, slots.rejects, slots.clusters, slots.mask);
     for (const h of main.querySelectorAll("h2")) h.tabIndex = -1;
     const defaultModel = acc.run || "smollm2-135m-instruct";
@@ -304,6 +311,6 @@
     style();
     const path = params.get("path");
     if (path === null) await listing(main);
-    else await folderPage(main, path);
+    else await folderPage(main, path, { step: params.get("step"), reason: params.get("reason") });
   });
 })();
