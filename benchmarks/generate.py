@@ -1,7 +1,7 @@
 """Local decoding on SmolLM2, the one engine against the loops it replaced, in one run.
 
     python benchmarks/generate.py [--n 48] [--batch-size 16] [--max-new-tokens 64]
-    python benchmarks/generate.py --self-instruct [--instructions 6] [--batch-size 8]
+    python benchmarks/generate.py --self-instruct [--instructions 20] [--batch-size 8] [--sides static,rounds,pipelined]
 
 Eval generation (the default): the user turns of the demo set (``examples/data/demo.jsonl``) and HumanEval
 prompts, rendered with SmolLM2's chat template, greedy. The peer is the loop a user writes: ``model.generate``
@@ -12,12 +12,15 @@ static batches eval used before the engine (prompts sorted by length, left-padde
 every reply is identical and ends with the ratio against one-by-one ``generate``.
 
 ``--self-instruct``: the Self-Instruct generator (``recipes/generate/self-instruct.yaml``, the bundled seeds,
-``--instructions`` kept) on the ``local`` backend, run twice into fresh folders: with the static batches
-(today's engine before this one) and with the decoding engine. Instruction sampling is made greedy here
-(the recipe samples at temperature 0.7) so the two runs must write byte-identical records: sampled replies
-draw from a generator per request in the engine and from the global torch seed per batch in the static
-path, so the same seed gives the same records run after run in each, but not across them. Prints each
-run's requests/s and completion tokens/s and ends with the ratio of requests/s.
+``--instructions`` kept, the recipe's 20 by default) on the ``local`` backend, run into fresh folders three
+ways: with the static batches and one sampling setting after the other (the ``local`` backend before the
+engine), with the decoding engine one round after the other, and with the engine and rounds pipelined (a
+round's instance requests decode with the next round's instruction requests when that round surely comes).
+Instruction sampling is made greedy here (the recipe samples at temperature 0.7) so the runs must write
+byte-identical records: sampled replies draw from a generator per request in the engine and from the global
+torch seed per batch in the static path, so the same seed gives the same records run after run in each, but
+not across them. Prints each run's requests/s and completion tokens/s and ends with the ratio of requests/s
+of the last run against the first.
 
 Both run fp32 on all threads, one after the other in this process.
 """
@@ -138,25 +141,64 @@ def eval_generation(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def static_complete(self: Any, requests: Sequence[Any], on_reply: Any = None) -> list[Any]:
+    """The ``local`` backend as it was before the engine: one sampling setting after the other, each through
+    the static batches (so a call holding two kinds of request decodes them one kind after the other)."""
+    from instructkit.decoding import Decoding, render_prompts
+
+    model, tok = self.loaded()
+    prompts = render_prompts(tok, [r.messages for r in requests])
+    groups: dict[Any, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(r.sampling, []).append(i)
+    replies: list[Any] = [None] * len(requests)
+    for s, idx in groups.items():
+        decoding = Decoding(max_new_tokens=s.max_tokens, do_sample=not s.greedy, temperature=s.temperature or 1.0,
+                            top_p=s.top_p, seed=s.seed or 0)  # fmt: skip
+        rows = static_generate_tokens(
+            model, tok, [prompts[i] for i in idx], decoding, self.batch_size, stop_strings=s.stop
+        )
+        for i, reps in zip(idx, rows, strict=True):
+            replies[i] = self.to_reply(tok, reps[0], s, len(prompts[i]))
+            self.usage.add(replies[i])
+            if on_reply:
+                on_reply(i, replies[i])
+    return replies
+
+
 def self_instruct(args: argparse.Namespace) -> None:
     import yaml
 
-    import instructkit.decoding as decoding
     from instructkit.generate.backends.local import LocalBackend
     from instructkit.generate.runner import RECORDS_FILE, REJECTS_FILE, generate, load_generate_config
+    from instructkit.generate.self_instruct import SelfInstructGenerator
 
     raw = yaml.safe_load((ROOT / "recipes" / "generate" / "self-instruct.yaml").read_text())
     raw["n"] = args.instructions
     raw["backend"]["batch_size"] = args.batch_size
-    raw["instruction_sampling"]["temperature"] = 0.0  # greedy: both runs must write the same records
-    engine_tokens = decoding.generate_tokens
-    engine_of = LocalBackend.engine
+    raw["instruction_sampling"]["temperature"] = 0.0  # greedy: every run must write the same records
+    complete, engine_of = LocalBackend.complete, LocalBackend.engine
+    sides = {
+        "static batches": (
+            static_complete,
+            False,
+        ),  # before the engine: static batches, one round after the other
+        "engine, rounds in turn": (complete, False),
+        "engine, pipelined": (complete, True),
+    }
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, impl in (("static batches", static_generate_tokens), ("decoding engine", engine_tokens)):
-            decoding.generate_tokens = impl  # what the local backend calls
+        for name in args.sides.split(","):
+            name = {
+                "static": "static batches",
+                "rounds": "engine, rounds in turn",
+                "pipelined": "engine, pipelined",
+            }[name]
+            impl, piped = sides[name]
+            LocalBackend.complete = impl
             # the static run starts no engine (it would pack the model's linear layers for both)
-            LocalBackend.engine = (lambda self: None) if impl is static_generate_tokens else engine_of
+            LocalBackend.engine = (lambda self: None) if impl is static_complete else engine_of
+            SelfInstructGenerator.pipelined = piped
             cfg = load_generate_config("self-instruct", raw)
             t0 = time.perf_counter()
             res = generate("self-instruct", cfg, Path(tmp) / name.replace(" ", "-"), show_progress=False)
@@ -165,19 +207,19 @@ def self_instruct(args: argparse.Namespace) -> None:
             records = (res.out_dir / RECORDS_FILE).read_text()
             rejects = (res.out_dir / REJECTS_FILE).read_text()
             runs[name] = (wall, s, (records, rejects))
-            print(f"{name:>16}: {s['sent'] / wall:6.3f} requests/s  {s['completion_tokens'] / wall:6.1f} "
+            print(f"{name:>24}: {s['sent'] / wall:6.3f} requests/s  {s['completion_tokens'] / wall:6.1f} "
                   f"completion tok/s  ({s['sent']} requests, {len(res.records)} records, {wall:.0f} s)",
                   flush=True)  # fmt: skip
-    decoding.generate_tokens = engine_tokens
-    LocalBackend.engine = engine_of
-    (t_static, s_static, rec_static), (t_engine, s_engine, rec_engine) = runs.values()
-    same = rec_static == rec_engine
-    print(f"records and rejects identical: {'yes' if same else 'NO'}")
-    ratio = (s_engine["sent"] / t_engine) / (s_static["sent"] / t_static)
+    LocalBackend.complete, LocalBackend.engine = complete, engine_of
+    SelfInstructGenerator.pipelined = True
+    files = {v[2] for v in runs.values()}
+    print(f"records and rejects identical across the runs: {'yes' if len(files) == 1 else 'NO'}")
+    base, best = list(runs.values())[0], list(runs.values())[-1]
+    ratio = (best[1]["sent"] / best[0]) / (base[1]["sent"] / base[0])
     print(
-        f"ratio: {ratio:.2f}x requests/s of local Self-Instruct generation (decoding engine) vs static batches"
+        f"ratio: {ratio:.2f}x requests/s of local Self-Instruct generation ({list(runs)[-1]}) vs {list(runs)[0]}"
     )
-    if not same:
+    if len(files) != 1:
         sys.exit(1)
 
 
@@ -189,7 +231,14 @@ def main() -> None:
     )
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--self-instruct", action="store_true", help="measure the local Self-Instruct generator")
-    ap.add_argument("--instructions", type=int, default=6, help="Self-Instruct: instructions to keep")
+    ap.add_argument(
+        "--instructions", type=int, default=20, help="Self-Instruct: instructions to keep (the recipe's 20)"
+    )
+    ap.add_argument(
+        "--sides",
+        default="static,rounds,pipelined",
+        help="Self-Instruct: which runs, in order (static, rounds, pipelined); the ratio is last vs first",
+    )
     args = ap.parse_args()
     if args.self_instruct:
         args.batch_size = args.batch_size or 8

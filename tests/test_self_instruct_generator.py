@@ -319,3 +319,62 @@ def test_a_damaged_cache_is_named_and_left_alone(tmp_path: Path, damage: str) ->
     said = " ".join(result.output.split())
     assert "cache.sqlite is not a readable request cache" in said and "move it aside" in said, said
     assert db.read_bytes() == damaged  # left as it was
+
+
+def _kinds(requests) -> str:  # noqa: ANN001
+    """One letter per request of a call: I instruction, C classification, N instances."""
+    return "".join(
+        "I"
+        if last_user(r).startswith(INSTRUCTION_HEADER)
+        else "C"
+        if last_user(r).startswith(CLF_HEADER)
+        else "N"
+        for r in requests
+    )
+
+
+def _recorded(answer_fn) -> tuple[ScriptedBackend, list[str]]:  # noqa: ANN001
+    backend, calls = ScriptedBackend(answer=answer_fn), []
+    sent = backend.complete
+    backend.complete = lambda requests, on_reply=None: (
+        calls.append(_kinds(requests)),
+        sent(requests, on_reply),
+    )[1]
+    return backend, calls
+
+
+def _files(out: Path) -> tuple[bytes, bytes, dict]:
+    card = json.loads((out / "card.json").read_text())
+    del card["summary"]["seconds"]
+    return (out / "records.jsonl").read_bytes(), (out / "rejects.jsonl").read_bytes(), card
+
+
+def test_the_next_rounds_instruction_requests_go_out_with_this_rounds_instances_and_change_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from instructkit.generate.self_instruct import SelfInstructGenerator
+
+    piped, piped_calls = _recorded(answer)
+    generate("self-instruct", config(n=12), tmp_path / "piped", show_progress=False, backend=piped)
+    monkeypatch.setattr(SelfInstructGenerator, "pipelined", False)
+    plain, plain_calls = _recorded(answer)
+    generate("self-instruct", config(n=12), tmp_path / "plain", show_progress=False, backend=plain)
+    # one round after the other: every call asks one kind of request
+    assert all(len(set(c)) == 1 for c in plain_calls), plain_calls
+    # pipelined: the next round's instruction requests first, then this round's instance requests
+    mixed = [c for c in piped_calls if len(set(c)) > 1]
+    assert mixed and all(c == "I" * 2 + "N" * (len(c) - 2) for c in mixed), piped_calls
+    assert len(piped_calls) == len(plain_calls) - len(mixed)
+    assert piped.calls == plain.calls  # the same requests, none wasted on a round that does not come
+    assert sorted(piped.prompts) == sorted(plain.prompts)
+    assert _files(tmp_path / "piped") == _files(tmp_path / "plain")
+    # the last rounds, where this round's tasks may reach the target, go one after the other
+    assert piped_calls[-1] in ("N", "NN")
+
+
+def test_with_a_token_budget_rounds_go_one_after_the_other(tmp_path: Path) -> None:
+    backend, calls = _recorded(answer)
+    out = tmp_path / "gen"
+    generate("self-instruct", config(n=12, budget_tokens=10**6), out, show_progress=False, backend=backend)
+    assert json.loads((out / "card.json").read_text())["summary"]["instructions"] == 12
+    assert all(len(set(c)) == 1 for c in calls), calls

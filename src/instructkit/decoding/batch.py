@@ -102,7 +102,6 @@ def generate_tokens(
     ``engine``: a started engine of ``model`` to submit to (its prefix cache then carries over from one call
     to the next, as the ``local`` generation backend's rounds want); by default one is made for the call and
     stopped after it, so the model comes back as it was."""
-    from instructkit.decoding.engine.sampling import Sampling
     from instructkit.decoding.engine.scheduler import Engine
 
     decoding = decoding or Decoding()
@@ -113,26 +112,47 @@ def generate_tokens(
     if own:
         engine = Engine(model, tokenizer, max_batch=batch_size, max_queue=len(prompts) * n).start()
     try:
-        requests = []
-        for i, prompt in enumerate(prompts):
-            for j in range(n):
-                sampling = Sampling(
-                    max_tokens=decoding.max_new_tokens,
-                    temperature=decoding.temperature if decoding.do_sample else 0.0,
-                    top_p=decoding.top_p,
-                    seed=decoding.seed + i * n + j,
-                    stop=tuple(stop_strings),
-                )
-                requests.append(engine.submit(list(prompt), sampling, deltas=False))
+        requests = submit_tokens(engine, prompts, decoding, stop_strings)
         replies: list[list[list[int]]] = []
-        for i in range(len(prompts)):
-            replies.append([_result(req) for req in requests[i * n : (i + 1) * n]])
+        for reqs in requests:
+            replies.append(results(reqs))
             if on_batch:
                 on_batch(1)
         return replies
     finally:
         if own:
             engine.stop()
+
+
+def submit_tokens(
+    engine: Any, prompts: Sequence[Sequence[int]], decoding: Decoding, stop_strings: Sequence[str] = ()
+) -> list[list[Any]]:
+    """Submit every prompt to a started engine and return at once: ``num_return_sequences`` engine requests
+    per prompt, in input order (:func:`results` waits for one prompt's). Sampled reply ``j`` of prompt ``i``
+    draws from a generator seeded with ``seed + i * n + j``. A caller with several kinds of requests (the
+    ``local`` backend's sampling settings) submits them all before waiting on any, so they share steps."""
+    from instructkit.decoding.engine.sampling import Sampling
+
+    n = decoding.num_return_sequences
+    out = []
+    for i, prompt in enumerate(prompts):
+        reqs = []
+        for j in range(n):
+            sampling = Sampling(
+                max_tokens=decoding.max_new_tokens,
+                temperature=decoding.temperature if decoding.do_sample else 0.0,
+                top_p=decoding.top_p,
+                seed=decoding.seed + i * n + j,
+                stop=tuple(stop_strings),
+            )
+            reqs.append(engine.submit(list(prompt), sampling, deltas=False))
+        out.append(reqs)
+    return out
+
+
+def results(requests: Sequence[Any]) -> list[list[int]]:
+    """The new token ids of submitted engine requests, waiting for each (:func:`submit_tokens`)."""
+    return [_result(req) for req in requests]
 
 
 def _result(req: Any) -> list[int]:

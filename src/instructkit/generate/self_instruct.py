@@ -29,6 +29,7 @@ import hashlib
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -414,12 +415,17 @@ class SelfInstructGenerator(Generator):
     sampled with ``Random(f"{seed}:{round}:{i}")``), so a rerun asks the same requests and the cache answers
     them. An accepted instruction joins the prompt pool and the similarity index at once (as the original,
     whose instruction pass runs before the instance pass); one that then gets no usable instance is rejected
-    as ``no_valid_instances`` but stays in the pool."""
+    as ``no_valid_instances`` but stays in the pool. A round's instance requests go out together with the next
+    round's instruction requests when that round surely comes (``run``), so a backend that batches (``local``,
+    a server) decodes them in the same steps; the files are those of one round after the other."""
 
     name = "self-instruct"
     config = SelfInstructConfig
     unit = "instruction"
     files = ("seeds",)
+    pipelined = True
+    """Send a round's instance requests with the next round's instruction requests when that round surely
+    comes (``run``); False: one round after the other (the tests compare the two)."""
 
     def run(self, cfg: SelfInstructConfig, run: GenerationRun) -> GenerationResult:
         from instructkit.data.base import DatasetStep, Filter, Mapper
@@ -452,16 +458,27 @@ class SelfInstructGenerator(Generator):
         stopped = ""
         self._open: list[str] = []  # this round's accepted instructions not yet kept or rejected
         self.answers: Counter[str] = Counter()  # the "is it classification?" answers: yes, no, unclear
+        # Pipelining: the next round's instruction requests depend only on the pool, which is final once this
+        # round's instructions are accepted, so when that round surely comes (the target cannot be reached by
+        # this round's tasks, and it is not the last round) they go out with this round's instance requests
+        # and decode in the same steps; every reply is processed in the order the rounds would process it, so
+        # the records, the rejects and the card are those of one round after the other. Not with a token
+        # budget: which request spends the last tokens would then depend on how requests were grouped.
+        pipelined = self.pipelined and run.budget_tokens is None
+        # this round's instruction replies, when they came with the last round's instance requests
+        ahead: list[Reply] | None = None
         try:
             for rnd in range(cfg.max_rounds):
                 if done >= cfg.n:
                     break
-                accepted = self._instructions(
-                    cfg, run, rnd, seed_texts, pool, per_record, novelty, index, done
-                )
+                if ahead is None:
+                    ahead = run.complete(self._instruction_requests(cfg, rnd, seed_texts, pool))
+                accepted = self._instructions(cfg, run, rnd, ahead, per_record, novelty, index, done)
                 pool.extend(t for t, _ in accepted)
                 self._open = [t for t, _ in accepted]
-                made = self._instances(cfg, run, rnd, seeds, accepted)
+                sure = pipelined and done + len(accepted) < cfg.n and rnd + 1 < cfg.max_rounds
+                following = self._instruction_requests(cfg, rnd + 1, seed_texts, pool) if sure else []
+                made, ahead = self._instances(cfg, run, rnd, seeds, accepted, following)
                 for recs in made:
                     records.extend(recs)
                 done += len(made)
@@ -477,15 +494,18 @@ class SelfInstructGenerator(Generator):
         extra = {"instructions": done, "classification_answers": dict(self.answers)}
         return run.finish(records, stopped, kept=done, extra=extra)
 
-    # one round's instruction pass: requests, parsing, filters, novelty; returns (instruction, most similar)
-    def _instructions(self, cfg, run, rnd, seed_texts, pool, per_record, novelty, index, done):  # noqa: ANN001
+    # one round's instruction requests: 8 prompts, each showing instructions sampled from the seeds and the pool
+    def _instruction_requests(self, cfg, rnd, seed_texts, pool) -> list[Request]:  # noqa: ANN001
         requests = []
         for i in range(cfg.requests_per_round):
             rng = random.Random(f"{cfg.seed}:{rnd}:{i}")
             shown = sample_prompt_instructions(seed_texts, pool, rng, cfg.shown, cfg.shown_generated)
             sampling = dataclasses.replace(cfg.instruction_sampling, seed=cfg.seed + rnd)
             requests.append(Request([{"role": "user", "content": instruction_prompt(shown)}], sampling))
-        replies = run.complete(requests)
+        return requests
+
+    # one round's instruction pass over its replies: parsing, filters, novelty; returns (instruction, most similar)
+    def _instructions(self, cfg, run, rnd, replies, per_record, novelty, index, done):  # noqa: ANN001
         candidates: list[Record] = []
         for i, reply in enumerate(replies):
             if not reply.ok:
@@ -519,11 +539,15 @@ class SelfInstructGenerator(Generator):
                 accepted.append((text, similar))
         return accepted
 
-    # one round's instance pass: classification, then instances; returns the records of each task kept
-    def _instances(self, cfg, run, rnd, seeds, accepted):  # noqa: ANN001
-        def ask(prompts: list[str], sampling: Sampling) -> list[Reply]:
+    # one round's instance pass: classification, then instances (sent with ``following``, the next round's
+    # instruction requests); returns the records of each task kept, and the replies to ``following`` (None
+    # when there were none)
+    def _instances(self, cfg, run, rnd, seeds, accepted, following):  # noqa: ANN001
+        def ask(prompts: list[str], sampling: Sampling, first: Sequence[Request] = ()) -> list[Reply]:
             sampling = dataclasses.replace(sampling, seed=cfg.seed + rnd)
-            return run.complete([Request([{"role": "user", "content": p}], sampling) for p in prompts])
+            return run.complete(
+                [*first, *(Request([{"role": "user", "content": p}], sampling) for p in prompts)]
+            )
 
         shots = (
             seeds[: cfg.classify_examples]
@@ -554,7 +578,10 @@ class SelfInstructGenerator(Generator):
             prompts.append(
                 instance_prompt(text, clf, rng.sample(same, min(cfg.instance_examples, len(same))))
             )
-        replies = ask(prompts, cfg.instance_sampling)
+        # the next round's instruction requests first: they start decoding at once (with the engine's 8 rows,
+        # 31 s against 35 s instance-first and 39 s one call after the other, on round 1's 18 requests)
+        replies = ask(prompts, cfg.instance_sampling, following)
+        ahead, replies = replies[: len(following)], replies[len(following) :]
         made: list[list[Record]] = []
         self._open = []  # every classified one is kept or rejected below
         for (text, similar, clf), reply in zip(classified, replies, strict=True):
@@ -582,7 +609,7 @@ class SelfInstructGenerator(Generator):
             run.passed("instances")
             made.append(task_records(text, cleaned, clf, similar, round=rnd, generator="self-instruct"))
             run.kept += 1
-        return made
+        return made, (ahead if following else None)
 
 
 def _spread(seeds: list[SeedTask], n: int) -> list[SeedTask]:

@@ -86,21 +86,26 @@ class LocalBackend(Backend):
         return self._engine
 
     def complete(self, requests: Sequence[Request], on_reply: OnReply | None = None) -> list[Reply]:
-        from instructkit.decoding import Decoding, generate_tokens, render_prompts
+        from instructkit.decoding import Decoding, render_prompts
+        from instructkit.decoding.batch import results, submit_tokens
 
         model, tok = self.loaded()
+        engine = self.engine()
         prompts = render_prompts(tok, [r.messages for r in requests])
         groups: dict[Sampling, list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault(r.sampling, []).append(i)
-        replies: list[Reply | None] = [None] * len(requests)
+        # Every group is submitted before any is waited on, so requests with different settings (a round's
+        # instance requests and the next round's instruction requests) decode in the same steps.
+        submitted = []
         for s, idx in groups.items():
             decoding = Decoding(max_new_tokens=s.max_tokens, do_sample=not s.greedy, temperature=s.temperature or 1.0,
                                 top_p=s.top_p, seed=s.seed or 0)  # fmt: skip
-            rows = generate_tokens(model, tok, [prompts[i] for i in idx], decoding, self.batch_size,
-                                   stop_strings=s.stop, engine=self.engine())  # fmt: skip
-            for i, reps in zip(idx, rows, strict=True):
-                reply = self.to_reply(tok, reps[0], s, len(prompts[i]))
+            submitted.append((s, idx, submit_tokens(engine, [prompts[i] for i in idx], decoding, s.stop)))
+        replies: list[Reply | None] = [None] * len(requests)
+        for s, idx, handles in submitted:
+            for i, reqs in zip(idx, handles, strict=True):
+                reply = self.to_reply(tok, results(reqs)[0], s, len(prompts[i]))
                 replies[i] = reply
                 self.usage.add(reply)
                 if on_reply:
