@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from instructkit.decoding.engine import packed
-from instructkit.decoding.engine.attention import PACKED, Join, Plan, register_packed_attention
+from instructkit.decoding.engine.attention import PACKED, Join, Plan, additive, register_packed_attention
 from instructkit.decoding.engine.drafts import SuffixDrafts, draft_order, propose_drafts
 from instructkit.decoding.engine.kv_buffers import Lane, cache_of, slot_layer_class
 from instructkit.decoding.engine.prefix_cache import PrefixCache, common_prefix
@@ -287,6 +287,7 @@ class ModelRunner:
         tokens, as one flat sequence. Returns the logits of every row's next token, then of every draft token
         (row by row), then of each joining prompt's last token. Appends the rows' new column to the mask
         (the draft columns are the caller's: only it knows which were accepted)."""
+        assert self._kv is not None  # set by the start-up probe, before any packed step
         drafts = drafts or {}
         rows = len(lane.rows)
         used = lane.length
@@ -297,14 +298,16 @@ class ModelRunner:
             lane.ensure_room(1 + widest)  # the buffers are full: grow them (amortised)
             lane.mask = torch.cat([lane.mask, torch.ones((rows, 1), dtype=torch.long)], dim=1)
             seen = lane.mask.bool().to(self.device)
-            mask = seen[:, None, None, :]
+            mask = additive(seen[:, None, None, :], self._kv[2])
             for k in sorted({len(d) for d in drafts.values()}):
                 group = [row for row in draft_order(drafts) if len(drafts[row]) == k]
                 index = torch.tensor(group, device=self.device)
                 causal = torch.ones((k, k), dtype=torch.bool, device=self.device).tril()
                 past = seen[index][:, None].expand(-1, k, -1)
                 group_mask = torch.cat([past, causal.expand(len(group), -1, -1)], dim=2)
-                plan_drafts.append((index, k, group_mask[:, None]))
+                if group == list(range(group[0], group[0] + len(group))):  # the plan reads a view
+                    index = slice(group[0], group[0] + len(group))
+                plan_drafts.append((index, k, additive(group_mask[:, None], self._kv[2])))
         order = draft_order(drafts)
         ids = [lane.next_tokens] + [torch.tensor(drafts[row]) for row in order]
         ids += [torch.tensor(j.req.prompt_ids[j.m :]) for j in joins]
