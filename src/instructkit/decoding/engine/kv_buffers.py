@@ -114,19 +114,14 @@ class Lane:
 
 def buffers(rows: list[torch.Tensor], width: int, capacity: int) -> torch.Tensor:
     """One buffer ``[sum of rows, heads, capacity, dim]`` holding each part right-aligned at column
-    ``width`` (left padding), zeros elsewhere (masked out, and finite: a column a row never wrote is read
-    with weight 0, and 0 times a stale NaN is NaN). Only what the parts do not cover is zeroed, not the
-    whole buffer first."""
+    ``width`` (left padding), zeros elsewhere (masked out, and finite)."""
     first = rows[0]
     batch = sum(r.shape[0] for r in rows)
-    out = first.new_empty((batch, first.shape[1], capacity, first.shape[3]))
-    out[:, :, width:].zero_()
+    out = first.new_zeros((batch, first.shape[1], capacity, first.shape[3]))
     at = 0
     for r in rows:
-        n, start = r.shape[0], width - r.shape[2]
-        out[at : at + n, :, :start].zero_()
-        out[at : at + n, :, start:width] = r
-        at += n
+        out[at : at + r.shape[0], :, width - r.shape[2] : width] = r
+        at += r.shape[0]
     return out
 
 
