@@ -1,7 +1,7 @@
 """Local decoding on SmolLM2, the one engine against the loops it replaced, in one run.
 
     python benchmarks/generate.py [--n 48] [--batch-size 16] [--max-new-tokens 64]
-    python benchmarks/generate.py --self-instruct [--instructions 20] [--batch-size 8] [--sides static,rounds,pipelined]
+    python benchmarks/generate.py --self-instruct [--instructions 20] [--batch-size 16] [--sides static,rounds,pipelined]
 
 Eval generation (the default): the user turns of the demo set (``examples/data/demo.jsonl``) and HumanEval
 prompts, rendered with SmolLM2's chat template, greedy. The peer is the loop a user writes: ``model.generate``
@@ -175,7 +175,8 @@ def self_instruct(args: argparse.Namespace) -> None:
 
     raw = yaml.safe_load((ROOT / "recipes" / "generate" / "self-instruct.yaml").read_text())
     raw["n"] = args.instructions
-    raw["backend"]["batch_size"] = args.batch_size
+    if args.batch_size:  # else the recipe's
+        raw["backend"]["batch_size"] = args.batch_size
     raw["instruction_sampling"]["temperature"] = 0.0  # greedy: every run must write the same records
     complete, engine_of = LocalBackend.complete, LocalBackend.engine
     sides = {
@@ -227,7 +228,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=48, help="eval prompts")
     ap.add_argument(
-        "--batch-size", type=int, default=None, help="rows decoded together (16 eval, 8 Self-Instruct)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows decoded together (16 eval; Self-Instruct: the recipe's, 16)",
     )
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--self-instruct", action="store_true", help="measure the local Self-Instruct generator")
@@ -241,7 +245,6 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.self_instruct:
-        args.batch_size = args.batch_size or 8
         self_instruct(args)
     else:
         args.batch_size = args.batch_size or 16
