@@ -8,7 +8,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -283,6 +285,42 @@ def long_recipe(runs: Path, name: str) -> dict[str, Any]:
     return data
 
 
+def _progress(url: str, job_id: str) -> dict[str, Any]:
+    import urllib.request
+
+    return json.loads(urllib.request.urlopen(f"{url}/api/jobs/{job_id}", timeout=60).read())
+
+
+def _wait_for(ok: Any, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def _held_at_step(url: str, job_id: str, runs: Path, step: int) -> int:
+    """Stop the job's process group (SIGSTOP) once its training is at ``step``; returns the group."""
+    _wait_for(
+        lambda: _progress(url, job_id)["stage"] == "train" and (_progress(url, job_id)["step"] or 0) >= step,
+        300,
+    )
+    config = f".studio/jobs/{job_id}/config.yaml".encode()
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).endswith(config)]
+    assert len(pids) == 1, pids
+    group = os.getpgid(pids[0])
+    os.killpg(group, signal.SIGSTOP)
+    progress = _progress(url, job_id)
+    assert progress["stage"] == "train" and progress["step"] < STEPS - 4, progress
+    return group
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes().rstrip(b"\0")
+    except OSError:
+        return b""
+
+
 def weights(folder: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
@@ -345,15 +383,23 @@ def test_a_job_cancelled_in_the_browser_resumes_from_the_cli_to_the_uninterrupte
         body = json.dumps({"kind": "run", "config": long_recipe(runs, "cut")}).encode()
         req = urllib.request.Request(url + "/api/jobs", body, {"Content-Type": "application/json"})
         job_id = json.loads(urllib.request.urlopen(req, timeout=60).read())["id"]
-        page.goto(f"{url}/#/train?job={job_id}")
-        wait_ready(page)
-        # step 3 of STEPS: a checkpoint exists (save_every_steps: 1) and training is far from its end
-        page.wait_for_function(
-            "() => { const m = /step (\\d+) \\//.exec(document.querySelector('#job-step').textContent);"
-            " return m && +m[1] >= 3; }",
-            timeout=300_000,
-        )
-        page.click("#job-cancel")
+        # The job's 16 steps take about 2 s, less than Chromium may need to show the page on a busy machine, so
+        # the job is held (SIGSTOP to its process group) once training is at step 3 (a checkpoint exists and
+        # the end is far) and let go once the Cancel pressed in the page has been sent: the SIGINT waits for it.
+        group = _held_at_step(url, job_id, runs, 3)
+        try:
+            page.goto(f"{url}/#/train?job={job_id}")
+            wait_ready(page)
+            page.wait_for_function(
+                "() => { const m = /step (\\d+) \\//.exec(document.querySelector('#job-step').textContent);"
+                " return m && +m[1] >= 3; }",
+                timeout=300_000,
+            )
+            page.click("#job-cancel")
+            page.wait_for_selector("#job-cancel[disabled]", state="attached", timeout=60_000)
+            _wait_for(lambda: _progress(url, job_id)["cancel_requested"], 60)
+        finally:
+            os.killpg(group, signal.SIGCONT)
         page.wait_for_selector("#job-status[data-status=cancelled]", timeout=120_000)
         resume = page.inner_text("pre#job-resume-cmd").strip()
     job = json.loads((runs / ".studio" / "jobs" / job_id / "job.json").read_text())
