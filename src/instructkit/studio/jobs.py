@@ -78,6 +78,14 @@ class Job:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("proc", "watcher")}
 
 
+def _ctrl_c_stops() -> None:
+    """In the job's process before it starts: SIGINT back to its default. A studio started in the background
+    by a shell (``instructkit studio ... &``) ignores SIGINT, a child inherits that, and Python then installs
+    no Ctrl-C handler: Cancel would do nothing until SIGTERM. (Only ``signal`` is called here, no lock is
+    taken, so it is safe between fork and exec.)"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def planned_stages(kind: str, config: dict[str, Any]) -> list[str]:
     """The stages a job of ``kind`` goes through, as its runner names them in ``stages.json``."""
     if kind == "run":
@@ -165,7 +173,8 @@ class JobManager:
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
             with open(folder / "log.txt", "ab") as log:
                 job.proc = subprocess.Popen(argv, cwd=self.root.root, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)  # fmt: skip
+                                            stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                                            preexec_fn=_ctrl_c_stops)  # fmt: skip
             self.jobs[job_id] = job
             self._save(job)
         job.watcher = threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"job-{job_id}")
