@@ -85,3 +85,50 @@ def test_the_engine_decodes_on_packed_weights_with_one_request_generate_replies(
         engine.stop()
     assert got == want and len({tuple(g) for g in got}) > 3
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self, bias: bool = False) -> None:
+        super().__init__()
+        self.q_proj = torch.nn.Linear(40, 32, bias=bias)
+        self.k_proj = torch.nn.Linear(40, 8, bias=bias)
+        self.v_proj = torch.nn.Linear(40, 8, bias=bias)
+        self.o_proj = torch.nn.Linear(32, 40, bias=False)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_siblings_reading_one_input_share_one_packed_product_with_the_same_numbers(bias: bool) -> None:
+    """q/k/v (and gate/up) run as one packed product, each layer taking its columns: the numbers are those of
+    each layer packed on its own, to the bit, in any call order, with inputs that differ, after a weight
+    changes; restore gives the layers back."""
+    torch.manual_seed(0)
+    attn = _Attention(bias)
+    names = ("q_proj", "k_proj", "v_proj")
+    x, y = torch.randn(3, 5, 40), torch.randn(2, 40)
+    alone = {n: packed._pack(getattr(attn, n).weight) for n in names}
+
+    def own(n: str, t: torch.Tensor) -> torch.Tensor:  # each layer packed on its own (the unfused path)
+        m = getattr(attn, n)
+        return torch.ops.mkldnn._linear_pointwise(t, alone[n], m.bias, "none", [], "")
+
+    layers = packed.install(attn)
+    assert len(layers) == 4 and attn.q_proj._instructkit_group is attn.v_proj._instructkit_group
+    assert not hasattr(attn.o_proj, "_instructkit_group")  # o_proj reads another input
+    with torch.inference_mode():
+        for order in (names, ("v_proj", "q_proj", "k_proj")):
+            got = {n: getattr(attn, n)(x) for n in order}
+            assert all(torch.equal(got[n], own(n, x)) for n in names)
+        # another input between two members, and one member called twice with the same input
+        q, k_other, k = attn.q_proj(x), attn.k_proj(y), attn.k_proj(x)
+        assert torch.equal(q, own("q_proj", x)) and torch.equal(k_other, own("k_proj", y))
+        assert torch.equal(k, own("k_proj", x)) and torch.equal(attn.k_proj(x), own("k_proj", x))
+    with torch.no_grad():
+        attn.k_proj.weight.mul_(2.0)  # a changed weight: the stacked copy is packed again
+    alone["k_proj"] = packed._pack(attn.k_proj.weight)
+    with torch.inference_mode():
+        assert torch.equal(attn.q_proj(y), own("q_proj", y)) and torch.equal(attn.k_proj(y), own("k_proj", y))
+        assert not torch.equal(own("k_proj", y), own("q_proj", y)[:, :8])
+    packed.restore(layers)
+    assert not any(
+        k in vars(m) for m in attn.modules() for k in ("forward", "_instructkit_packed", "_instructkit_group")
+    )

@@ -30,6 +30,14 @@ log = logging.getLogger("instructkit.serve")
 
 ROWS_HINT = 8  # the row count oneDNN lays the weight out for; 1 to 512 rows all run faster than sgemm here
 
+FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+"""Sibling layers of one module that read the same input (Llama-family attention and MLP): the first one
+called computes one packed product over their stacked weights, and each takes its columns. A product costs
+about 0.1 ms more than its bytes on this CPU, and a step runs 7 per layer; fused, 4. Measured on the 2-core
+build machine, two threads, the 30 layers' q/k/v and gate/up products of SmolLM2-135M: 1 row 17.8 -> 15.7
+ms, 8 rows 28.4 -> 22.8 ms, 16 rows 31.2 -> 29.8 ms; the numbers are the same to the bit (oneDNN reduces
+each output over the same inputs in the same order; ``tests/test_packed_linear.py`` compares them)."""
+
 
 def _version(weight: torch.Tensor) -> int | None:
     try:
@@ -52,6 +60,66 @@ def _forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
         packed = _pack(w)
         self._instructkit_packed = (w, _version(w), packed)
     return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
+
+
+class _Group:
+    """Sibling linear layers computed as one packed product (:data:`FUSED`). The product over an input is
+    kept until every member has taken its columns; a member called with another input (or twice with the
+    same one) has the product computed again, so the numbers never depend on the call order."""
+
+    def __init__(self, layers: list[torch.nn.Linear]) -> None:
+        self.layers = layers
+        self.sizes = [m.out_features for m in layers]
+        self.source: list[tuple[torch.Tensor, int | None]] = []
+        self.packed: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+        self.kept: tuple[torch.Tensor, dict[int, torch.Tensor], set[int]] | None = None
+
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        now = [(m.weight, _version(m.weight)) for m in self.layers]
+        stale = len(now) != len(self.source) or any(
+            w is not w0 or v != v0 for (w, v), (w0, v0) in zip(now, self.source, strict=False)
+        )
+        if stale or self.packed is None:  # packed again when a member's weight changed (as _forward)
+            with torch.no_grad():
+                self.packed = _pack(torch.cat([m.weight.detach() for m in self.layers]))
+                biases = [m.bias for m in self.layers]
+                self.bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
+            self.source = now
+        return self.packed, self.bias
+
+    def take(self, layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        kept = self.kept
+        if kept is None or kept[0] is not x or id(layer) in kept[2]:
+            packed, bias = self._weights()
+            out = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+            parts = dict(zip((id(m) for m in self.layers), out.split(self.sizes, dim=-1), strict=True))
+            kept = self.kept = (x, parts, set())
+        kept[2].add(id(layer))
+        if len(kept[2]) == len(self.layers):
+            self.kept = None  # every member has its columns: the input and the product are not held
+        return kept[1][id(layer)]
+
+
+def _fused_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    w = self.weight
+    if torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu" or w.dtype != x.dtype:
+        return torch.nn.functional.linear(x, w, self.bias)
+    return self._instructkit_group.take(self, x)
+
+
+def _groups(model: Any) -> list[list[torch.nn.Linear]]:
+    """The :data:`FUSED` sets of ``model``: plain fp32 linear children of one module with those names, the
+    same input size, and all or none with a bias."""
+    out = []
+    for module in model.modules():
+        for names in FUSED:
+            layers = [getattr(module, n, None) for n in names]
+            if not all(type(m) is torch.nn.Linear and "forward" not in vars(m) for m in layers):
+                continue
+            if len({m.in_features for m in layers}) == 1 and len({m.bias is None for m in layers}) == 1:
+                out.append(layers)
+    return out
 
 
 def _free_memory() -> int | None:
@@ -95,13 +163,19 @@ def usable(model: Any) -> str | None:
 
 
 def install(model: Any) -> list[torch.nn.Linear]:
-    """Route every ``nn.Linear`` of ``model`` through its packed weight; returns the layers changed (for
-    :func:`restore`). Changes nothing and logs why where :func:`usable` says no."""
+    """Route every ``nn.Linear`` of ``model`` through its packed weight (the :data:`FUSED` siblings through
+    one packed product); returns the layers changed (for :func:`restore`). Changes nothing and logs why where :func:`usable` says no."""
     why = usable(model)
     if why:
         log.info("decoding with plain linear layers: %s", why)
         return []
     changed = []
+    for layers in _groups(model):
+        group = _Group(layers)
+        for module in layers:
+            module._instructkit_group = group
+            module.forward = types.MethodType(_fused_forward, module)
+            changed.append(module)
     for module in model.modules():
         if type(module) is torch.nn.Linear and "forward" not in vars(module):
             module._instructkit_packed = (module.weight, _version(module.weight), _pack(module.weight))
@@ -115,3 +189,4 @@ def restore(layers: list[torch.nn.Linear]) -> None:
     for module in layers:
         vars(module).pop("forward", None)
         vars(module).pop("_instructkit_packed", None)
+        vars(module).pop("_instructkit_group", None)
