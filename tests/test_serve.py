@@ -351,6 +351,42 @@ def test_prompt_lookup_drafts_in_a_step_of_many_rows_only_where_they_are_kept() 
     assert drafts[0] == [110, 111, 112, 113] and not many[0].looked_up
 
 
+def test_lone_rows_get_longer_lookup_drafts_and_suffix_drafts_shrink_after_a_miss() -> None:
+    """A step of few rows fills up to FREE_STEP_TOKENS with prompt-lookup drafts (nearly free while the
+    weights' reads dominate); a row whose draft from earlier replies was cut short drafts at most one more
+    than it kept next time, and doubles back (up to ``suffix_draft_tokens``) while its drafts are kept whole."""
+    from instructkit.decoding.engine import drafts as d
+
+    def row(context: list[int]) -> Request:
+        return Request(context, Sampling(max_tokens=50), None, set(), deltas=False)
+
+    ctx = [*range(1, 21), 1, 2, 3]  # "1 2 3" seen before: lookup drafts 4 5 6 ...
+    kw = {"draft_tokens": 2, "suffix_draft_tokens": 16, "context_length": None, "suffix_drafts": None}
+    assert d.FREE_STEP_TOKENS == 8
+    assert d.propose_drafts([row(ctx)], **kw) == {0: [4, 5, 6, 7, 8, 9, 10]}  # 1 row + 7 drafts
+    assert d.propose_drafts([row(ctx), row(ctx)], **kw) == {0: [4, 5, 6], 1: [4, 5, 6]}
+    assert d.propose_drafts([row(ctx)] * 3, **kw)[0] == [4, 5]  # past 8 // rows - 1 < 2: draft_tokens
+    assert d.propose_drafts([row(ctx)], **{**kw, "draft_tokens": 0}) == {}  # lookup off stays off
+
+    earlier = d.SuffixDrafts()
+    earlier.add(None, list(range(100, 140)))
+    req = row(list(range(100, 110)))
+    assert len(d.propose_drafts([req], **{**kw, "suffix_drafts": earlier})[0]) == 10  # the match length
+    d.after_check(req, 10, 1, 16)  # one of ten kept
+    assert req.suffix_cap == 2
+    req.generated = list(range(110, 112))
+    assert d.propose_drafts([req], **{**kw, "suffix_drafts": earlier})[0] == [112, 113]
+    d.after_check(req, 2, 2, 16)
+    d.after_check(req, 4, 4, 16)
+    assert req.suffix_cap == 8
+    d.after_check(req, 8, 8, 16)
+    d.after_check(req, 16, 16, 16)
+    assert req.suffix_cap == 16  # never past suffix_draft_tokens
+    req.looked_up = True
+    d.after_check(req, 2, 0, 16)  # a prompt-lookup draft leaves the limit alone
+    assert req.suffix_cap == 16
+
+
 def test_suffix_drafts_follow_the_longest_earlier_match_within_lane_and_bound() -> None:
     from instructkit.decoding.engine.drafts import SuffixDrafts
 

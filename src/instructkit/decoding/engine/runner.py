@@ -32,7 +32,7 @@ import torch
 
 from instructkit.decoding.engine import packed
 from instructkit.decoding.engine.attention import PACKED, Join, Plan, additive, register_packed_attention
-from instructkit.decoding.engine.drafts import SuffixDrafts, draft_order, propose_drafts
+from instructkit.decoding.engine.drafts import SuffixDrafts, after_check, draft_order, propose_drafts
 from instructkit.decoding.engine.kv_buffers import Lane, cache_of, slot_layer_class
 from instructkit.decoding.engine.prefix_cache import PrefixCache, common_prefix
 from instructkit.decoding.engine.requests import Request
@@ -405,6 +405,7 @@ class ModelRunner:
             self.stats["draft_tokens"] += len(draft)
             self.stats["accepted_tokens"] += n
             req.kept += n if req.looked_up else 0
+            after_check(req, len(draft), n, self.suffix_draft_tokens)
             accepted.append(n)
             last.append(token)
             if not done:
