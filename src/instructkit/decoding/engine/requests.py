@@ -73,7 +73,7 @@ class Request:
         self.generated: list[int] = []
         self.drafted = self.kept = 0  # prompt-lookup draft tokens checked for this request, and kept
         self.looked_up = False  # whether this step's draft came from prompt lookup (else earlier replies)
-        self.suffix_cap: int | None = None  # the most drafts from earlier replies next step (None: no limit yet)
+        self.suffix_cap: int | None = None  # most drafts from earlier replies next step (None: any)
         self.sent = 0  # characters of text already handed out as deltas
         self.text = ""
         self.result: Result | None = None
