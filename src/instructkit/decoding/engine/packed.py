@@ -75,7 +75,8 @@ class _Group:
         self.bias: torch.Tensor | None = None
         self.kept: tuple[torch.Tensor, dict[int, torch.Tensor], set[int]] | None = None
 
-    def _weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stacked weights packed (again, if a member's weight changed since), and the stacked bias."""
         now = [(m.weight, _version(m.weight)) for m in self.layers]
         stale = len(now) != len(self.source) or any(
             w is not w0 or v != v0 for (w, v), (w0, v0) in zip(now, self.source, strict=False)
@@ -91,7 +92,7 @@ class _Group:
     def take(self, layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
         kept = self.kept
         if kept is None or kept[0] is not x or id(layer) in kept[2]:
-            packed, bias = self._weights()
+            packed, bias = self.weights()
             out = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
             parts = dict(zip((id(m) for m in self.layers), out.split(self.sizes, dim=-1), strict=True))
             kept = self.kept = (x, parts, set())

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from instructkit.decoding.engine import packed
+from instructkit.decoding.engine import lean, packed
 from instructkit.decoding.engine.attention import PACKED, Join, Plan, additive, register_packed_attention
 from instructkit.decoding.engine.drafts import SuffixDrafts, after_check, draft_order, propose_drafts
 from instructkit.decoding.engine.kv_buffers import Lane, cache_of, slot_layer_class
@@ -83,11 +83,12 @@ class ModelRunner:
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self._slot: type | None = None  # the in-place cache layer class (made once, on first use)
         self._packed = False  # prompts are prefilled inside decoding steps (decided by the start-up probe)
+        self._lean = False  # packed steps run lean.forward, not the model's own (decided by the probe)
         self._attn_before: str | None = None  # the model's attention implementation before packing
         self._kv: tuple[int, int, torch.dtype] | None = None  # key/value heads, head dim, dtype
         self.stats: dict[str, Any] = {"requests": 0, "finished": 0, "cancelled": 0, "steps": 0, "max_rows": 0}
         self.stats["busy_s"] = 0.0  # seconds spent prefilling and decoding (the rest: waiting for work)
-        self.stats.update(packed_prompts=0, draft_tokens=0, accepted_tokens=0)
+        self.stats.update(packed_prompts=0, draft_tokens=0, accepted_tokens=0, lean_forward=False)
         self.draft_tokens = draft_tokens  # prompt-lookup draft tokens per greedy row and step (0: none)
         self.suffix_draft_tokens = suffix_draft_tokens  # drafts from earlier requests' sequences (0: none)
         self.suffix_drafts = SuffixDrafts() if suffix_draft_tokens > 0 else None
@@ -147,6 +148,26 @@ class ModelRunner:
             log.warning("packed prefill %s: prefilling each prompt in a pass of its own", why)
             inner.set_attn_implementation(before)
             self._attn_before, self._packed = None, False
+            return
+        self._lean = self._probe_lean(probe, logits)
+        self.stats["lean_forward"] = self._lean
+
+    def _probe_lean(self, probe: Request, want: torch.Tensor) -> bool:
+        """Whether packed steps can run :func:`~instructkit.decoding.engine.lean.forward`: the model is one it
+        covers, and on the probe it gives the model's own forward's logits (``want``) to the bit."""
+        why = lean.supported(self._inner())
+        if why is None:
+            self._lean = True
+            try:
+                got = self._forward(Lane(None), [self._new_join(probe, 0, None)])
+                if not torch.equal(got, want):
+                    why = f"its logits differ from the model's own forward ({float((got - want).abs().max()):.2e})"
+            except Exception as e:  # a Llama variant it does not cover
+                why = f"it failed ({type(e).__name__}: {e})"
+            self._lean = False
+        if why is not None:
+            log.info("packed steps run the model's own forward: the written-out one does not apply (%s)", why)
+        return why is None
 
     def _pack_weights(self) -> None:
         """Route the model's linear layers through oneDNN's prepacked weights (:mod:`~instructkit.decoding.
@@ -159,6 +180,7 @@ class ModelRunner:
         """Give the model back with the attention implementation and the linear layers it came with."""
         packed.restore(self._packed_layers)
         self._packed_layers = []
+        self._lean = False
         if self._attn_before is not None:
             self._inner().set_attn_implementation(self._attn_before)
             self._attn_before, self._packed = None, False
@@ -320,10 +342,18 @@ class ModelRunner:
             at += j.n - j.m
             keep.append(at - 1)
         plan = Plan(lane, used, mask, plan_drafts, joins)
+        input_ids, position_ids = (
+            torch.cat(ids)[None].to(self.device),
+            torch.cat(positions)[None].to(self.device),
+        )
         with self.activate(lane.name):
+            if self._lean:
+                return lean.forward(
+                    self._inner(), input_ids, position_ids, torch.tensor(keep, device=self.device), plan
+                )
             out = self.model(
-                input_ids=torch.cat(ids)[None].to(self.device),
-                position_ids=torch.cat(positions)[None].to(self.device),
+                input_ids=input_ids,
+                position_ids=position_ids,
                 # a 4D mask is used as given: transformers builds none (the plan masks each part)
                 attention_mask=torch.ones((1, 1, 1, 1), dtype=torch.bool, device=self.device),
                 use_cache=False,

@@ -1,0 +1,94 @@
+"""The packed step's forward pass for Llama models, written out: the same operations as transformers' Llama
+code, in the same order, without its per-call work.
+
+Why: a decoding step of the bundled model runs 30 layers of a dozen module calls each, and every call pays for
+``nn.Module.__call__``, transformers' decorators and keyword plumbing, a lookup of the attention function, and
+rotary embedding applied to queries and keys apart. On the bundled model (fp32, packed linears, 2 threads) that
+was about 5 ms of every step, whatever its rows: measured on the same plans, 1 row 43.0 -> 38.0 ms, 4 rows
+44.6 -> 39.4 ms, 8 rows 53.1 -> 48.7 ms, 16 rows 68.9 -> 63.5 ms, logits equal to the bit. Here the q/k/v and
+gate/up products are each one packed product (:data:`~instructkit.decoding.engine.packed.FUSED`) read without
+the siblings' bookkeeping, and the rotation of queries and keys is one set of element-wise operations over both
+(each element gets the same operations as in transformers, so the same numbers). Written by hand because
+``torch.compile`` needs a C++ compiler and minutes of warm-up, which a user's laptop may lack.
+
+It runs only where it is the same computation: a ``llama`` model whose every layer has its q/k/v and gate/up
+in one packed group (so no adapter wraps them; an adapter on another projection is called as a module, and
+works), in fp32 on a CPU; and the runner checks at start that it gives the model's own forward's logits to the
+bit on a probe (:meth:`~instructkit.decoding.engine.runner.ModelRunner._probe`), and keeps that forward if not.
+Forward hooks on the q/k/v and gate/up projections are not run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def supported(model: Any) -> str | None:
+    """Why :func:`forward` cannot run ``model`` (a causal LM, adapters' wrapper removed); None: it can."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "llama":
+        return f"the model is {getattr(config, 'model_type', type(model).__name__)!r}, not 'llama'"
+    inner = getattr(model, "model", None)
+    layers = list(getattr(inner, "layers", []) or [])[: config.num_hidden_layers]
+    if not layers or not hasattr(model, "lm_head") or len(layers) != config.num_hidden_layers:
+        return "the model has no decoder layers or no output layer where a Llama has them"
+    for layer in layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv = getattr(attn.q_proj, "_instructkit_group", None)
+        gate_up = getattr(mlp.gate_proj, "_instructkit_group", None)
+        if qkv is None or [attn.q_proj, attn.k_proj, attn.v_proj] != qkv.layers:
+            return "the attention's q/k/v are not one packed product (an adapter wraps them, or they are not packed)"
+        if gate_up is None or [mlp.gate_proj, mlp.up_proj] != gate_up.layers:
+            return (
+                "the MLP's gate/up are not one packed product (an adapter wraps them, or they are not packed)"
+            )
+    return None
+
+
+def _rms(norm: Any, h: torch.Tensor) -> torch.Tensor:
+    # transformers' LlamaRMSNorm for fp32 (its casts to and from fp32 are no-ops there)
+    variance = h.pow(2).mean(-1, keepdim=True)
+    return norm.weight * (h * torch.rsqrt(variance + norm.variance_epsilon))
+
+
+def _product(group: Any, x: torch.Tensor) -> torch.Tensor:
+    weight, bias = group.weights()  # packed again if a member's weight changed
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def forward(
+    model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor, keep: torch.Tensor, plan: Any
+) -> torch.Tensor:
+    """The logits at positions ``keep`` of the flat sequence ``input_ids`` ``[1, tokens]``, the attention of
+    every layer going through ``plan`` (:class:`~instructkit.decoding.engine.attention.Plan`): what the
+    model's own forward returns with ``logits_to_keep=keep`` and the plan, as ``[kept, vocab]``."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    inner = model.model
+    h = inner.embed_tokens(input_ids)
+    cos, sin = inner.rotary_emb(h, position_ids)
+    cos, sin = (
+        cos.unsqueeze(2),
+        sin.unsqueeze(2),
+    )  # [1, tokens, 1, dim]: over the heads of [1, tokens, heads, dim]
+    tokens = input_ids.shape[1]
+    for layer in inner.layers[: model.config.num_hidden_layers]:
+        attn, mlp = layer.self_attn, layer.mlp
+        dim = attn.head_dim
+        half, nq, nk = dim // 2, attn.q_proj.out_features // dim, attn.k_proj.out_features // dim
+        qkv = _product(attn.q_proj._instructkit_group, _rms(layer.input_layernorm, h))
+        qk = qkv[..., : (nq + nk) * dim].view(1, tokens, nq + nk, dim)
+        qk = (
+            qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+        )  # rotate_half, both at once
+        q, k = qk[:, :, :nq].transpose(1, 2), qk[:, :, nq:].transpose(1, 2)
+        v = qkv[..., (nq + nk) * dim :].view(1, tokens, nk, dim).transpose(1, 2)
+        out = plan.attend(attn, q, k, v, sdpa_attention_forward, {"dropout": 0.0, "scaling": attn.scaling})
+        h = h + attn.o_proj(out.reshape(1, tokens, -1).contiguous())
+        gate_up = _product(mlp.gate_proj._instructkit_group, _rms(layer.post_attention_layernorm, h))
+        width = mlp.gate_proj.out_features
+        h = h + mlp.down_proj(mlp.act_fn(gate_up[..., :width]) * gate_up[..., width:])
+    h = _rms(inner.norm, h)
+    return model.lm_head(h[:, keep])[0]
