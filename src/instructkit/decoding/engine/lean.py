@@ -39,10 +39,10 @@ def supported(model: Any) -> str | None:
         qkv = getattr(attn.q_proj, "_instructkit_group", None)
         gate_up = getattr(mlp.gate_proj, "_instructkit_group", None)
         if qkv is None or [attn.q_proj, attn.k_proj, attn.v_proj] != qkv.layers:
-            return "the attention's q/k/v are not one packed product (an adapter wraps them, or they are not packed)"
+            return "the attention's q/k/v are not one packed product: an adapter wraps them, or they are not packed"
         if gate_up is None or [mlp.gate_proj, mlp.up_proj] != gate_up.layers:
             return (
-                "the MLP's gate/up are not one packed product (an adapter wraps them, or they are not packed)"
+                "the MLP's gate/up are not one packed product: an adapter wraps them, or they are not packed"
             )
     return None
 
