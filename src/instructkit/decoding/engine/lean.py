@@ -83,10 +83,8 @@ def forward(
     inner = model.model
     h = inner.embed_tokens(input_ids)
     cos, sin = inner.rotary_emb(h, position_ids)
-    cos, sin = (
-        cos.unsqueeze(2),
-        sin.unsqueeze(2),
-    )  # [1, tokens, 1, dim]: over the heads of [1, tokens, heads, dim]
+    # [1, tokens, 1, dim]: over the heads of [1, tokens, heads, dim]
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
     tokens = input_ids.shape[1]
     for layer in inner.layers[: model.config.num_hidden_layers]:
         attn, mlp = layer.self_attn, layer.mlp

@@ -180,7 +180,7 @@ class ModelRunner:
         """Give the model back with the attention implementation and the linear layers it came with."""
         packed.restore(self._packed_layers)
         self._packed_layers = []
-        self._lean = False
+        self._lean = self.stats["lean_forward"] = False
         if self._attn_before is not None:
             self._inner().set_attn_implementation(self._attn_before)
             self._attn_before, self._packed = None, False
